@@ -1,0 +1,327 @@
+"""The atlas data format: Parquet tables plus manifest.json, the contract between pipeline and renderer.
+
+One module reads, writes and validates it. The README documents every table and column; a test checks
+that the README and SCHEMA agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import __version__
+from .errors import AtlasError
+from .fsutil import atomic_dir, sha256_file
+
+SCHEMA_VERSION = 1
+
+I16, I32, I64, F32, F64, STR, BOOL = pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.string(), pa.bool_()
+STRS = pa.list_(pa.string())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    required: bool = True
+    # Free-form tables (side analyses imported as they came) only need their key columns.
+    free_form: bool = False
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
+
+
+def _c(name, typ, nullable=False):
+    return Column(name, typ, nullable)
+
+
+LF = (_c("layer", I16), _c("feature", I32))
+
+SCHEMA: dict[str, TableSpec] = {
+    "layers": TableSpec(("layer",), (
+        _c("layer", I16), _c("n_features", I32), _c("alive", I32), _c("annotated", I32), _c("n_modules", I32),
+        _c("variance_explained", F64, True), _c("mean_feature_cosine", F64, True),
+        _c("n_svd_aligned", I32, True), _c("annotated_null_rate", F64, True),
+    )),
+    "features": TableSpec(("layer", "feature"), LF + (
+        _c("alive", BOOL), _c("frequency", F64), _c("mean_activation", F64), _c("fire_count", I64),
+        _c("n_enrichments", I32), _c("label", STR, True), _c("label_database", STR, True),
+        _c("label_q", F64, True), _c("module", I32, True), _c("map_x", F32, True), _c("map_y", F32, True),
+        _c("svd_aligned", BOOL, True),
+    )),
+    "feature_genes": TableSpec(("layer", "feature", "rank"), LF + (
+        _c("rank", I16), _c("gene", STR), _c("activation", F64, True), _c("fire_count", I64, True),
+    )),
+    "enrichments": TableSpec(("layer", "feature", "database", "term"), LF + (
+        _c("database", STR), _c("term", STR), _c("p", F64, True), _c("q", F64, True),
+        _c("odds_ratio", F64, True), _c("overlap", I32), _c("overlap_genes", STRS), _c("set_size", I32, True),
+        _c("edge_density", F64, True),
+    )),
+    "celltypes": TableSpec(("layer", "feature", "level", "name"), LF + (
+        _c("level", STR), _c("name", STR), _c("q", F64, True), _c("odds_ratio", F64, True), _c("n_top", I32, True),
+    )),
+    "top_cells": TableSpec(("layer", "feature", "rank"), LF + (
+        _c("rank", I16), _c("cell_type", STR), _c("tissue", STR, True), _c("activation", F64),
+    )),
+    "modules": TableSpec(("layer", "module"), (
+        _c("layer", I16), _c("module", I32), _c("n_features", I32), _c("label", STR, True),
+        _c("top_terms", STRS), _c("top_term_counts", pa.list_(I32)),
+    )),
+    "module_members": TableSpec(("layer", "module", "feature"), (
+        _c("layer", I16), _c("module", I32), _c("feature", I32),
+    )),
+    "edges": TableSpec(("kind", "layer_a", "feature_a", "layer_b", "feature_b"), (
+        _c("kind", STR), _c("layer_a", I16), _c("feature_a", I32), _c("layer_b", I16), _c("feature_b", I32),
+        _c("weight", F64), _c("count", I64, True), _c("null_p", F64, True),
+    )),
+    # Optional side analyses of the published atlases.
+    "causal_patching": TableSpec(("layer", "feature"), LF + (
+        _c("n_cells", I32), _c("target_change", F64), _c("other_change", F64), _c("specificity", F64),
+        _c("top_genes", STRS),
+    ), required=False),
+    "perturbation": TableSpec(("gene", "rank"), (
+        _c("gene", STR), _c("rank", I16), _c("is_tf", BOOL, True), _c("n_known", I32, True),
+        _c("n_responding", I32, True), _c("n_significant", I32, True), _c("feature", I32),
+        _c("effect", F64), _c("label", STR, True),
+    ), required=False),
+    "svd_comparison": TableSpec(("layer", "metric"), (
+        _c("layer", I16), _c("metric", STR), _c("value", F64, True),
+    ), required=False),
+    "persistence": TableSpec(("kind", "row"), (_c("kind", STR), _c("row", I32)), required=False, free_form=True),
+    "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
+}
+
+# Columns that hold a (layer, feature) reference into `features`.
+FEATURE_REFS = {
+    "feature_genes": [("layer", "feature")], "enrichments": [("layer", "feature")],
+    "celltypes": [("layer", "feature")], "top_cells": [("layer", "feature")],
+    "module_members": [("layer", "feature")], "causal_patching": [("layer", "feature")],
+    "edges": [("layer_a", "feature_a"), ("layer_b", "feature_b")],
+}
+UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q"]}
+
+
+@dataclass
+class Atlas:
+    """An atlas on disk: its manifest and its tables (read on first use)."""
+
+    path: Path
+    manifest: dict
+    _tables: dict[str, pa.Table] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def has(self, table: str) -> bool:
+        return table in self.manifest.get("tables", {})
+
+    def table(self, name: str) -> pa.Table:
+        if name not in self._tables:
+            if not self.has(name):
+                spec = SCHEMA[name]
+                self._tables[name] = spec.schema().empty_table()
+            else:
+                self._tables[name] = pq.read_table(self.path / f"{name}.parquet")
+        return self._tables[name]
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """Cast a table to its schema (free-form tables keep their extra columns) and sort it by its key."""
+    spec = SCHEMA[name]
+    cols = [c.name for c in spec.columns]
+    missing = [c for c in cols if c not in table.column_names]
+    if missing:
+        raise AtlasError(f"table {name}: missing column(s) {', '.join(missing)}")
+    if spec.free_form:
+        extra = [c for c in table.column_names if c not in cols]
+        table = table.select(cols + extra)
+        fields = [pa.field(c.name, c.type, c.nullable) for c in spec.columns] + [table.schema.field(c) for c in extra]
+        table = table.cast(pa.schema(fields))
+    else:
+        table = table.select(cols).cast(spec.schema())
+    if table.num_rows:
+        table = table.sort_by([(k, "ascending") for k in spec.key])
+    return table
+
+
+def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
+    """Write an atlas folder atomically: every table conformed, validated, then swapped into place."""
+    path = Path(path)
+    unknown = sorted(set(tables) - set(SCHEMA))
+    if unknown:
+        raise AtlasError(f"unknown table(s) {', '.join(unknown)}")
+    manifest = dict(manifest)
+    manifest["schema_version"] = SCHEMA_VERSION
+    manifest.setdefault("provenance", {})["package_version"] = __version__
+    with atomic_dir(path) as tmp:
+        listing = {}
+        for name in sorted(tables):
+            t = conform(name, tables[name])
+            file = tmp / f"{name}.parquet"
+            # Fixed writer settings keep the bytes identical for identical input.
+            pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
+            listing[name] = {"rows": t.num_rows, "sha256": sha256_file(file)}
+        manifest["tables"] = listing
+        (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
+        problems = validate(tmp)
+        if problems:
+            raise AtlasError(f"refusing to write {path}: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return read_atlas(path, check=False)
+
+
+def dumps_json(obj, indent: bool = False) -> bytes:
+    opt = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(obj, option=opt) + (b"\n" if indent else b"")
+
+
+def read_manifest(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise AtlasError(f"{path}: no such atlas folder")
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise AtlasError(f"{mf}: missing (an atlas folder needs manifest.json)")
+    try:
+        manifest = orjson.loads(mf.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise AtlasError(f"{mf}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise AtlasError(f"{mf}: expected a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise AtlasError(f"{mf}: unknown schema_version {version!r} (this version of feature-atlas reads {SCHEMA_VERSION})")
+    return manifest
+
+
+def read_atlas(path: Path, check: bool = True) -> Atlas:
+    """Open an atlas; with `check`, refuse one that does not validate, naming the first problem."""
+    path = Path(path)
+    if check:
+        problems = validate(path)
+        if problems:
+            more = f" (and {len(problems) - 1} more; run `atlas validate {path}`)" if len(problems) > 1 else ""
+            raise AtlasError(problems[0] + more)
+    return Atlas(path, read_manifest(path))
+
+
+def validate(path: Path) -> list[str]:
+    """Every problem found in an atlas folder, one line each; an empty list means it is valid."""
+    path = Path(path)
+    try:
+        manifest = read_manifest(path)
+    except AtlasError as e:
+        return [str(e)]
+    problems: list[str] = []
+    listed = manifest.get("tables")
+    if not isinstance(listed, dict):
+        return [f"{path / 'manifest.json'}: field 'tables' missing or not an object"]
+    tables: dict[str, pa.Table] = {}
+    for name, spec in SCHEMA.items():
+        file = path / f"{name}.parquet"
+        if name not in listed:
+            if spec.required:
+                problems.append(f"{file}: required table missing from manifest 'tables'")
+            continue
+        if not file.is_file():
+            problems.append(f"{file}: listed in the manifest but missing")
+            continue
+        try:
+            t = pq.read_table(file)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            problems.append(f"{file}: not a readable Parquet file ({e})")
+            continue
+        bad = _check_columns(file, spec, t)
+        problems += bad
+        if bad:
+            continue
+        if listed[name].get("rows") != t.num_rows:
+            problems.append(f"{file}: {t.num_rows} rows, manifest says {listed[name].get('rows')}")
+        problems += _check_keys(file, spec, t)
+        tables[name] = t
+    for name in sorted(set(listed) - set(SCHEMA)):
+        problems.append(f"{path / 'manifest.json'}: unknown table {name!r} in 'tables'")
+    if "features" in tables and "layers" in tables:
+        problems += _check_consistency(path, manifest, tables)
+    return problems
+
+
+def _check_columns(file: Path, spec: TableSpec, t: pa.Table) -> list[str]:
+    out = []
+    for c in spec.columns:
+        if c.name not in t.column_names:
+            out.append(f"{file}: missing column {c.name!r} ({c.type})")
+            continue
+        actual = t.schema.field(c.name).type
+        if actual != c.type:
+            out.append(f"{file}: column {c.name!r} has type {actual}, expected {c.type}")
+        elif not c.nullable and t.column(c.name).null_count:
+            out.append(f"{file}: column {c.name!r} has {t.column(c.name).null_count} null value(s), expected none")
+    return out
+
+
+def _check_keys(file: Path, spec: TableSpec, t: pa.Table) -> list[str]:
+    if t.num_rows == 0:
+        return []
+    groups = t.group_by(list(spec.key)).aggregate([([], "count_all")])
+    dup = groups.filter(pc.greater(groups["count_all"], 1))
+    if dup.num_rows:
+        first = {k: dup.column(k)[0].as_py() for k in spec.key}
+        return [f"{file}: {dup.num_rows} duplicate key(s) on ({', '.join(spec.key)}), first {first}"]
+    return []
+
+
+def _check_consistency(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> list[str]:
+    out = []
+    layers, features = tables["layers"], tables["features"]
+    layer_ids = layers.column("layer").to_pylist()
+    if manifest.get("model", {}).get("n_layers") not in (None, len(layer_ids)):
+        out.append(f"{path / 'manifest.json'}: model.n_layers is {manifest['model']['n_layers']}, "
+                   f"layers.parquet has {len(layer_ids)} layers")
+    counts = features.group_by("layer").aggregate([([], "count_all"), ("alive", "sum")])
+    per_layer = {r["layer"]: (r["count_all"], r["alive_sum"]) for r in counts.to_pylist()}
+    for row in layers.to_pylist():
+        n, alive = per_layer.get(row["layer"], (0, 0))
+        if n != row["n_features"]:
+            out.append(f"{path / 'layers.parquet'}: layer {row['layer']} says n_features {row['n_features']}, "
+                       f"features.parquet has {n}")
+        if alive != row["alive"]:
+            out.append(f"{path / 'layers.parquet'}: layer {row['layer']} says alive {row['alive']}, "
+                       f"features.parquet has {alive}")
+    for lay in sorted(set(per_layer) - set(layer_ids)):
+        out.append(f"{path / 'features.parquet'}: layer {lay} is not in layers.parquet")
+    keys = set(zip(features.column("layer").to_pylist(), features.column("feature").to_pylist()))
+    for name, refs in FEATURE_REFS.items():
+        if name not in tables:
+            continue
+        t = tables[name]
+        for lcol, fcol in refs:
+            pairs = set(zip(t.column(lcol).to_pylist(), t.column(fcol).to_pylist()))
+            orphans = sorted(pairs - keys)
+            if orphans:
+                out.append(f"{path / (name + '.parquet')}: {len(orphans)} ({lcol}, {fcol}) pair(s) not in "
+                           f"features.parquet, first {orphans[0]}")
+    for name, cols in UNIT_INTERVAL.items():
+        if name not in tables:
+            continue
+        for col in cols:
+            vals = [v for v in tables[name].column(col).to_pylist() if v is not None]
+            bad = [v for v in vals if not (0.0 <= v <= 1.0) or math.isnan(v)]
+            if bad:
+                out.append(f"{path / (name + '.parquet')}: column {col!r} has {len(bad)} value(s) outside "
+                           f"[0, 1], first {bad[0]}")
+    return out

@@ -1,0 +1,404 @@
+"""Import a published atlas in the predecessor's compact JSON format (Biodyn-AI scgpt-atlas / geneformer atlas).
+
+The format's quirks are tolerated: the non-standard JSON numbers `Infinity`/`NaN`, optional files, no
+gene_index.json, any number of layers and features per layer. What is not imported is reported.
+Field meanings (from the predecessor's preprocess script): `p` in annotations and cell types is the
+BH-adjusted p-value (so it becomes our `q`); for STRING_edges / TRRUST_edges it is an edge density.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from .atlasdata import SCHEMA, write_atlas
+from .errors import AtlasError
+from .fsutil import sha256_file
+
+LAYER_FILE = re.compile(r"^layer_(\d+)_(features|annotations|celltypes|positions)\.json$")
+GLOBAL_FILES = ("global_summary.json", "modules.json", "cross_layer_graph.json", "causal_patching.json",
+                "svd_comparison.json", "cross_layer_tracking.json", "novel_clusters.json",
+                "perturbation_response.json")
+DERIVED_FILES = {"gene_index.json": "derived from the feature gene lists",
+                 "ontology_index.json": "derived from the enrichments"}
+EDGE_COUNT_DBS = {"STRING_edges", "TRRUST_edges"}  # their `p` is an edge density, not a p-value
+
+
+@dataclass
+class Report:
+    skipped: list[str] = field(default_factory=list)
+    nonstandard_numbers: dict[str, int] = field(default_factory=dict)
+
+
+class _Reader:
+    """Reads one source folder's JSON files, counting non-standard numbers per file."""
+
+    def __init__(self, src: Path, report: Report):
+        self.src, self.report = src, report
+
+    def load(self, name: str, expect: type):
+        path = self.src / name
+        count = 0
+
+        def constant(token):
+            nonlocal count
+            count += 1
+            return {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}[token]
+
+        try:
+            data = json.loads(path.read_bytes(), parse_constant=constant)
+        except json.JSONDecodeError as e:
+            raise AtlasError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        except UnicodeDecodeError:
+            raise AtlasError(f"{path}: not valid JSON (not UTF-8 text)") from None
+        if not isinstance(data, expect):
+            raise AtlasError(f"{path}: expected a JSON {'object' if expect is dict else 'array'} at the top level")
+        if count:
+            self.report.nonstandard_numbers[name] = count
+        return data
+
+
+def _num(v):
+    """A finite float or None (NaN and the like become missing)."""
+    if v is None or isinstance(v, bool):
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _field(rec, key, kind, where):
+    if not isinstance(rec, dict) or key not in rec:
+        raise AtlasError(f"{where}: missing field {key!r}")
+    v = rec[key]
+    ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+          "num": isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": isinstance(v, bool), "str": isinstance(v, str), "list": isinstance(v, list),
+          "dict": isinstance(v, dict)}[kind]
+    if not ok:
+        expected = {"int": "an integer", "num": "a number", "bool": "true/false", "str": "a string",
+                    "list": "an array", "dict": "an object"}[kind]
+        raise AtlasError(f"{where}: field {key!r} is {json.dumps(v)[:40]}, expected {expected}")
+    return v
+
+
+def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
+                  model_family: str | None = None) -> tuple[Path, Report]:
+    src = Path(src)
+    if not src.is_dir():
+        raise AtlasError(f"{src}: no such source folder")
+    report = Report()
+    names = sorted(p.name for p in src.iterdir() if p.is_file())
+    layer_files: dict[int, dict[str, str]] = defaultdict(dict)
+    for n in names:
+        m = LAYER_FILE.match(n)
+        if m:
+            layer_files[int(m.group(1))][m.group(2)] = n
+        elif n in DERIVED_FILES:
+            report.skipped.append(f"{n}: not imported ({DERIVED_FILES[n]})")
+        elif n not in GLOBAL_FILES:
+            report.skipped.append(f"{n}: not part of the format, ignored")
+    layers = sorted(lay for lay, files in layer_files.items() if "features" in files)
+    if not layers:
+        raise AtlasError(f"{src}: no layer_NN_features.json file (is this a predecessor atlas data folder?)")
+    for lay in sorted(set(layer_files) - set(layers)):
+        report.skipped.append(f"layer {lay}: no layer_{lay:02d}_features.json, its other files ignored")
+    reader = _Reader(src, report)
+
+    rows = defaultdict(list)  # table name -> list of row dicts
+    dataset = {}
+    for lay in layers:
+        _import_layer(reader, lay, layer_files[lay], rows, dataset)
+    modules = _import_modules(reader, names, rows, set(layers))
+    pairs = _import_cross_layer(reader, names, rows)
+    extras = _import_extras(reader, names, rows)
+    summary = reader.load("global_summary.json", dict) if "global_summary.json" in names else None
+    if summary is None:
+        report.skipped.append("global_summary.json: absent, per-layer summary computed from the features")
+    rows["layers"] = _layer_rows(layers, rows, modules, summary, report)
+
+    tables = {name: pa.Table.from_pylist(r, schema=SCHEMA[name].schema()) if not SCHEMA[name].free_form
+              else _free_form(r) for name, r in rows.items()}
+    for name in ("celltypes", "top_cells", "module_members", "modules", "edges"):
+        tables.setdefault(name, SCHEMA[name].schema().empty_table())
+    n_feat = sum(1 for _ in rows["features"])
+    family = model_family or ("geneformer" if {"svd_comparison.json", "perturbation_response.json"} & set(names)
+                              else "unknown")
+    manifest = {
+        "atlas": {"id": atlas_id, "title": title or atlas_id,
+                  "description": f"Imported from a published feature atlas ({len(layers)} layers, {n_feat} features)."},
+        "model": {"family": family, "name": None, "n_layers": len(layers), "layers": layers},
+        "sae": {"kind": "unknown (published atlas)", "n_features": n_feat},
+        "dataset": dataset,
+        "genesets": [{"name": db, "enrichments": c} for db, c in sorted(_count(rows["enrichments"], "database").items())],
+        "parameters": {},
+        "cross_layer_pairs": pairs,
+        "extras": extras,
+        "source": {"kind": "biodyn-json", "path": str(src.resolve()),
+                   "files": {n: sha256_file(src / n) for n in names},
+                   "skipped": report.skipped, "nonstandard_numbers": report.nonstandard_numbers},
+        "notes": ["q is the published p_adjusted (Benjamini-Hochberg as run by the predecessor); raw p-values "
+                  "and term sizes were not published, so p and set_size are empty.",
+                  "STRING_edges and TRRUST_edges rows are the predecessor's edge counts among top genes: "
+                  "edge_density holds the published value, and no p-value is given."],
+    }
+    write_atlas(out, manifest, tables)
+    return out, report
+
+
+def _count(rows, key):
+    c = defaultdict(int)
+    for r in rows:
+        c[r[key]] += 1
+    return c
+
+
+def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, dataset: dict) -> None:
+    fname = files["features"]
+    feats = reader.load(fname, list)
+    anns = reader.load(files["annotations"], dict) if "annotations" in files else {}
+    if "annotations" not in files:
+        reader.report.skipped.append(f"layer_{lay:02d}_annotations.json: absent, layer {lay} has no enrichments")
+    pos = reader.load(files["positions"], list) if "positions" in files else []
+    if "positions" not in files:
+        reader.report.skipped.append(f"layer_{lay:02d}_positions.json: absent, layer {lay} has no map")
+    if pos and len(pos) != len(feats):
+        raise AtlasError(f"{reader.src / files['positions']}: {len(pos)} positions for {len(feats)} features")
+    ids = set()
+    for n, rec in enumerate(feats):
+        where = f"{reader.src / fname}: feature record {n}"
+        i = _field(rec, "i", "int", where)
+        if i in ids:
+            raise AtlasError(f"{where}: duplicate feature index {i}")
+        ids.add(i)
+        ann = anns.get(str(i))
+        enr = ann["anns"] if isinstance(ann, dict) and isinstance(ann.get("anns"), list) else []
+        label = rec.get("lb") or None
+        # The published label is the term with the smallest adjusted p; ties made it ambiguous, so match by name.
+        best = next((a for a in enr if a.get("t") == label), None) or (
+            min(enr, key=lambda a: a.get("p", 1.0)) if enr else None)
+        xy = pos[i] if pos and 0 <= i < len(pos) else None
+        if xy is not None and not (isinstance(xy, list) and len(xy) == 2):
+            raise AtlasError(f"{reader.src / files['positions']}: entry {i} is not an [x, y] pair")
+        module = rec.get("m", -1)
+        rows["features"].append({
+            "layer": lay, "feature": i, "alive": not _field(rec, "d", "bool", where),
+            "frequency": _field(rec, "f", "num", where), "mean_activation": _field(rec, "ma", "num", where),
+            "fire_count": _field(rec, "fc", "int", where), "n_enrichments": len(enr), "label": label,
+            "label_database": (best or {}).get("o") if label else None,
+            "label_q": _num(best.get("p")) if label and best and best.get("o") not in EDGE_COUNT_DBS else None,
+            "module": module if isinstance(module, int) and module >= 0 else None,
+            "map_x": _num(xy[0]) if xy else None, "map_y": _num(xy[1]) if xy else None,
+            "svd_aligned": rec.get("sv") if isinstance(rec.get("sv"), bool) else None,
+        })
+        genes = ann["genes"] if isinstance(ann, dict) and isinstance(ann.get("genes"), list) else rec.get("tg", [])
+        for rank, g in enumerate(genes, 1):
+            gw = f"{where}: top gene {rank}"
+            rows["feature_genes"].append({"layer": lay, "feature": i, "rank": rank,
+                                          "gene": _field(g, "n", "str", gw), "activation": _num(g.get("a")),
+                                          "fire_count": g.get("fc") if isinstance(g.get("fc"), int) else None})
+        seen = set()
+        for a in enr:
+            aw = f"{reader.src / files['annotations']}: feature {i}"
+            key = (_field(a, "o", "str", aw), _field(a, "t", "str", aw))
+            if key in seen:
+                reader.report.skipped.append(f"{files['annotations']}: feature {i} repeats term {key[1]!r}, kept the first")
+                continue
+            seen.add(key)
+            edge = key[0] in EDGE_COUNT_DBS
+            rows["enrichments"].append({
+                "layer": lay, "feature": i, "database": key[0], "term": key[1], "p": None,
+                "q": None if edge else _num(a.get("p")), "odds_ratio": None if edge else _num(a.get("or")),
+                "overlap": int(a.get("n", 0)), "overlap_genes": [str(g) for g in a.get("g", [])],
+                "set_size": None, "edge_density": _num(a.get("p")) if edge else None})
+    for key in anns:
+        if not key.isdigit() or int(key) not in ids:
+            reader.report.skipped.append(f"{files['annotations']}: entry {key!r} names no feature, ignored")
+    if "celltypes" in files:
+        _import_celltypes(reader, lay, files["celltypes"], ids, rows, dataset)
+    else:
+        reader.report.skipped.append(f"layer_{lay:02d}_celltypes.json: absent, layer {lay} has no cell-type data")
+
+
+def _import_celltypes(reader, lay, fname, ids, rows, dataset):
+    data = reader.load(fname, dict)
+    summ = data.get("summary", {})
+    if isinstance(summ, dict) and not dataset:
+        dataset.update({"cells": summ.get("n_cells"), "tissues": summ.get("tissues"),
+                        "n_cell_types": summ.get("n_cell_types")})
+    for key, rec in (data.get("features") or {}).items():
+        if not key.isdigit() or int(key) not in ids:
+            reader.report.skipped.append(f"{fname}: entry {key!r} names no feature, ignored")
+            continue
+        i = int(key)
+        seen = set()
+        for level, items, name_key in (("cell_type", rec.get("ct", []), "c"), ("tissue", rec.get("ti", []), "t")):
+            for e in items:
+                name = _field(e, name_key, "str", f"{reader.src / fname}: feature {i}")
+                if (level, name) in seen:
+                    continue
+                seen.add((level, name))
+                rows["celltypes"].append({"layer": lay, "feature": i, "level": level, "name": name,
+                                          "q": _num(e.get("p")), "odds_ratio": _num(e.get("or")),
+                                          "n_top": e.get("n") if isinstance(e.get("n"), int) else None})
+        for rank, e in enumerate(rec.get("tc", []), 1):
+            rows["top_cells"].append({"layer": lay, "feature": i, "rank": rank,
+                                      "cell_type": _field(e, "ct", "str", f"{reader.src / fname}: feature {i}"),
+                                      "tissue": e.get("t"), "activation": _num(e.get("a")) or 0.0})
+
+
+def _import_modules(reader, names, rows, layers) -> dict[int, int]:
+    per_layer = defaultdict(int)
+    if "modules.json" not in names:
+        reader.report.skipped.append("modules.json: absent, no modules")
+        return per_layer
+    for n, m in enumerate(reader.load("modules.json", list)):
+        where = f"{reader.src / 'modules.json'}: module record {n}"
+        lay, mid = _field(m, "layer", "int", where), _field(m, "id", "int", where)
+        if lay not in layers:
+            reader.report.skipped.append(f"modules.json: module {mid} of layer {lay} has no layer data, ignored")
+            continue
+        members = _field(m, "features", "list", where)
+        top = [t for t in m.get("top_anns", []) if isinstance(t, dict) and "t" in t]
+        rows["modules"].append({"layer": lay, "module": mid, "n_features": len(members),
+                                "label": top[0]["t"] if top else None, "top_terms": [t["t"] for t in top],
+                                "top_term_counts": [int(t.get("c", 0)) for t in top]})
+        rows["module_members"] += [{"layer": lay, "module": mid, "feature": f} for f in sorted(set(members))]
+        per_layer[lay] += 1
+    return per_layer
+
+
+def _import_cross_layer(reader, names, rows) -> list[dict]:
+    if "cross_layer_graph.json" not in names:
+        reader.report.skipped.append("cross_layer_graph.json: absent, no cross-layer edges")
+        return []
+    pairs = []
+    for key, block in sorted(reader.load("cross_layer_graph.json", dict).items()):
+        m = re.fullmatch(r"L(\d+)_L(\d+)", key)
+        if not m or not isinstance(block, dict):
+            reader.report.skipped.append(f"cross_layer_graph.json: entry {key!r} is not a layer pair, ignored")
+            continue
+        la, lb = int(m.group(1)), int(m.group(2))
+        edges = {}
+        for dep in block.get("deps", []):  # newer layout: per upstream feature, its downstream partners
+            for d in dep.get("deps", []):
+                edges.setdefault((dep["a"], d["b"]), (d.get("pmi"), None))
+        for e in block.get("edges", []):  # older layout: a flat edge list with counts
+            edges.setdefault((e["a"], e["b"]), (e.get("pmi"), e.get("c")))
+        for (a, b), (pmi, c) in edges.items():
+            rows["edges"].append({"kind": "cross_layer_pmi", "layer_a": la, "feature_a": a, "layer_b": lb,
+                                  "feature_b": b, "weight": _num(pmi) or 0.0, "count": c, "null_p": None})
+        summ = {k: (_num(v) if isinstance(v, float) else v) for k, v in (block.get("summary") or {}).items()}
+        pairs.append({"layer_a": la, "layer_b": lb, "edges_imported": len(edges), **summ})
+    return pairs
+
+
+def _import_extras(reader, names, rows) -> dict:
+    """Side analyses: causal patching (both atlases) and the Geneformer atlas' extra files."""
+    extras = {}
+    if "causal_patching.json" in names:
+        data = reader.load("causal_patching.json", dict)
+        lay = data.get("layer")
+        for f in data.get("features", []):
+            rows["causal_patching"].append({"layer": lay, "feature": f["i"], "n_cells": f.get("nc", 0),
+                                            "target_change": _num(f.get("td")), "other_change": _num(f.get("od")),
+                                            "specificity": _num(f.get("sr")), "top_genes": f.get("tg", [])})
+        extras["causal_patching"] = _clean(data.get("summary", {}))
+    if "svd_comparison.json" in names:
+        data = reader.load("svd_comparison.json", dict)
+        for lay, metrics in sorted((data.get("per_layer") or {}).items(), key=lambda kv: int(kv[0])):
+            for metric, v in sorted(metrics.items()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    rows["svd_comparison"].append({"layer": int(lay), "metric": metric, "value": _num(v)})
+        extras["svd_comparison"] = _clean(data.get("aggregate", {}))
+    if "cross_layer_tracking.json" in names:
+        data = reader.load("cross_layer_tracking.json", dict)
+        for kind in ("adjacent_persistence", "long_range_persistence"):
+            for n, r in enumerate(data.get(kind) or []):
+                rows["persistence"].append({"kind": kind, "row": n, **_flat(r)})
+        extras["persistence"] = {}
+    if "novel_clusters.json" in names:
+        data = reader.load("novel_clusters.json", dict)
+        for lay, block in sorted(data.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
+            if not lay.isdigit():
+                reader.report.skipped.append(f"novel_clusters.json: entry {lay!r} is not a layer, ignored")
+                continue
+            for n, r in enumerate(block.get("clusters", [])):
+                rows["novel_clusters"].append({"layer": int(lay), "row": n, **_flat(r)})
+        extras["novel_clusters"] = {}
+    if "perturbation_response.json" in names:
+        data = reader.load("perturbation_response.json", dict)
+        for t in data.get("targets", []):
+            for rank, hit in enumerate(t.get("top", []), 1):
+                rows["perturbation"].append({"gene": t["gene"], "rank": rank, "is_tf": t.get("tf"),
+                                             "n_known": t.get("nk"), "n_responding": t.get("nr"),
+                                             "n_significant": t.get("ns"), "feature": hit["i"],
+                                             "effect": _num(hit.get("es")), "label": hit.get("lb") or None})
+        extras["perturbation"] = _clean(data.get("summary", {}))
+    return extras
+
+
+def _clean(obj):
+    """JSON-safe copy: non-finite numbers become None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _flat(rec) -> dict:
+    """Scalars kept, anything nested stored as its JSON text."""
+    if not isinstance(rec, dict):
+        return {"value": json.dumps(_clean(rec))}
+    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(_clean(v)))
+            for k, v in rec.items() if k not in ("kind", "row", "layer")}
+
+
+def _free_form(records: list[dict]) -> pa.Table:
+    """A table from records with any columns: a column of mixed kinds is stored as text."""
+    cols = list(dict.fromkeys(k for r in records for k in r))
+    data = {}
+    for c in cols:
+        vals = [r.get(c) for r in records]
+        kinds = {type(v) for v in vals if v is not None}
+        if kinds <= {int}:
+            data[c] = pa.array(vals, pa.int64())
+        elif kinds <= {int, float}:
+            data[c] = pa.array([_num(v) for v in vals], pa.float64())
+        elif kinds <= {bool}:
+            data[c] = pa.array(vals, pa.bool_())
+        else:
+            data[c] = pa.array([None if v is None else str(v) for v in vals], pa.string())
+    return pa.table(data)
+
+
+def _layer_rows(layers, rows, modules, summary, report) -> list[dict]:
+    published = {}
+    if summary is not None:
+        published = {s.get("layer"): s for s in summary.get("layers", []) if isinstance(s, dict)}
+    stats = {lay: {"n": 0, "alive": 0, "annotated": 0} for lay in layers}
+    for f in rows["features"]:
+        s = stats[f["layer"]]
+        s["n"] += 1
+        s["alive"] += f["alive"]
+        s["annotated"] += f["n_enrichments"] > 0
+    out = []
+    for lay in layers:
+        s, p = stats[lay], published.get(lay, {})
+        for ours, theirs in (("alive", "alive"), ("annotated", "annotated")):
+            if theirs in p and p[theirs] != s[ours]:
+                report.skipped.append(f"global_summary.json: layer {lay} says {theirs} {p[theirs]}, "
+                                      f"the feature files give {s[ours]}; kept the feature files' count")
+        out.append({"layer": lay, "n_features": s["n"], "alive": s["alive"], "annotated": s["annotated"],
+                    "n_modules": modules.get(lay, 0), "variance_explained": _num(p.get("variance_explained")),
+                    "mean_feature_cosine": _num(p.get("mean_feature_cosine")),
+                    "n_svd_aligned": p.get("n_svd_aligned"), "annotated_null_rate": None})
+    return out

@@ -1,0 +1,130 @@
+"""Render an atlas folder into a static site: HTML shell, the site's JS/CSS, JSON shards, downloadable tables.
+
+site/NAME/
+  index.html                 the shell, with a small bootstrap object inlined (no extra request on first paint)
+  assets/<hash>/...          static/ copied under a content hash, so hosts may cache it for long
+  data/<hash>/...            the shards of shards.py, likewise under a content hash
+  downloads/                 every table as Parquet and CSV, and manifest.json
+The whole folder is built aside and swapped in, so a failed render leaves the previous site intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import jinja2
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .atlasdata import Atlas, dumps_json, read_atlas
+from .errors import AtlasError
+from .fsutil import atomic_dir
+from .shards import BUCKET, TERM_BUCKET, build_shards
+
+PKG = Path(__file__).resolve().parent
+
+
+def _resource(name: str) -> Path:
+    """templates/ and static/ sit inside the installed package, or at the repository top in a checkout."""
+    for p in (PKG / name, PKG.parent / name):
+        if p.is_dir():
+            return p
+    raise AtlasError(f"package data folder {name!r} not found next to {PKG}")
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(_resource("templates")),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def _hash_files(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()[:10]
+
+
+def static_files() -> dict[str, bytes]:
+    root = _resource("static")
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def render(atlas_dir: Path, site_root: Path) -> Path:
+    """Render atlas_dir into site_root/<atlas name>/ and refresh the site_root index page."""
+    atlas = read_atlas(atlas_dir)
+    shards = {path: orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) for path, obj in build_shards(atlas).items()}
+    assets = static_files()
+    data_dir, asset_dir = f"data/{_hash_files(shards)}/", f"assets/{_hash_files(assets)}/"
+    target = Path(site_root) / atlas.name
+    with atomic_dir(target) as tmp:
+        for files, base in ((shards, data_dir), (assets, asset_dir)):
+            for rel, blob in files.items():
+                out = tmp / base / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(blob)
+        downloads = _write_downloads(atlas, tmp / "downloads")
+        gene_keys = sorted(p[len("genes/n/"):-5] for p in shards if p.startswith("genes/n/"))
+        boot = bootstrap(atlas, data_dir, downloads, gene_keys)
+        html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
+        (tmp / "index.html").write_text(html, encoding="utf-8")
+        (tmp / "atlas.json").write_bytes(dumps_json({k: boot[k] for k in ("id", "title", "description", "totals")},
+                                                    indent=True))
+    render_index(Path(site_root))
+    return target
+
+
+def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list[str]) -> dict:
+    """What the first paint needs, inlined into index.html: titles, per-layer summary, where shards live."""
+    m = atlas.manifest
+    layers = atlas.table("layers").to_pylist()
+    totals = {k: sum(r[k] for r in layers) for k in ("n_features", "alive", "annotated", "n_modules")}
+    totals["layers"] = len(layers)
+    return {
+        "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
+        "description": m.get("atlas", {}).get("description") or "",
+        "model": m.get("model", {}), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
+        "genesets": m.get("genesets", []), "notes": m.get("notes", []),
+        "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
+        "downloads": downloads, "gene_keys": gene_keys, "has_map": atlas.table("features").column("map_x").null_count
+        < atlas.table("features").num_rows,
+    }
+
+
+def _csv_ready(t: pa.Table) -> pa.Table:
+    """CSV has no lists: list columns become `; `-joined text."""
+    cols = []
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_list(col.type):
+            col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), "; ")
+        cols.append(col)
+    return pa.table(cols, names=t.column_names)
+
+
+def _write_downloads(atlas: Atlas, out: Path) -> list[str]:
+    out.mkdir(parents=True)
+    names = sorted(atlas.manifest["tables"])
+    for name in names:
+        shutil.copyfile(atlas.path / f"{name}.parquet", out / f"{name}.parquet")
+        pacsv.write_csv(_csv_ready(atlas.table(name)), out / f"{name}.csv")
+    shutil.copyfile(atlas.path / "manifest.json", out / "manifest.json")
+    return names
+
+
+def render_index(site_root: Path) -> None:
+    """site_root/index.html lists every rendered atlas (the GitHub Pages landing page)."""
+    entries = []
+    for d in sorted(p for p in site_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        info = d / "atlas.json"
+        if info.is_file():
+            entries.append({"path": f"{d.name}/", **orjson.loads(info.read_bytes())})
+    html = _env().get_template("index.html").render(atlases=entries, assets=None)
+    tmp = site_root / ".index.html.tmp"
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(site_root / "index.html")

@@ -1,0 +1,66 @@
+// Hash router: each view is an ES module loaded on first visit; every view state is a link.
+import { h } from "./lib/dom.js";
+
+const ROUTES = [
+  [/^\/?$/, "overview"],
+  [/^\/layer\/(\d+)$/, "layer"],
+  [/^\/feature\/(\d+)\/(\d+)$/, "feature"],
+  [/^\/genes(?:\/(.*))?$/, "genes"],
+  [/^\/terms(?:\/(.*))?$/, "terms"],
+  [/^\/modules(?:\/(\d+))?$/, "modules"],
+  [/^\/flow$/, "flow"],
+];
+
+const main = document.getElementById("main");
+let current = { name: null, view: null };
+let seq = 0;
+
+function parse() {
+  const path = location.hash.replace(/^#/, "") || "/";
+  for (const [re, name] of ROUTES) {
+    const m = path.match(re);
+    if (m) return { name, params: m.slice(1).map((p) => (p == null ? null : decodeURIComponent(p))) };
+  }
+  return { name: null, params: [path] };
+}
+
+async function route() {
+  const { name, params } = parse();
+  const mine = ++seq;
+  for (const a of document.querySelectorAll(".top nav a")) {
+    if (a.dataset.view === name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (!name) return show(h("div", {}, h("h1", {}, "Page not found"), h("p", {}, "No view at ", h("code", {}, params[0]), ". ", h("a", { href: "#/" }, "Back to the overview"))));
+  // A view that can update in place (e.g. search results) keeps its input focus and scroll.
+  if (current.name === name && current.view && current.view.update) return current.view.update(...params);
+  try {
+    const mod = await import(`./views/${name}.js`);
+    const el = h("div", { class: `view-${name}` });
+    const view = await mod.render(el, ...params);
+    if (mine !== seq) return; // a newer navigation won
+    current = { name, view };
+    show(el);
+  } catch (err) {
+    if (mine !== seq) return;
+    current = { name: null, view: null };
+    show(h("div", {}, h("h1", {}, "Could not show this page"), h("p", { class: "warn" }, String(err.message || err))));
+  }
+}
+
+function show(el) {
+  main.replaceChildren(el);
+  const title = el.querySelector("h1");
+  document.title = `${title ? title.textContent + " · " : ""}${document.querySelector(".brand").textContent}`;
+}
+
+document.getElementById("theme").addEventListener("click", () => {
+  const root = document.documentElement;
+  const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  root.dataset.theme = dark ? "light" : "dark";
+  try { localStorage.setItem("atlas-theme", root.dataset.theme); } catch {}
+  window.dispatchEvent(new Event("themechange"));
+});
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,63 @@
+// #/ : what the atlas is, per-layer statistics and charts, the chance baseline, downloads.
+import { h, link } from "../lib/dom.js";
+import { boot } from "../lib/data.js";
+import { int, pct } from "../lib/format.js";
+import { barChart, lineChart } from "../lib/chart.js";
+
+export function render(el) {
+  const t = boot.totals, layers = boot.layers;
+  const labels = layers.map((l) => String(l.layer));
+  const rate = layers.map((l) => (l.alive ? l.annotated / l.alive : null));
+  const nullRate = layers.map((l) => l.annotated_null_rate);
+  const hasNull = nullRate.some((v) => v != null);
+  const card = (value, what) => h("div", { class: "card" }, h("b", {}, value), h("span", {}, what));
+  el.append(
+    h("h1", {}, boot.title),
+    boot.description && h("p", { class: "muted" }, boot.description),
+    h("div", { class: "cards" },
+      card(int(t.layers), "layers"), card(int(t.n_features), "features"), card(int(t.alive), "alive features"),
+      card(int(t.annotated), "annotated features"), card(pct(t.alive ? t.annotated / t.alive : null), "annotated of alive"),
+      card(int(t.n_modules), "modules")),
+    hasNull ? null : h("p", { class: "notice" },
+      "Chance baseline: not measured for this atlas. Annotation rates here cannot be compared with what random gene lists would reach."),
+    h("div", { class: "grid2" },
+      h("figure", {}, h("figcaption", {}, "Alive and annotated features per layer"),
+        barChart({ title: "Alive and annotated features per layer", labels, format: int,
+          series: [{ name: "alive", color: "var(--bar)", values: layers.map((l) => l.alive) },
+                   { name: "annotated", color: "var(--bar2)", values: layers.map((l) => l.annotated) }] })),
+      h("figure", {}, h("figcaption", {}, hasNull ? "Annotated share of alive features, and expected by chance (dashed)" : "Annotated share of alive features"),
+        lineChart({ title: "Annotation rate per layer", labels, format: pct, max: Math.max(0.05, ...rate.filter((v) => v != null), ...nullRate.filter((v) => v != null)),
+          series: [{ name: "annotated", color: "var(--bar2)", values: rate },
+                   { name: "expected by chance", color: "var(--muted)", dash: "4 3", values: nullRate }] }))),
+    h("h2", {}, "Layers"),
+    h("div", { class: "scroll-x" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Layer", "Features", "Alive", "Annotated", "Rate", "By chance", "Modules", "Var. explained"].map((c, i) => h("th", { class: i ? "num" : "" }, c)))),
+      h("tbody", {}, layers.map((l, i) => h("tr", {},
+        h("td", {}, link(`#/layer/${l.layer}`, `Layer ${l.layer}`)),
+        h("td", { class: "num" }, int(l.n_features)), h("td", { class: "num" }, int(l.alive)),
+        h("td", { class: "num" }, int(l.annotated)), h("td", { class: "num" }, pct(rate[i])),
+        h("td", { class: "num" }, pct(l.annotated_null_rate)), h("td", { class: "num" }, int(l.n_modules)),
+        h("td", { class: "num" }, l.variance_explained == null ? "—" : pct(l.variance_explained))))))),
+    about(),
+  );
+}
+
+function about() {
+  const m = boot.model || {}, d = boot.dataset || {};
+  const rows = [
+    ["Model", [m.family, m.name].filter(Boolean).join(" · ") || "—"],
+    ["SAE", boot.sae && boot.sae.kind ? boot.sae.kind : "—"],
+    ["Cells", d.cells != null ? int(d.cells) : "—"],
+    ["Tissues", Array.isArray(d.tissues) ? d.tissues.join(", ") : "—"],
+    ["Gene-set databases", boot.genesets.map((g) => g.name + (g.version ? ` (${g.version})` : "")).join(", ") || "—"],
+  ];
+  return h("section", {},
+    h("h2", {}, "About this atlas"),
+    h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    boot.notes.length ? h("ul", {}, boot.notes.map((n) => h("li", { class: "muted" }, n))) : null,
+    h("h2", {}, "Downloads"),
+    h("p", {}, "Every table of the atlas data, readable with pandas, DuckDB or Polars: ",
+      boot.downloads.flatMap((name, i) => [i ? ", " : "", name, " (",
+        link(`downloads/${name}.parquet`, "Parquet"), ", ", link(`downloads/${name}.csv`, "CSV"), ")"]),
+      ", and ", link("downloads/manifest.json", "manifest.json"), "."));
+}
