@@ -50,6 +50,9 @@ async function route() {
 
 function show(el) {
   main.replaceChildren(el);
+  window.scrollTo(0, 0);
+  const focus = el.querySelector("[data-autofocus]");
+  if (focus) focus.focus();
   const title = el.querySelector("h1");
   document.title = `${title ? title.textContent + " · " : ""}${document.querySelector(".brand").textContent}`;
 }

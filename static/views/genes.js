@@ -48,6 +48,6 @@ export async function render(el, symbol) {
       table.el);
   }
   await show(symbol);
-  if (!symbol) queueMicrotask(() => box.input.focus());
+  if (!symbol) box.input.dataset.autofocus = "";
   return { update: (sym) => show(sym) };
 }

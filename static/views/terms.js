@@ -53,6 +53,6 @@ export async function render(el, param) {
       featureLink(best.layer, best.f), "."), table.el);
   }
   await show(param);
-  if (!param) queueMicrotask(() => box.input.focus());
+  if (!param) box.input.dataset.autofocus = "";
   return { update: (v) => show(v) };
 }

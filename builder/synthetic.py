@@ -1,0 +1,147 @@
+"""Synthetic atlas data with realistic field sizes, for the bundled demo, the scale benchmark and tests.
+
+Every value is random (seeded); nothing here describes a real model. The atlas says so in its title.
+`hostile=True` plants names that try to run code (`<img src=x onerror=...>`), quotes and very long names,
+so the tests can check that the site shows them as text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+# Well-known human gene symbols, so that gene search in the demo can be tried with familiar names.
+KNOWN_GENES = """CD74 MKI67 GAPDH ACTB PTPRC CD3E CD4 CD8A CD19 MS4A1 CD14 LYZ FCGR3A NKG7 GNLY HLA-DRA HLA-DRB1
+IL7R CCR7 S100A8 S100A9 PPBP PF4 HBB HBA1 EPCAM KRT8 KRT18 VIM COL1A1 COL1A2 COL3A1 DCN LUM PECAM1 VWF CDH5
+TOP2A CDK1 CCNB1 PLK1 BIRC5 UBE2C CENPF TYMS PCNA MCM2 MCM7 TP53 MYC JUN FOS EGR1 ATF3 KLF6 SOX4 SOX9 PAX6
+GATA1 GATA2 GATA3 TAL1 SPI1 CEBPA CEBPB IRF4 IRF8 STAT1 STAT3 NFKBIA TNF IL1B IL6 CXCL8 CCL2 CCL5 IFIT1 ISG15
+MX1 OAS1 HMGCR FDFT1 SREBF2 LDLR INSIG1 SCD FASN ACACA ALB APOA1 TTR SFTPC SFTPB AGER NPHS1 UMOD SLC34A1 CUBN
+LRP2 MT1X MT2A FTL FTH1 RPL13 RPS6 EEF1A1 TPT1 MALAT1 NEAT1 XIST CALM2 DSTN EPAS1 PDGFRB ACTA2 TAGLN MYH11
+RGS5 CSPG4 KIT CPA3 TPSAB1 MZB1 JCHAIN IGKC IGHM CD79A CD79B PAX5 TCF7 LEF1 FOXP3 CTLA4 PDCD1 LAG3 HAVCR2""".split()
+WORDS = """regulation response signaling transport metabolic biosynthetic catabolic process pathway cell cycle
+mitotic immune inflammatory apoptotic differentiation development migration adhesion activation protein
+RNA DNA repair replication translation splicing chromatin transcription receptor kinase cytokine interferon
+lipid cholesterol fatty acid oxidative stress hypoxia angiogenesis epithelial mesenchymal transition
+lymphocyte myeloid neutrophil T B antigen presentation complement coagulation extracellular matrix""".split()
+DATABASES = ("SYN_GO", "SYN_PATHWAY", "SYN_TF")
+CELL_TYPES = ("T cell", "B cell", "NK cell", "monocyte", "macrophage", "neutrophil", "plasma cell", "erythrocyte",
+              "endothelial cell", "fibroblast", "epithelial cell", "pericyte", "mast cell", "dendritic cell")
+TISSUES = ("blood", "lung", "kidney")
+HOSTILE = ['<img src=x onerror=alert(1)>', '"quoted\'name', "<script>alert(2)</script>", "X" * 300]
+
+
+def _vocab(rng, n_genes: int) -> list[str]:
+    genes = list(KNOWN_GENES)
+    letters = np.array(list("ABCDEFGHIKLMNPRSTVZ"))
+    while len(genes) < n_genes:
+        stem = "".join(rng.choice(letters, size=int(rng.integers(3, 5))))
+        genes.append(f"{stem}{int(rng.integers(1, 40))}")
+    return list(dict.fromkeys(genes))[:n_genes]
+
+
+def _terms(rng, n_terms: int) -> list[tuple[str, str]]:
+    out = []
+    for i in range(n_terms):
+        words = rng.choice(WORDS, size=int(rng.integers(3, 7)))
+        name = " ".join(w.capitalize() for w in words)
+        out.append((DATABASES[i % len(DATABASES)], f"{name} (SYN:{i:07d})"))
+    return out
+
+
+def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, hostile: bool = False,
+                   n_genes: int | None = None, title: str | None = None) -> tuple[dict, dict[str, pa.Table]]:
+    rng = np.random.default_rng(seed)
+    vocab = _vocab(rng, n_genes or max(len(KNOWN_GENES), min(20000, n_features * 4)))
+    terms = _terms(rng, max(60, n_features // 2))
+    if hostile:
+        vocab[:len(HOSTILE)] = HOSTILE
+        terms[:len(HOSTILE)] = [(DATABASES[0], h) for h in HOSTILE]
+    # Gene popularity follows a power law, as top genes do in real atlases (housekeeping genes recur).
+    weights = 1.0 / np.arange(1, len(vocab) + 1) ** 0.8
+    weights /= weights.sum()
+    rows = {name: [] for name in ("features", "feature_genes", "enrichments", "celltypes", "top_cells",
+                                  "modules", "module_members", "edges", "layers")}
+    for lay in range(n_layers):
+        n_mod = max(2, n_features // 340)
+        centers = rng.normal(0, 6, size=(n_mod, 2))
+        module = rng.integers(-1, n_mod, size=n_features)  # -1: no module
+        alive = rng.random(n_features) > 0.01
+        annotated = 0
+        for f in range(n_features):
+            m = int(module[f])
+            genes = rng.choice(len(vocab), size=20, replace=False, p=weights)
+            if hostile and f == 0:
+                genes[:len(HOSTILE)] = np.arange(len(HOSTILE))
+            acts = np.sort(rng.gamma(3.0, 1.5, size=20))[::-1]
+            for r, (g, a) in enumerate(zip(genes, acts), 1):
+                rows["feature_genes"].append({"layer": lay, "feature": f, "rank": r, "gene": vocab[g],
+                                              "activation": float(a), "fire_count": int(rng.integers(1, 3000))})
+            n_enr = int(rng.poisson(7)) if alive[f] and (rng.random() < 0.32 or (hostile and f == 0)) else 0
+            picked = sorted(set(rng.choice(len(terms), size=n_enr, replace=False).tolist())) if n_enr else []
+            if hostile and f == 0:
+                picked = sorted(set(picked) | set(range(len(HOSTILE))))
+            enr = []
+            for t in picked:
+                db, term = terms[t]
+                q = float(10 ** -rng.uniform(1.5, 12))
+                overlap = int(rng.integers(2, 8))
+                enr.append({"layer": lay, "feature": f, "database": db, "term": term, "p": q / 20, "q": q,
+                            "odds_ratio": float(rng.uniform(3, 200)), "overlap": overlap,
+                            "overlap_genes": [vocab[g] for g in genes[:overlap]],
+                            "set_size": int(rng.integers(10, 500)), "edge_density": None})
+            rows["enrichments"] += enr
+            best = min(enr, key=lambda e: (e["q"], -e["overlap"])) if enr else None
+            annotated += bool(enr)
+            x, y = (centers[m] if m >= 0 else (0.0, 0.0)) + rng.normal(0, 1.0 if m >= 0 else 4.0, size=2)
+            freq = float(rng.beta(0.6, 60)) if alive[f] else 0.0
+            rows["features"].append({
+                "layer": lay, "feature": f, "alive": bool(alive[f]), "frequency": freq,
+                "mean_activation": float(freq * rng.uniform(1, 4)), "fire_count": int(freq * 1_000_000),
+                "n_enrichments": len(enr), "label": best["term"] if best else None,
+                "label_database": best["database"] if best else None, "label_q": best["q"] if best else None,
+                "module": m if m >= 0 else None, "map_x": float(x), "map_y": float(y), "svd_aligned": False})
+            if alive[f]:
+                for ct in rng.choice(len(CELL_TYPES), size=int(rng.integers(0, 5)), replace=False):
+                    name = HOSTILE[0] if hostile and f == 0 and ct == 0 else CELL_TYPES[ct]
+                    rows["celltypes"].append({"layer": lay, "feature": f, "level": "cell_type", "name": name,
+                                              "q": float(10 ** -rng.uniform(1.5, 30)),
+                                              "odds_ratio": float(rng.uniform(1.2, 40)), "n_top": int(rng.integers(3, 200))})
+                for r in range(1, 6):
+                    rows["top_cells"].append({"layer": lay, "feature": f, "rank": r,
+                                              "cell_type": CELL_TYPES[int(rng.integers(len(CELL_TYPES)))],
+                                              "tissue": TISSUES[int(rng.integers(len(TISSUES)))],
+                                              "activation": float(rng.gamma(3, 2))})
+        for m in range(n_mod):
+            members = np.flatnonzero(module == m).tolist()
+            labels = [rows["features"][-n_features + f]["label"] for f in members]
+            top = sorted({lb for lb in labels if lb}, key=lambda lb: (-labels.count(lb), lb))[:5]
+            rows["modules"].append({"layer": lay, "module": m, "n_features": len(members),
+                                    "label": (HOSTILE[2] if hostile and m == 0 else (top[0] if top else None)),
+                                    "top_terms": top, "top_term_counts": [labels.count(t) for t in top]})
+            rows["module_members"] += [{"layer": lay, "module": m, "feature": f} for f in members]
+        if lay > 0:
+            pairs = {(int(a), int(b)) for a, b in rng.integers(0, n_features, size=(max(8, n_features // 14), 2))}
+            for a, b in sorted(pairs):
+                rows["edges"].append({"kind": "cross_layer_pmi", "layer_a": lay - 1, "feature_a": a, "layer_b": lay,
+                                      "feature_b": b, "weight": float(rng.uniform(4, 11)),
+                                      "count": int(rng.integers(5, 500)), "null_p": float(rng.uniform(0, 0.05))})
+        rows["layers"].append({"layer": lay, "n_features": n_features, "alive": int(alive.sum()),
+                               "annotated": annotated, "n_modules": n_mod,
+                               "variance_explained": float(rng.uniform(0.8, 0.95)), "mean_feature_cosine": None,
+                               "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08))})
+    from .atlasdata import SCHEMA
+
+    tables = {name: pa.Table.from_pylist(r, schema=SCHEMA[name].schema()) for name, r in rows.items()}
+    manifest = {
+        "atlas": {"id": "synthetic", "title": title or ("Hostile <b>names</b> test atlas" if hostile else
+                                                        "Demo atlas (synthetic data)"),
+                  "description": "Synthetic, seeded random data in the atlas format: it shows the site, "
+                                 "not what any model learned."},
+        "model": {"family": "synthetic", "name": None, "n_layers": n_layers, "layers": list(range(n_layers))},
+        "sae": {"kind": "synthetic", "n_features": n_features * n_layers},
+        "dataset": {"cells": None},
+        "genesets": [{"name": db, "version": "synthetic"} for db in DATABASES],
+        "parameters": {"seed": seed, "n_layers": n_layers, "n_features": n_features, "hostile": hostile},
+        "notes": ["Every number in this atlas is random (builder/synthetic.py)."],
+    }
+    return manifest, tables

@@ -1,0 +1,79 @@
+import threading
+from pathlib import Path
+
+import pytest
+
+from builder.atlasdata import write_atlas
+from builder.import_biodyn import import_biodyn
+from builder.render import render
+from builder.serve import make_server
+from builder.synthetic import make_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+SCGPT_SRC = ROOT.parent / "shared" / "reference" / "scgpt-atlas"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def scgpt_atlas(tmp_path_factory):
+    """The published scGPT atlas imported once per test run (read from ../shared, never copied into the repo)."""
+    if not SCGPT_SRC.is_dir():
+        pytest.skip(f"reference data not found at {SCGPT_SRC}")
+    out = tmp_path_factory.mktemp("data") / "scgpt"
+    import_biodyn(SCGPT_SRC, out, "scgpt", "scGPT whole-human feature atlas")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """Atlas data: the small synthetic demo and one planted with hostile names."""
+    root = tmp_path_factory.mktemp("atlas_data")
+    for name, hostile in (("demo", False), ("hostile", True)):
+        manifest, tables = make_synthetic(2, 96, seed=1, hostile=hostile)
+        write_atlas(root / name, manifest, tables)
+    return root
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, synthetic_data, scgpt_atlas):
+    root = tmp_path_factory.mktemp("site")
+    for atlas in (synthetic_data / "demo", synthetic_data / "hostile", scgpt_atlas):
+        render(atlas, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    srv = make_server(site, port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}/"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that records console errors, page errors, failed requests and dialogs."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.problems = []
+    pg.on("console", lambda m: m.type == "error" and pg.problems.append(f"console: {m.text}"))
+    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e}"))
+    pg.on("requestfailed", lambda r: pg.problems.append(f"requestfailed: {r.url}"))
+    pg.on("dialog", lambda d: (pg.problems.append(f"dialog: {d.message}"), d.dismiss()))
+    yield pg
+    ctx.close()
