@@ -4,7 +4,8 @@ Layout (paths relative to the site's data folder):
   layer/L.json            columnar table of every feature of layer L (layer explorer, feature map)
   feat/L/B.json           details of features B*BUCKET .. B*BUCKET+BUCKET-1 of layer L (feature page)
   genes/n/K.json          gene names starting with K, with their feature counts (search suggestions)
-  genes/p/KK.json         postings of the genes whose first two characters map to KK (search results)
+  genes/p/KK.json         postings of the genes whose first two characters map to KK (search results);
+                          a gene with very many postings has its own file, named in its genes/n entry
   terms/index.json        every enriched term with its database and feature count (term search)
   terms/p/B.json          postings of terms B*TERM_BUCKET .. (term results)
   modules.json, flow.json modules and cross-layer edges
@@ -24,6 +25,7 @@ BUCKET = 32          # features per feature-detail shard: one shard is a few KB 
 TERM_BUCKET = 256    # terms per term-postings shard
 MAP_GRID = 4095      # map coordinates quantized to 12 bits
 LABEL_CHARS = 80     # labels in search results are cut here (the feature page shows them whole)
+OWN_SHARD = 400      # a gene with more postings than this gets its own postings file
 
 
 def sig(v, digits=4):
@@ -161,9 +163,16 @@ def _gene_shards(atlas, labels) -> dict[str, object]:
     names = defaultdict(list)
     post = defaultdict(lambda: {"labels": [], "genes": {}})
     label_ids: dict[str, dict[str, int]] = defaultdict(dict)
+    own = defaultdict(int)
     for gene in sorted(postings):
         k1, k2 = gene_keys(gene)
-        names[k1].append([gene, len(postings[gene])])
+        if len(postings[gene]) > OWN_SHARD:
+            # A gene that tops very many features gets a file of its own, so its neighbours stay small.
+            own[k2] += 1
+            k2 = f"{k2}-{own[k2]}"
+            names[k1].append([gene, len(postings[gene]), k2])
+        else:
+            names[k1].append([gene, len(postings[gene])])
         shard, ids = post[k2], label_ids[k2]
         rows = []
         for lay, f, rank, act in sorted(postings[gene]):

@@ -37,11 +37,21 @@ def synthetic_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory, synthetic_data, scgpt_atlas):
+def site(tmp_path_factory, synthetic_data, request):
+    """Rendered sites: demo, hostile, and the imported scGPT atlas when the reference data is present."""
     root = tmp_path_factory.mktemp("site")
-    for atlas in (synthetic_data / "demo", synthetic_data / "hostile", scgpt_atlas):
+    for atlas in (synthetic_data / "demo", synthetic_data / "hostile"):
         render(atlas, root)
+    if SCGPT_SRC.is_dir():
+        render(request.getfixturevalue("scgpt_atlas"), root)
     return root
+
+
+@pytest.fixture
+def scgpt_site(site):
+    if not (site / "scgpt").is_dir():
+        pytest.skip(f"reference data not found at {SCGPT_SRC}")
+    return site / "scgpt"
 
 
 @pytest.fixture(scope="session")

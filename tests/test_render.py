@@ -44,9 +44,9 @@ def test_every_gene_is_findable(site, synthetic_data):
     for g in genes:
         k1, k2 = gene_keys(g)
         assert k1 in boot["gene_keys"]
-        names = [n for n, _ in json.loads((data / f"genes/n/{k1}.json").read_text())]
-        assert g in names
-        found.update(k for k in json.loads((data / f"genes/p/{k2}.json").read_text())["genes"] if k == g)
+        entry = next(e for e in json.loads((data / f"genes/n/{k1}.json").read_text()) if e[0] == g)
+        shard = json.loads((data / f"genes/p/{entry[2] if len(entry) > 2 else k2}.json").read_text())
+        found.update(k for k in shard["genes"] if k == g)
     assert found == genes
 
 
@@ -68,3 +68,20 @@ def test_failed_render_leaves_previous_site(synthetic_data, tmp_path):
     with pytest.raises(AtlasError, match="column 'label' has type int64, expected string"):
         render(src, tmp_path / "site")
     assert tree(tmp_path / "site" / "demo") == before
+
+
+def test_genes_with_many_postings_get_their_own_file(synthetic_data, monkeypatch):
+    from builder import shards
+    from builder.atlasdata import read_atlas
+    monkeypatch.setattr(shards, "OWN_SHARD", 5)
+    atlas = read_atlas(synthetic_data / "demo")
+    out = shards.build_shards(atlas)
+    genes = pq.read_table(synthetic_data / "demo" / "feature_genes.parquet").column("gene").to_pylist()
+    own = 0
+    for g in set(genes):
+        k1, k2 = gene_keys(g)
+        entry = next(e for e in out[f"genes/n/{k1}.json"] if e[0] == g)
+        assert entry[1] == genes.count(g)
+        own += len(entry) > 2
+        assert len(out[f"genes/p/{entry[2] if len(entry) > 2 else k2}.json"]["genes"][g]) == entry[1]
+    assert own > 0

@@ -13,10 +13,10 @@ const COLUMNS = [
   { key: "label", label: "Label", width: "minmax(8rem, 1fr)", text: (r) => labelOf(r.label), title: (r) => r.label, sort: (r) => r.label || null },
 ];
 
+const nameList = async (q) => (boot.gene_keys.includes(shardKey(q[0])) ? load(`genes/n/${shardKey(q[0])}.json`) : []);
+
 async function names(q) {
-  const k = shardKey(q[0]);
-  if (!boot.gene_keys.includes(k)) return [];
-  const list = await load(`genes/n/${k}.json`);
+  const list = await nameList(q);
   const Q = q.toUpperCase();
   const hits = list.filter(([name]) => name.toUpperCase().startsWith(Q));
   hits.sort((a, b) => (b[0].toUpperCase() === Q) - (a[0].toUpperCase() === Q) || a[0].length - b[0].length || (a[0] < b[0] ? -1 : 1));
@@ -35,8 +35,9 @@ export async function render(el, symbol) {
     if (!sym) return results.replaceChildren();
     if (box.input.value.trim() !== sym) box.input.value = sym;
     box.clear();
-    const k = shardKey(sym[0]) + shardKey(sym[1]);
-    const shard = boot.gene_keys.includes(shardKey(sym[0])) ? await load(`genes/p/${k}.json`).catch(() => null) : null;
+    // [name, count, own file?]: a gene that tops very many features has a postings file of its own.
+    const entry = (await nameList(sym)).find((e) => e[0] === sym);
+    const shard = entry ? await load(`genes/p/${entry[2] || shardKey(sym[0]) + shardKey(sym[1])}.json`) : null;
     const rows = shard && shard.genes[sym];
     if (!rows) return results.replaceChildren(h("p", { class: "warn" }, `No feature has ${sym} among its top genes.`));
     const data = rows.map(([layer, f, rank, act, lb]) => ({ layer, f, rank, act, label: shard.labels[lb] }));

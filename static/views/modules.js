@@ -3,7 +3,7 @@ import { h, link, featureLink } from "../lib/dom.js";
 import { boot, load, labelOf } from "../lib/data.js";
 import { int } from "../lib/format.js";
 
-const SHOWN = 60; // members listed before "show all"
+const SHOWN = 12; // members listed before "show all": keeps the page light at 18 layers
 
 export async function render(el, layerParam) {
   const mods = await load("modules.json"); // [[layer, module, n, label, [[term, count]], members]]
