@@ -20,6 +20,8 @@ SERVER=$!
 trap 'kill $SERVER' EXIT
 sleep 1
 for a in scgpt geneformer-scale; do
-  python3 "$SHARED/tools/sitebench.py" run bench/scenarios/our_atlas.json --base-url "http://127.0.0.1:8770/$a/" \
+  scenarios=bench/scenarios/our_atlas.json
+  [ "$a" = scgpt ] || scenarios=bench/scenarios/our_atlas_synthetic.json
+  python3 "$SHARED/tools/sitebench.py" run "$scenarios" --base-url "http://127.0.0.1:8770/$a/" \
     --runs "$RUNS" --network fast3g --interleave --label "ours: $a, gzip, Fast 3G" --out "$OUT/$a-fast3g.json" --md "$OUT/$a-fast3g.md"
 done
