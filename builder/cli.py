@@ -49,11 +49,10 @@ def import_():
 @data_dir_option
 def import_biodyn_cmd(src, name, title, family, data_dir):
     """Import SRC, a folder in the predecessor's JSON format (layer_NN_features.json, ...)."""
+    from .atlasdata import read_atlas
     from .import_biodyn import import_biodyn
 
     out, report = import_biodyn(src, data_dir / _atlas_name(name), name, title, family)
-    from .atlasdata import read_atlas
-
     atlas = read_atlas(out, check=False)
     layers = atlas.table("layers").to_pylist()
     click.echo(f"imported {src} -> {out}: {len(layers)} layers, {sum(r['n_features'] for r in layers)} features, "

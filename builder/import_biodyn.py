@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
         "model": {"family": family, "name": None, "n_layers": len(layers), "layers": layers},
         "sae": {"kind": "unknown (published atlas)", "n_features": n_feat},
         "dataset": dataset,
-        "genesets": [{"name": db, "enrichments": c} for db, c in sorted(_count(rows["enrichments"], "database").items())],
+        "genesets": [{"name": db, "enrichments": c} for db, c in sorted(Counter(r["database"] for r in rows["enrichments"]).items())],
         "parameters": {},
         "cross_layer_pairs": pairs,
         "extras": extras,
@@ -149,13 +149,6 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     }
     write_atlas(out, manifest, tables)
     return out, report
-
-
-def _count(rows, key):
-    c = defaultdict(int)
-    for r in rows:
-        c[r[key]] += 1
-    return c
 
 
 def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, dataset: dict) -> None:
