@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -101,6 +102,73 @@ def render(names, data_dir, site_dir):
         files = sum(1 for p in out.rglob("*") if p.is_file())
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         click.echo(f"rendered {name} -> {out}/ ({files} files, {size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+
+
+def _layers(value: str | None) -> list[int] | None:
+    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None means every layer."""
+    if value is None:
+        return None
+    out = []
+    try:
+        for part in value.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise AtlasError(f"--layers {value!r}: expected numbers and ranges such as 0,3,5-7") from None
+    return out
+
+
+@contextlib.contextmanager
+def _progress(label: str):
+    """(started(total), advance(n)) callbacks drawing a progress bar on a terminal; silent otherwise."""
+    if not sys.stderr.isatty():
+        yield (lambda total: None), (lambda n: None)
+        return
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        def started(total):
+            bar.length = total
+
+        yield started, bar.update
+
+
+model_option = click.option("--model", "family", type=click.Choice(["scgpt", "geneformer"]), required=True,
+                            help="Model family of the checkpoint.")
+checkpoint_option = click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+                                 help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; Geneformer: "
+                                      "config.json, weights, token and gene median dictionaries).")
+
+
+@cli.command()
+@model_option
+@checkpoint_option
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset (.h5ad with raw counts).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (replaced atomically).")
+@click.option("--layers", help="Layers to keep, e.g. 0,3,5-7 (default: all).")
+@click.option("--max-cells", type=int, help="Use only the first N cells.")
+@click.option("--batch-size", type=int, help="Cells per forward pass (default: 1 on the CPU, 16 on a GPU).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+@click.option("--gene-column", help="var column naming the genes (default: the index or column matching the "
+                                    "vocabulary best).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of scGPT's binning ties and gene sampling.")
+def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device, gene_column, seed):
+    """Write per-layer activations of a small run: layer_LL.npy, tokens.parquet, extract.json."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .extract import extract as run
+
+    t0 = time.perf_counter()
+    with _progress("cells") as (started, progress):
+        record = run(family, checkpoint, data, out, _layers(layers), max_cells, batch_size, device, gene_column,
+                     seed, progress=progress, started=started)
+    ds = record["dataset"]
+    click.echo(f"extracted {record['model']['name']}: {ds['cells']} cells, {record['tokens']} gene tokens, "
+               f"layers {','.join(map(str, record['layers']))}, width {record['model']['width']} -> {out}/ "
+               f"({ds['matched']} of {ds['genes']} genes in the vocabulary, var {ds['gene_column']!r}, "
+               f"counts from {ds['counts']}; {time.perf_counter() - t0:.1f} s)")
+    if record["model"]["ignored_checkpoint_keys"]:
+        click.echo(f"note: ignored {len(record['model']['ignored_checkpoint_keys'])} checkpoint keys outside the "
+                   f"encoder (prediction heads), e.g. {record['model']['ignored_checkpoint_keys'][0]}")
 
 
 @cli.command()

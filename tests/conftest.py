@@ -1,3 +1,4 @@
+import os
 import threading
 from pathlib import Path
 
@@ -9,11 +10,26 @@ from builder.render import render
 from builder.serve import make_server
 from builder.synthetic import make_synthetic
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models load from local folders only
+os.chdir(Path(__file__).resolve().parent.parent)  # tests name bundled inputs relative to the repository
 ROOT = Path(__file__).resolve().parent.parent
 SCGPT_SRC = ROOT.parent / "shared" / "reference" / "scgpt-atlas"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny random-weight checkpoints in every real layout (2 layers, width 64, full GENCODE vocabularies)."""
+    from builder.models.tiny import write_geneformer, write_scgpt
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for name, attention in (("scgpt", "flash"), ("scgpt-pytorch", "pytorch"), ("scgpt-fa2", "fa2")):
+        write_scgpt(root / name, attention=attention)
+    write_geneformer(root / "geneformer-v1", version=1)
+    write_geneformer(root / "geneformer-v2", version=2)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,246 @@
+"""scGPT (whole-human layout: args.json, vocab.json, best_model.pt) and its official zero-shot input pipeline.
+
+The module below is scGPT's gene encoder, continuous value encoder and post-norm transformer encoder, with
+the checkpoint's own parameter names, so a checkpoint loads without translation tables beyond the three
+spellings of the attention projection. Layers are looped explicitly: PyTorch's nested-tensor fast path
+(`nn.TransformerEncoder` in eval mode) would change what padded batches compute.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..dataset import Dataset
+from ..errors import AtlasError
+from .base import CellTokens, Prepared, pad
+
+FILES = ("args.json", "vocab.json", "best_model.pt")
+PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")  # the encoder; everything else is a head
+
+
+class GeneEncoder(nn.Module):
+    def __init__(self, n_tokens: int, d: int, pad_id: int):
+        super().__init__()
+        self.embedding = nn.Embedding(n_tokens, d, padding_idx=pad_id)
+        self.enc_norm = nn.LayerNorm(d)
+
+    def forward(self, ids):
+        return self.enc_norm(self.embedding(ids))
+
+
+class ContinuousValueEncoder(nn.Module):
+    """Expression value (a bin number) -> vector; values are clipped at 512 as in scGPT."""
+
+    def __init__(self, d: int, max_value: float = 512):
+        super().__init__()
+        self.linear1 = nn.Linear(1, d)
+        self.linear2 = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.max_value = max_value
+
+    def forward(self, x):
+        x = torch.clamp(x.unsqueeze(-1), max=self.max_value)
+        return self.norm(self.linear2(F.relu(self.linear1(x))))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one packed q|k|v projection (flash-attn's `Wqkv`, PyTorch's `in_proj`)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.Wqkv = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x, keep):  # keep: (B, T) True for real tokens
+        b, t, d = x.shape
+        q, k, v = self.Wqkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer layer with ReLU, as scGPT's FlashTransformerEncoderLayer and nn.TransformerEncoderLayer."""
+
+    def __init__(self, d: int, heads: int, d_hid: int):
+        super().__init__()
+        self.self_attn = SelfAttention(d, heads)
+        self.linear1 = nn.Linear(d, d_hid)
+        self.linear2 = nn.Linear(d_hid, d)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, x, keep):
+        x = self.norm1(x + self.self_attn(x, keep))
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, d: int, heads: int, d_hid: int, n_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d, heads, d_hid) for _ in range(n_layers))
+
+
+class ScGPT(nn.Module):
+    def __init__(self, n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int):
+        super().__init__()
+        self.encoder = GeneEncoder(n_tokens, d, pad_id)
+        self.value_encoder = ContinuousValueEncoder(d)
+        self.transformer_encoder = Encoder(d, heads, d_hid, n_layers)
+
+    def forward(self, ids, values, keep, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Residual stream after each layer in `layers` (0-based); stops after the last one asked for."""
+        x = self.encoder(ids) + self.value_encoder(values.to(self.encoder.embedding.weight.dtype))
+        out = {}
+        for i, layer in enumerate(self.transformer_encoder.layers[: max(layers) + 1]):
+            x = layer(x, keep)
+            if i in layers:
+                out[i] = x
+        return out
+
+
+def canonical_key(key: str) -> str:
+    """Map the checkpoint spellings onto ours: DDP's `module.`, FA2's `self_attn._impl.`, PyTorch's `in_proj_*`."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    key = key.replace("self_attn._impl.", "self_attn.")
+    return key.replace("self_attn.in_proj_weight", "self_attn.Wqkv.weight").replace(
+        "self_attn.in_proj_bias", "self_attn.Wqkv.bias")
+
+
+def load_state(model: nn.Module, state: dict, where: Path) -> list[str]:
+    """Load strictly on the encoder: every weight present with its shape. Returns the ignored (head) keys."""
+    ours = model.state_dict()
+    found, ignored = {}, []
+    for key, value in state.items():
+        k = canonical_key(key)
+        if k in ours:
+            found[k] = value
+        else:
+            ignored.append(key)
+    missing = [k for k in ours if k not in found]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise AtlasError(f"{where}: encoder weight(s) missing: {', '.join(missing[:3])}{more}")
+    for k, v in found.items():
+        if tuple(v.shape) != tuple(ours[k].shape):
+            raise AtlasError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(ours[k].shape)} from args.json")
+    stray = [k for k in ignored if canonical_key(k).startswith(PREFIXES)]
+    if stray:
+        raise AtlasError(f"{where}: unexpected encoder weight {stray[0]} (not part of the scGPT architecture in args.json)")
+    model.load_state_dict(found, strict=True)
+    return sorted(ignored)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AtlasError(f"{path}: not valid JSON ({e})") from None
+
+
+def binning(values: np.ndarray, n_bins: int, rng: np.random.Generator) -> np.ndarray:
+    """scGPT's per-cell quantile binning of non-zero values into 1..n_bins-1.
+
+    Edges are the cell's quantiles; a value that sits on edges (ties) gets a bin drawn uniformly between the
+    digitize-left and digitize-right answers, as scGPT's `_digitize`, but from a seeded generator.
+    """
+    if values.size == 0 or values.max() == 0:
+        return np.zeros_like(values, dtype=np.float32)
+    edges = np.quantile(values, np.linspace(0, 1, n_bins - 1))
+    left = np.digitize(values, edges)
+    right = np.digitize(values, edges, right=True)
+    return np.ceil(rng.random(values.size) * (right - left) + left).astype(np.float32)
+
+
+class ScGPTAdapter:
+    family = "scgpt"
+
+    def __init__(self, checkpoint: Path, seed: int = 0):
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_dir():
+            raise AtlasError(f"{checkpoint}: checkpoint folder not found")
+        missing = [f for f in FILES if not (checkpoint / f).is_file()]
+        if missing:
+            raise AtlasError(f"{checkpoint}: missing {', '.join(missing)} (scGPT needs {', '.join(FILES)})")
+        args = _read_json(checkpoint / "args.json")
+        vocab = _read_json(checkpoint / "vocab.json")
+        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+            raise AtlasError(f"{checkpoint / 'vocab.json'}: expected an object of gene -> token id")
+        try:
+            d, heads, d_hid, n_layers = (int(args[k]) for k in ("embsize", "nheads", "d_hid", "nlayers"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise AtlasError(f"{checkpoint / 'args.json'}: field {e} missing or not a number") from None
+        style = args.get("input_emb_style", "continuous")
+        if style != "continuous":
+            raise AtlasError(f"{checkpoint / 'args.json'}: input_emb_style {style!r} is not supported (continuous is)")
+        self.pad_token = args.get("pad_token", "<pad>")
+        for tok in (self.pad_token, "<cls>"):
+            if tok not in vocab:
+                raise AtlasError(f"{checkpoint / 'vocab.json'}: has no {tok} token")
+        self.pad_id, self.cls_id = vocab[self.pad_token], vocab["<cls>"]
+        self.pad_value = float(args.get("pad_value", -2))
+        self.n_bins = int(args.get("n_bins", 51))
+        self.max_tokens = int(args.get("max_seq_len", 1200))
+        self.seed = seed
+
+        try:
+            state = torch.load(checkpoint / "best_model.pt", map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise AtlasError(f"{checkpoint / 'best_model.pt'}: not a readable PyTorch state dict ({e})") from None
+        if isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):
+            state = state["model_state_dict"]
+        emb = next((v for k, v in state.items() if canonical_key(k) == "encoder.embedding.weight"), None)
+        if emb is not None and emb.shape[0] != len(vocab):
+            raise AtlasError(f"{checkpoint}: vocab.json has {len(vocab)} tokens but the embedding has {emb.shape[0]} rows")
+        self.model = ScGPT(len(vocab), d, heads, d_hid, n_layers, self.pad_id)
+        self.ignored_keys = load_state(self.model, state, checkpoint / "best_model.pt")
+        self.model.eval()
+
+        self.vocab = vocab
+        self.n_layers, self.width = n_layers, d
+        self.name = f"scGPT ({checkpoint.name})"
+        self.special_ids = frozenset(v for k, v in vocab.items() if k.startswith("<") and k.endswith(">"))
+        self.gene_names = {v: k for k, v in vocab.items() if v not in self.special_ids}
+
+    def prepare(self, dataset: Dataset, gene_column: str | None = None) -> Prepared:
+        """Match the dataset's gene symbols to the vocabulary (the var column with most matches, or `gene_column`)."""
+        genes = {k for k, v in self.vocab.items() if v not in self.special_ids}
+        column, names = dataset.gene_column(gene_column, lambda col: sum(n in genes for n in col))
+        token = np.array([self.vocab[n] if n in genes else -1 for n in names], dtype=np.int64)
+        matched = int((token >= 0).sum())
+        if matched == 0:
+            raise AtlasError(f"{dataset.path}: none of its {len(names)} genes (var column {column!r}) is in the scGPT "
+                             f"vocabulary (e.g. {', '.join(map(str, names[:3]))}); scGPT expects gene symbols")
+        return Prepared(dataset, column, token, matched,
+                        {"genes": len(names), "matched": matched, "gene_column": column})
+
+    def tokenize(self, prepared: Prepared, cell: int) -> CellTokens:
+        """Official zero-shot input: <cls> + non-zero genes in the vocabulary, values binned per cell, at most
+        max_seq_len - 1 genes sampled without replacement. Random draws are seeded by (seed, cell)."""
+        row = prepared.dataset.counts[cell]
+        tok = prepared.token_of_gene[row.indices]
+        known = tok >= 0
+        ids, values = tok[known], row.data[known].astype(np.float64)
+        rng = np.random.default_rng([self.seed, cell])
+        bins = binning(values, self.n_bins, rng)
+        if ids.size > self.max_tokens - 1:
+            keep = np.sort(rng.permutation(ids.size)[: self.max_tokens - 1])
+            ids, bins = ids[keep], bins[keep]
+        return CellTokens(np.concatenate([[self.cls_id], ids]).astype(np.int64),
+                          np.concatenate([[self.pad_value], bins]).astype(np.float32))
+
+    def collate(self, cells: Sequence[CellTokens]) -> dict[str, torch.Tensor]:
+        return {"input_ids": pad([c.ids for c in cells], self.pad_id, torch.long),
+                "values": pad([c.values for c in cells], self.pad_value, torch.float32)}
+
+    def layer_outputs(self, batch, layers):
+        ids = batch["input_ids"]
+        return self.model(ids, batch["values"], ids != self.pad_id, layers)

@@ -1,0 +1,284 @@
+"""Model adapters: scGPT against a PyTorch reference, Geneformer against transformers' hidden states,
+tokenizers on hand-made cells, checkpoint naming variants and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from builder import models
+from builder.dataset import Dataset, read_h5ad
+from builder.errors import AtlasError
+from builder.models.scgpt import binning
+from builder.models.tiny import write_geneformer, write_scgpt
+
+SAMPLE = "atlas_data/inputs/immune_sample.h5ad"
+
+
+def make_dataset(counts, genes, ensembl=None, path="hand-made.h5ad", obs=None) -> Dataset:
+    var = pd.DataFrame(index=pd.Index(genes))
+    if ensembl is not None:
+        var["ensembl_id"] = ensembl
+    m = sp.csr_matrix(np.asarray(counts, dtype=np.float32))
+    obs = obs if obs is not None else pd.DataFrame(index=[f"c{i}" for i in range(m.shape[0])])
+    return Dataset(path, m, var, obs, "X")
+
+
+# --- scGPT --------------------------------------------------------------------------------------------------
+
+def reference_scgpt(state: dict, args: dict, ids: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
+    """scGPT's embedding written out with functional ops, then nn.TransformerEncoderLayer per layer."""
+    d = args["embsize"]
+    g = lambda k: state[k].float()  # noqa: E731
+    x = F.layer_norm(F.embedding(ids, g("encoder.embedding.weight")), (d,), g("encoder.enc_norm.weight"),
+                     g("encoder.enc_norm.bias"))
+    v = torch.clamp(values.unsqueeze(-1), max=512)
+    v = F.linear(F.relu(F.linear(v, g("value_encoder.linear1.weight"), g("value_encoder.linear1.bias"))),
+                 g("value_encoder.linear2.weight"), g("value_encoder.linear2.bias"))
+    x = x + F.layer_norm(v, (d,), g("value_encoder.norm.weight"), g("value_encoder.norm.bias"))
+    outs = []
+    for i in range(args["nlayers"]):
+        layer = nn.TransformerEncoderLayer(d, args["nheads"], args["d_hid"], dropout=0.0, batch_first=True).eval()
+        p = f"transformer_encoder.layers.{i}."
+        layer.load_state_dict({
+            "self_attn.in_proj_weight": g(p + "self_attn.in_proj_weight"), "self_attn.in_proj_bias": g(p + "self_attn.in_proj_bias"),
+            "self_attn.out_proj.weight": g(p + "self_attn.out_proj.weight"), "self_attn.out_proj.bias": g(p + "self_attn.out_proj.bias"),
+            **{f"{n}.{w}": g(f"{p}{n}.{w}") for n in ("linear1", "linear2", "norm1", "norm2") for w in ("weight", "bias")}})
+        with torch.no_grad():
+            x = layer(x, src_key_padding_mask=ids == 0)
+        outs.append(x)
+    return outs
+
+
+def test_scgpt_forward_matches_pytorch_reference_single_and_padded(tiny):
+    ck = tiny / "scgpt-pytorch"
+    adapter = models.load("scgpt", ck)
+    state = torch.load(ck / "best_model.pt", weights_only=True)
+    args = json.loads((ck / "args.json").read_text())
+    ds = read_h5ad(SAMPLE, max_cells=6)
+    prep = adapter.prepare(ds)
+    cells = [adapter.tokenize(prep, i) for i in range(6)]
+    assert len({len(c.ids) for c in cells}) > 1, "the padded batch must mix lengths"
+    for group in ([cells[0]], [cells[3]], cells):
+        batch = adapter.collate(group)
+        with torch.no_grad():
+            ours = adapter.layer_outputs(batch, [0, 1])
+        ref = reference_scgpt(state, args, batch["input_ids"], batch["values"])
+        real = batch["input_ids"] != 0
+        for L in (0, 1):
+            assert (ours[L][real] - ref[L][real]).abs().max().item() <= 1e-5
+    # A cell's activations do not depend on what it was batched with.
+    single = adapter.layer_outputs(adapter.collate([cells[3]]), [1])[1][0]
+    padded = adapter.layer_outputs(adapter.collate(cells), [1])[1][3, : len(cells[3].ids)]
+    assert (single - padded).abs().max().item() <= 1e-5
+
+
+def test_scgpt_naming_variants_load_to_the_same_model(tiny):
+    ds = read_h5ad(SAMPLE, max_cells=3)
+    outs = []
+    for variant in ("scgpt", "scgpt-pytorch", "scgpt-fa2"):
+        adapter = models.load("scgpt", tiny / variant)
+        assert adapter.ignored_keys == sorted(f"{h}.{w}" for h in ("decoder.fc.0", "decoder.fc.2", "mvc_decoder.gene2query")
+                                              for w in ("weight", "bias"))
+        prep = adapter.prepare(ds)
+        outs.append(np.concatenate([c.acts[1] for c in models.stream(adapter, prep, [1], batch_size=2)]))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("transformer_encoder.layers.1.linear2.weight"), "missing: transformer_encoder.layers.1.linear2.weight"),
+    (lambda s: s.__setitem__("transformer_encoder.layers.0.norm1.weight", torch.ones(65)), "has shape (65,), expected (64,)"),
+    (lambda s: s.__setitem__("transformer_encoder.layers.0.self_attn.q_proj.weight", torch.ones(64, 64)),
+     "unexpected encoder weight transformer_encoder.layers.0.self_attn.q_proj.weight"),
+])
+def test_scgpt_refuses_a_bad_encoder(tiny, tmp_path, change, message):
+    ck = write_scgpt(tmp_path / "ck", n_genes=200)
+    state = torch.load(ck / "best_model.pt", weights_only=True)
+    change(state)
+    torch.save(state, ck / "best_model.pt")
+    with pytest.raises(AtlasError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        models.load("scgpt", ck)
+
+
+def test_scgpt_refuses_vocab_not_matching_embedding(tmp_path):
+    ck = write_scgpt(tmp_path / "ck", n_genes=200)
+    vocab = json.loads((ck / "vocab.json").read_text())
+    vocab["EXTRA"] = len(vocab)
+    (ck / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(AtlasError, match="vocab.json has 204 tokens but the embedding has 203 rows"):
+        models.load("scgpt", ck)
+
+
+def test_binning_ties_are_seeded_and_within_digitize_bounds():
+    values = np.array([1, 1, 1, 1, 2, 3, 3, 10], dtype=np.float64)
+    a = binning(values, 51, np.random.default_rng([0, 7]))
+    assert np.array_equal(a, binning(values, 51, np.random.default_rng([0, 7])))
+    assert a.min() >= 1 and a.max() <= 50
+    assert a[-1] == 50
+    edges = np.quantile(values, np.linspace(0, 1, 50))
+    left, right = np.digitize(values, edges), np.digitize(values, edges, right=True)
+    assert ((a >= np.minimum(left, right)) & (a <= np.maximum(left, right))).all()
+    # Strictly larger values never get a lower bin than smaller ones, ties aside.
+    for i in range(len(values)):
+        for j in range(len(values)):
+            if values[i] < values[j]:
+                assert a[i] <= a[j]
+    draws = {tuple(binning(values, 51, np.random.default_rng([s, 7]))) for s in range(20)}
+    assert len(draws) > 1, "ties must be broken at random (seeded), not always the same way"
+
+
+def test_scgpt_tokenizer_on_hand_made_cells(tiny):
+    adapter = models.load("scgpt", tiny / "scgpt")
+    genes = ["CD74", "HLA-DRA", "NOT_A_GENE", "MALAT1", "ACTB"]
+    counts = [[5, 5, 9, 0, 1],  # a tie, a gene missing from the vocabulary
+              [0, 0, 0, 0, 3],  # one non-zero gene
+              [0, 0, 0, 0, 0],  # an all-zero cell
+              [0, 0, 7, 0, 0]]  # only a gene the model does not know
+    prep = adapter.prepare(make_dataset(counts, genes))
+    assert prep.matched == 4
+    v = adapter.vocab
+    c0 = adapter.tokenize(prep, 0)
+    assert c0.ids.tolist() == [v["<cls>"], v["CD74"], v["HLA-DRA"], v["ACTB"]]
+    # The tied 5s sit on many quantile edges: each gets a seeded draw between digitize-right and -left.
+    edges = np.quantile([5.0, 5.0, 1.0], np.linspace(0, 1, 50))
+    lo, hi = np.digitize(5.0, edges, right=True), np.digitize(5.0, edges)
+    assert c0.values[0] == -2 and c0.values[3] == 1 and ((c0.values[1:3] >= lo) & (c0.values[1:3] <= hi)).all()
+    c1 = adapter.tokenize(prep, 1)
+    assert c1.ids.tolist() == [v["<cls>"], v["ACTB"]] and 1 <= c1.values[1] <= 50
+    for cell in (2, 3):
+        assert adapter.tokenize(prep, cell).ids.tolist() == [v["<cls>"]]
+    chunks = list(models.stream(adapter, prep, [0], batch_size=4))
+    assert chunks[0].cells.tolist() == [0, 0, 0, 1] and chunks[0].n_cells == 4
+
+
+def test_scgpt_samples_at_most_1199_genes_binned_before_sampling(tiny):
+    adapter = models.load("scgpt", tiny / "scgpt")
+    symbols = [g for g in adapter.vocab if not g.startswith("<")][:3000]
+    rng = np.random.default_rng(1)
+    counts = rng.integers(1, 40, size=(1, 3000))
+    prep = adapter.prepare(make_dataset(counts, symbols))
+    a, b = adapter.tokenize(prep, 0), adapter.tokenize(prep, 0)
+    assert len(a.ids) == 1200 and np.array_equal(a.ids, b.ids) and np.array_equal(a.values, b.values)
+    assert len(set(a.ids.tolist())) == 1200
+    # Bins come from all 3,000 genes; the values of the kept ones equal those bins.
+    all_bins = binning(counts[0].astype(np.float64), 51, np.random.default_rng([0, 0]))
+    col = {adapter.vocab[s]: i for i, s in enumerate(symbols)}
+    assert np.array_equal(a.values[1:], all_bins[[col[t] for t in a.ids[1:]]])
+    other = models.load("scgpt", tiny / "scgpt", seed=1).tokenize(prep, 0)
+    assert not np.array_equal(other.ids, a.ids)
+
+
+# --- Geneformer -------------------------------------------------------------------------------------------
+
+def test_geneformer_layers_follow_hidden_states_indexing(tiny):
+    import transformers
+
+    for version in ("geneformer-v1", "geneformer-v2"):
+        adapter = models.load("geneformer", tiny / version)
+        prep = adapter.prepare(read_h5ad(SAMPLE, max_cells=4))
+        batch = adapter.collate([adapter.tokenize(prep, i) for i in range(4)])
+        ref = transformers.BertForMaskedLM.from_pretrained(tiny / version, local_files_only=True).eval()
+        with torch.no_grad():
+            hs = ref(**batch, output_hidden_states=True).hidden_states
+            ours = adapter.layer_outputs(batch, [0, 1])
+            emb = adapter.model.embeddings(input_ids=batch["input_ids"])
+        assert len(hs) == adapter.n_layers + 1
+        real = batch["attention_mask"].bool()
+        assert torch.allclose(hs[0][real], emb[real], atol=1e-6)
+        for L in (0, 1):
+            assert (ours[L][real] - hs[L + 1][real]).abs().max().item() <= 1e-5
+
+
+def test_geneformer_rank_value_tokenizer_on_hand_made_cells(tiny):
+    v1 = models.load("geneformer", tiny / "geneformer-v1")
+    v2 = models.load("geneformer", tiny / "geneformer-v2")
+    ids = [g for g in v1.token_dict if g.startswith("ENSG")][:5]
+    med = {g: v1.median[g] for g in ids}
+    genes = ["A", "B", "C", "D", "E", "F"]
+    ensembl = [ids[0] + ".12", ids[1], ids[2], "ENSG99999999999", ids[3], ids[3]]  # a version, an unknown id, a duplicate
+    counts = [[4, 2, 0, 8, 1, 2], [0, 0, 0, 0, 0, 0]]
+    obs = pd.DataFrame({"n_counts": [100.0, 10.0]}, index=["x", "y"])
+    for adapter in (v1, v2):
+        prep = adapter.prepare(make_dataset(counts, genes, ensembl, obs=obs))
+        assert prep.gene_column == "ensembl_id" and prep.matched == 5
+        value = {ids[0]: 4 / med[ids[0]], ids[1]: 2 / med[ids[1]], ids[3]: 3 / med[ids[3]]}
+        expect = [adapter.token_dict[g] for g in sorted(value, key=lambda g: (-value[g], adapter.token_dict[g]))]
+        got = adapter.tokenize(prep, 0).ids.tolist()
+        empty = adapter.tokenize(prep, 1).ids.tolist()
+        if adapter is v2:
+            assert got == [adapter.cls_id, *expect, adapter.eos_id] and empty == [adapter.cls_id, adapter.eos_id]
+        else:
+            assert got == expect and empty == []
+
+
+def test_geneformer_ties_and_truncation(tmp_path):
+    import pickle
+
+    for version, size in ((1, 2048), (2, 4094)):
+        ck = write_geneformer(tmp_path / f"v{version}", version=version, n_genes=5000)
+        median = next(ck.glob("gene_median_dictionary*.pkl"))
+        genes = list(pickle.loads(median.read_bytes()))
+        # Equal medians and equal counts give every gene the same value: ties, broken by token id.
+        median.write_bytes(pickle.dumps({g: 2.0 for g in genes}))
+        adapter = models.load("geneformer", ck)
+        order = np.random.default_rng(0).permutation(len(genes))  # columns in shuffled order
+        counts = np.full((1, len(genes)), 3.0)
+        counts[0, :10] = 9.0  # the genes of the first ten columns come ahead of the tie
+        prep = adapter.prepare(make_dataset(counts, [genes[i] for i in order], [genes[i] for i in order]))
+        cell = adapter.tokenize(prep, 0)
+        got = [int(t) for t in cell.ids if t not in adapter.special_ids]
+        assert len(got) == size and len(cell.ids) <= adapter.max_tokens
+        top = sorted(adapter.token_dict[genes[i]] for i in order[:10])
+        rest = sorted(adapter.token_dict[genes[i]] for i in order[10:])
+        assert got == (top + rest)[:size]
+
+
+def test_geneformer_safetensors_and_bin_and_refusals(tmp_path):
+    ck = write_geneformer(tmp_path / "v2", version=2, n_genes=300)
+    assert models.load("geneformer", ck).max_tokens == 4096
+    ck1 = write_geneformer(tmp_path / "v1", version=1, n_genes=300)
+    assert (ck1 / "pytorch_model.bin").is_file() and models.load("geneformer", ck1).max_tokens == 2048
+
+    state = load_file(ck / "model.safetensors")
+    key = "bert.encoder.layer.1.output.dense.weight"
+    broken = {k: v for k, v in state.items() if k != key}
+    save_file(broken, ck / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AtlasError, match="missing or mis-shaped.*layer.1.output.dense.weight"):
+        models.load("geneformer", ck)
+    save_file({**state, key: torch.zeros(64, 64)}, ck / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AtlasError, match="encoder|size mismatch|shape"):
+        models.load("geneformer", ck)
+
+
+def test_stream_rows_are_gene_tokens_with_cell_and_gene(tiny):
+    adapter = models.load("geneformer", tiny / "geneformer-v2")
+    prep = adapter.prepare(read_h5ad(SAMPLE, max_cells=5))
+    chunks = list(models.stream(adapter, prep, [0, 1], batch_size=2))
+    cells = np.concatenate([c.cells for c in chunks])
+    genes = np.concatenate([c.genes for c in chunks])
+    genes_of = {i: [int(t) for t in adapter.tokenize(prep, i).ids if t not in adapter.special_ids] for i in range(5)}
+    order = list(dict.fromkeys(cells.tolist()))  # cells in the order they came: longest first
+    assert sorted(order) == list(range(5)) and [len(genes_of[i]) for i in order] == sorted(map(len, genes_of.values()), reverse=True)
+    assert list(zip(cells.tolist(), genes.tolist())) == [(i, t) for i in order for t in genes_of[i]]
+    assert all(c.acts[1].shape == (len(c.cells), 64) and c.acts[1].dtype == np.float32 for c in chunks)
+
+
+def test_read_h5ad_prefers_counts_and_refuses_normalised(tmp_path):
+    x = sp.csr_matrix(np.array([[0, 1.5, 2.25], [0.5, 0, 0]], dtype=np.float32))
+    a = ad.AnnData(X=x, var=pd.DataFrame(index=["CD74", "ACTB", "B2M"]))
+    a.write_h5ad(tmp_path / "log.h5ad")
+    with pytest.raises(AtlasError, match=r"log\.h5ad: no raw counts found: X has non-integer values"):
+        read_h5ad(tmp_path / "log.h5ad")
+    a.layers["counts"] = sp.csr_matrix(np.array([[0, 3, 4], [1, 0, 0]], dtype=np.float32))
+    a.write_h5ad(tmp_path / "ok.h5ad")
+    ds = read_h5ad(tmp_path / "ok.h5ad")
+    assert ds.counts_source == "layers['counts']" and ds.counts.toarray().tolist() == [[0, 3, 4], [1, 0, 0]]
