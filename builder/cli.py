@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 from .errors import AtlasError
@@ -169,6 +170,116 @@ def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device
     if record["model"]["ignored_checkpoint_keys"]:
         click.echo(f"note: ignored {len(record['model']['ignored_checkpoint_keys'])} checkpoint keys outside the "
                    f"encoder (prediction heads), e.g. {record['model']['ignored_checkpoint_keys'][0]}")
+
+
+@cli.group()
+def sae():
+    """Train TopK SAEs, encode activations into sparse codes, and compute feature statistics."""
+
+
+@sae.command(name="train")
+@click.option("--activations", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas extract`.")
+@click.option("--layer", type=int, required=True, help="Layer to train on.")
+@click.option("--expansion", type=int, default=4, show_default=True, help="Features = expansion x width.")
+@click.option("--k", type=int, default=32, show_default=True, help="Active features per token.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="SAE folder to write (SAELens layout).")
+@click.option("--centering", type=click.Choice(["pre-bias", "mean", "none"]), default="pre-bias", show_default=True,
+              help="pre-bias: a trained decoder bias subtracted before encoding; mean: the data mean, fixed.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=4096, show_default=True, help="Tokens per step.")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
+@click.option("--aux-coef", type=float, default=1 / 32, show_default=True, help="Weight of the AuxK loss (0: off).")
+@click.option("--holdout", type=float, default=0.1, show_default=True, help="Share of cells held out for evaluation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_size, lr, aux_coef, holdout, seed):
+    """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
+    import pyarrow.parquet as pq
+
+    from .extract import read_activations
+    from .sae import TrainConfig, train
+
+    acts, record = read_activations(activations, layer)
+    if not 0 <= holdout < 1:
+        raise AtlasError(f"--holdout {holdout}: must be in [0, 1)")
+    for name, value in (("--expansion", expansion), ("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise AtlasError(f"{name} {value}: must be at least 1")
+    cells = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
+    cfg = TrainConfig(expansion=expansion, k=k, centering=centering, epochs=epochs, batch_size=batch_size, lr=lr,
+                      aux_coef=aux_coef, holdout=holdout, seed=seed)
+    t0 = time.perf_counter()
+    model, metrics = train(acts, cells, cfg, where=f"{activations}/layer {layer}", log=lambda m: click.echo(m, err=True))
+    model.save(out, {"layer": layer, "model_name": record["model"]["name"], "hook_name": f"layer {layer} residual",
+                     "activations": str(activations), "training": metrics})
+    ve = metrics["variance_explained"]
+    click.echo(f"trained SAE layer {layer}: {model.d_sae} features, k {k} -> {out}/ "
+               f"(held-out: variance explained {'n/a' if ve is None else f'{ve:.3f}'}, L0 {metrics['l0'] or 0:.1f}, "
+               f"dead {metrics['dead_features']}; {metrics['steps']} steps, {time.perf_counter() - t0:.1f} s)")
+
+
+@sae.command(name="encode")
+@click.option("--sae", "sae_path", type=click.Path(path_type=Path), required=True,
+              help="SAELens TopK folder, or the published study's .pt file.")
+@click.option("--activations", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas extract`.")
+@click.option("--layer", type=int, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Codes folder to write.")
+def sae_encode(sae_path, activations, layer, out):
+    """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
+    import pyarrow.parquet as pq
+
+    from .encode import encode_stream
+    from .extract import read_activations
+    from .sae import load_sae
+
+    model = load_sae(sae_path)
+    acts, _ = read_activations(activations, layer)
+    tokens = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
+    cells, genes = tokens["cell"].to_numpy(), tokens["token_id"].to_numpy()
+    step = 65_536
+    chunks = ((np.asarray(acts[s : s + step]), cells[s : s + step], genes[s : s + step]) for s in range(0, len(acts), step))
+    record = encode_stream(model, chunks, out, {"layer": layer, "sae": str(sae_path), "activations": str(activations)},
+                           where=f"{activations}/layer_{layer:02d}.npy")
+    click.echo(f"encoded layer {layer}: {record['tokens']} tokens x k {record['k']} of {record['n_features']} features "
+               f"-> {out}/ ({len(record['shards'])} shards)")
+
+
+@sae.command(name="stats")
+@click.option("--codes", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas sae encode`.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Statistics folder to write.")
+@click.option("--cell-type-column", help="obs column of the dataset with cell types (default: none, no test).")
+@click.option("--top-genes", type=int, default=20, show_default=True)
+@click.option("--min-support", type=int, default=5, show_default=True,
+              help="Firing tokens a gene needs before it can rank among a feature's top genes.")
+@click.option("--top-cells", type=int, default=10, show_default=True)
+def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
+    """Feature statistics from codes: frequency, means, max, histograms, top genes and cells, cell-type tests."""
+    import json
+
+    import anndata
+    import pyarrow.parquet as pq
+
+    from .encode import read_codes
+    from .stats import StatsConfig, feature_stats, write_stats
+
+    record, _ = read_codes(codes)
+    acts_dir = Path(record["activations"])
+    extract = json.loads((acts_dir / "extract.json").read_text())
+    tokens = pq.read_table(acts_dir / "tokens.parquet", columns=["token_id", "gene"]).to_pandas().drop_duplicates()
+    names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
+    obs = anndata.read_h5ad(extract["dataset"]["path"], backed="r").obs.iloc[: extract["dataset"]["cells"]]
+    types = None
+    if cell_type_column is not None:
+        if cell_type_column not in obs.columns:
+            raise AtlasError(f"{extract['dataset']['path']}: obs has no column {cell_type_column!r} "
+                             f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
+        types = obs[cell_type_column].astype(str).to_numpy()
+    cfg = StatsConfig(top_genes=top_genes, min_support=min_support, top_cells=top_cells)
+    result = feature_stats(lambda: read_codes(codes)[1], record["n_features"], len(obs), max(names) + 1, cfg, types)
+    write_stats(out, result, names, obs.index.to_numpy(), {"layer": record["layer"], "codes": str(codes),
+                                                           "config": cfg.__dict__, "cell_type_column": cell_type_column})
+    f = result["features"]
+    click.echo(f"statistics of layer {record['layer']}: {int(f['alive'].sum())} of {len(f['alive'])} features alive, "
+               f"{result['tokens']} tokens -> {out}/")
 
 
 @cli.command()

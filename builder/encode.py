@@ -1,0 +1,90 @@
+"""Streaming SAE encode: activations in, sparse codes out (top-k feature indices and values per token), in
+shards on disk. Later stages read only codes.
+
+Layout of CODES_DIR/:
+  codes.json         layer, n_features, k, tokens, shard sizes, index dtype, SAE and activations sources
+  NNNNN.idx.npy      (tokens, k) feature indices, uint16 when there are at most 65,536 features, else int32
+  NNNNN.val.npy      (tokens, k) float32 activations (ReLU'd; a 0 means the feature did not fire)
+  NNNNN.cell.npy     (tokens,) int32 dataset row of each token
+  NNNNN.gene.npy     (tokens,) int32 token id (gene) of each token
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import AtlasError
+from .fsutil import atomic_dir
+from .sae import TopKSAE, n_nonfinite
+
+SHARD = 262_144  # tokens per shard, at least (a shard ends at the first chunk boundary past it)
+
+
+@dataclass(frozen=True)
+class Codes:
+    idx: np.ndarray
+    val: np.ndarray
+    cell: np.ndarray
+    gene: np.ndarray
+
+
+@torch.no_grad()
+def encode_stream(sae: TopKSAE, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], out: Path,
+                  meta: dict, where: str = "activations", batch: int = 16_384) -> dict:
+    """Encode (acts, cells, genes) chunks into shards under `out` (written atomically)."""
+    idx_dtype = np.uint16 if sae.d_sae <= 1 << 16 else np.int32
+    sae = sae.eval()
+    shards, pending, total, bad = [], [], 0, 0
+    with atomic_dir(out) as tmp:
+        def flush(final=False):
+            """Write what is pending as one shard once it reaches SHARD tokens (or at the end)."""
+            nonlocal pending
+            if not pending or (not final and sum(len(p.cell) for p in pending) < SHARD):
+                return
+            name = f"{len(shards):05d}"
+            for field in ("idx", "val", "cell", "gene"):
+                np.save(tmp / f"{name}.{field}.npy", np.concatenate([getattr(p, field) for p in pending]))
+            shards.append(sum(len(p.cell) for p in pending))
+            pending = []
+
+        for acts, cells, genes in chunks:
+            if acts.shape[1] != sae.d_in:
+                raise AtlasError(f"{where}: activations have width {acts.shape[1]}, the SAE expects {sae.d_in}")
+            bad += n_nonfinite(acts)
+            if bad:
+                continue  # keep counting, write nothing
+            for s in range(0, len(acts), batch):
+                v, i = sae.encode(torch.from_numpy(np.array(acts[s : s + batch], dtype=np.float32)))
+                pending.append(Codes(i.numpy().astype(idx_dtype), v.numpy(), cells[s : s + batch].astype(np.int32),
+                                     genes[s : s + batch].astype(np.int32)))
+            total += len(acts)
+            flush()
+        if bad:
+            raise AtlasError(f"{where}: {bad} NaN or infinite activation values; nothing was encoded")
+        if total == 0:
+            raise AtlasError(f"{where}: the layer has no tokens")
+        flush(final=True)
+        record = {"format": "feature-atlas codes 1", **meta, "n_features": sae.d_sae, "k": sae.k, "tokens": total,
+                  "shards": shards, "index_dtype": np.dtype(idx_dtype).name}
+        (tmp / "codes.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
+    """(codes.json record, iterator over shards memory-mapped from disk)."""
+    folder = Path(folder)
+    if not (folder / "codes.json").is_file():
+        raise AtlasError(f"{folder}: not a codes folder (no codes.json; write one with `atlas sae encode`)")
+    record = json.loads((folder / "codes.json").read_text())
+
+    def shards():
+        for n in range(len(record["shards"])):
+            yield Codes(*(np.load(folder / f"{n:05d}.{f}.npy", mmap_mode="r") for f in ("idx", "val", "cell", "gene")))
+
+    return record, shards()

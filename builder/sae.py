@@ -1,0 +1,293 @@
+"""TopK sparse autoencoders: the model, its file formats, and training on activations streamed from disk.
+
+encode(x) = TopK(ReLU)((x - b_dec if apply_b_dec_to_input) @ W_enc + b_enc), decode(z) = z @ W_dec + b_dec.
+W_dec holds one row per feature; training keeps every row at unit norm (the published code normalised the
+other axis, one norm per input dimension, which leaves feature directions unnormalised).
+
+Formats: SAELens (`cfg.json` + `sae_weights.safetensors`, architecture "topk"), written and read; and the
+published study's torch file (`model_state_dict` with W_enc/W_dec Linear weights and biases, plus
+`activation_mean.npy` subtracted from the input), read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import AtlasError
+from .fsutil import atomic_dir
+
+CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
+
+
+class TopKSAE(nn.Module):
+    def __init__(self, d_in: int, d_sae: int, k: int, apply_b_dec_to_input: bool = True,
+                 rescale_acts_by_decoder_norm: bool = False, input_mean: np.ndarray | None = None):
+        super().__init__()
+        if not 0 < k <= d_sae:
+            raise AtlasError(f"k = {k} must be between 1 and the number of features ({d_sae})")
+        self.d_in, self.d_sae, self.k = d_in, d_sae, k
+        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.rescale = rescale_acts_by_decoder_norm
+        self.W_enc = nn.Parameter(torch.zeros(d_in, d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.zeros(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        # A fixed mean subtracted from the input and added back (the published format's activation_mean.npy).
+        self.register_buffer("input_mean", None if input_mean is None else torch.as_tensor(input_mean, dtype=torch.float32))
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is not None:
+            x = x - self.input_mean
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        pre = x @ self.W_enc + self.b_enc
+        return pre * self.W_dec.norm(dim=1) if self.rescale else pre
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices), each (tokens, k): the k largest pre-activations, ReLU'd, and their features."""
+        values, indices = torch.topk(self.pre_acts(x), self.k, dim=-1)
+        return F.relu(values), indices
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        W = self.W_dec / self.W_dec.norm(dim=1, keepdim=True) if self.rescale else self.W_dec
+        out = torch.einsum("tk,tkd->td", values, W[indices]) + self.b_dec
+        return out + self.input_mean if self.input_mean is not None else out
+
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    def save(self, out: Path, metadata: dict) -> Path:
+        """Write the SAELens layout atomically. A fixed input mean, if any, is folded into b_dec first."""
+        from safetensors.torch import save_file
+
+        if self.input_mean is not None:
+            raise AtlasError("an SAE with a fixed input mean (published format) cannot be saved in the SAELens layout")
+        cfg = {"architecture": "topk", "d_in": self.d_in, "d_sae": self.d_sae, "k": self.k, "dtype": "float32",
+               "device": "cpu", "apply_b_dec_to_input": self.apply_b_dec_to_input,
+               "normalize_activations": "none", "reshape_activations": "none",
+               "rescale_acts_by_decoder_norm": self.rescale, "metadata": metadata}
+        with atomic_dir(out) as tmp:
+            tensors = {n: p.detach().float().contiguous().cpu() for n, p in self.named_parameters()}
+            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            (tmp / CFG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        return out
+
+
+def _saelens(folder: Path) -> TopKSAE:
+    from safetensors.torch import load_file
+
+    try:
+        cfg = json.loads((folder / CFG).read_text())
+    except ValueError as e:
+        raise AtlasError(f"{folder / CFG}: not valid JSON ({e})") from None
+    arch = cfg.get("architecture")
+    act = cfg.get("activation_fn_str") or cfg.get("activation_fn")  # SAELens < 6 spelled TopK this way
+    if arch == "topk":
+        k = cfg.get("k")
+    elif act == "topk":
+        k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+    else:
+        raise AtlasError(f"{folder / CFG}: architecture {arch!r} is not a TopK SAE (only TopK SAEs are supported)")
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise AtlasError(f"{folder / CFG}: normalize_activations {cfg['normalize_activations']!r} is not supported")
+    try:
+        state = load_file(folder / WEIGHTS)
+    except Exception as e:
+        raise AtlasError(f"{folder / WEIGHTS}: not a readable safetensors file ({e})") from None
+    missing = [n for n in ("W_enc", "b_enc", "W_dec", "b_dec") if n not in state]
+    if missing or not isinstance(k, int):
+        raise AtlasError(f"{folder}: SAELens TopK SAE without {', '.join(missing) or 'an integer k'}")
+    d_in, d_sae = state["W_enc"].shape
+    if state["W_dec"].shape != (d_sae, d_in) or state["b_enc"].shape != (d_sae,) or state["b_dec"].shape != (d_in,):
+        raise AtlasError(f"{folder / WEIGHTS}: weight shapes do not fit W_enc {tuple(state['W_enc'].shape)}")
+    sae = TopKSAE(d_in, d_sae, k, bool(cfg.get("apply_b_dec_to_input", True)),
+                  bool(cfg.get("rescale_acts_by_decoder_norm", False)))
+    sae.load_state_dict({n: state[n].float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}, strict=False)
+    return sae
+
+
+def _published(path: Path) -> TopKSAE:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise AtlasError(f"{path}: not a readable torch file ({type(e).__name__})") from None
+    state = blob.get("model_state_dict") if isinstance(blob, dict) else None
+    names = ("W_enc.weight", "W_enc.bias", "W_dec.weight", "W_dec.bias")
+    if not isinstance(state, dict) or any(n not in state for n in names):
+        raise AtlasError(f"{path}: not a known SAE layout (expected model_state_dict with {', '.join(names)})")
+    d_sae, d_in = state["W_enc.weight"].shape
+    k = blob.get("k")
+    if not isinstance(k, int):
+        raise AtlasError(f"{path}: no integer k stored beside model_state_dict")
+    mean_file = path.parent / "activation_mean.npy"
+    mean = np.load(mean_file) if mean_file.is_file() else None
+    if mean is not None and mean.shape != (d_in,):
+        raise AtlasError(f"{mean_file}: shape {mean.shape}, expected ({d_in},)")
+    sae = TopKSAE(d_in, d_sae, k, apply_b_dec_to_input=False, input_mean=mean)
+    with torch.no_grad():
+        sae.W_enc.copy_(state["W_enc.weight"].T)
+        sae.b_enc.copy_(state["W_enc.bias"])
+        sae.W_dec.copy_(state["W_dec.weight"].T)
+        sae.b_dec.copy_(state["W_dec.bias"])
+    return sae
+
+
+def load_sae(path: Path) -> TopKSAE:
+    """A SAELens TopK folder, or the published study's .pt file (or a folder holding exactly one)."""
+    path = Path(path)
+    if path.is_dir() and (path / CFG).is_file():
+        if not (path / WEIGHTS).is_file():
+            raise AtlasError(f"{path}: has {CFG} but no {WEIGHTS}")
+        return _saelens(path)
+    if path.is_dir():
+        pts = sorted(path.glob("*.pt"))
+        if len(pts) != 1:
+            raise AtlasError(f"{path}: not a known SAE layout (expected {CFG} + {WEIGHTS}, or one .pt file "
+                             f"with model_state_dict and activation_mean.npy)")
+        path = pts[0]
+    if not path.is_file():
+        raise AtlasError(f"{path}: SAE not found")
+    return _published(path)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    expansion: int = 4  # features = expansion x width (the published: 4 for scGPT)
+    k: int = 32
+    centering: str = "pre-bias"  # pre-bias (trained b_dec, initialised at the mean), mean (fixed), none
+    epochs: int = 5
+    batch_size: int = 4096
+    lr: float = 5e-4
+    aux_k: int | None = None  # features used by the AuxK loss; None: half the width
+    aux_coef: float = 1 / 32  # 0 turns AuxK off
+    dead_tokens: int = 100_000  # a feature that has not fired for this many training tokens counts as dead
+    holdout: float = 0.1  # fraction of cells held out for evaluation
+    block: int = 65_536  # tokens read from disk at a time
+    seed: int = 0
+
+
+def _blocks(n: int, block: int, rng: np.random.Generator | None = None):
+    starts = np.arange(0, n, block)
+    if rng is not None:
+        starts = rng.permutation(starts)
+    for s in starts:
+        yield int(s), int(min(s + block, n))
+
+
+def n_nonfinite(block: np.ndarray) -> int:
+    return block.size - int(np.isfinite(block).sum())
+
+
+def split_cells(cells: np.ndarray, holdout: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: all tokens of a random `holdout` share of the cells."""
+    uniq = np.unique(cells)
+    n_out = int(round(holdout * uniq.size)) if uniq.size > 1 else 0
+    out = np.random.default_rng(seed).permutation(uniq)[:n_out]
+    return np.isin(cells, out)
+
+
+def train(acts: np.ndarray, cells: np.ndarray, cfg: TrainConfig, where: str = "activations",
+          log: Callable[[str], None] | None = None) -> tuple[TopKSAE, dict]:
+    """Train on `acts` (tokens x width, e.g. a memmap) read block by block; evaluate on held-out cells."""
+    n, d = acts.shape
+    if n == 0:
+        raise AtlasError(f"{where}: the layer has no tokens")
+    if cfg.centering not in ("pre-bias", "mean", "none"):
+        raise AtlasError(f"--centering {cfg.centering!r}: expected pre-bias, mean or none")
+    held = split_cells(cells, cfg.holdout, cfg.seed)
+    if held.all() or (~held).sum() == 0:
+        raise AtlasError(f"{where}: no training tokens left after holding out cells")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    total, bad = np.zeros(d), 0
+    for s, e in _blocks(n, cfg.block):
+        block = np.asarray(acts[s:e], dtype=np.float64)
+        bad += n_nonfinite(block)
+        total += block[~held[s:e]].sum(axis=0)
+    if bad:
+        raise AtlasError(f"{where}: {bad} NaN or infinite activation values; refusing to train on them")
+    mean = total / (~held).sum()
+
+    d_sae = cfg.expansion * d
+    sae = TopKSAE(d, d_sae, cfg.k, apply_b_dec_to_input=cfg.centering != "none")
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(d_sae, d))
+        sae.normalise_decoder()
+        sae.W_enc.copy_(sae.W_dec.T)  # tied initialisation (Gao et al. 2024)
+        sae.b_dec.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    if cfg.centering == "mean":
+        sae.b_dec.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=cfg.lr)
+    aux_k = cfg.aux_k or d // 2
+    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    steps, losses = 0, []
+    for epoch in range(cfg.epochs):
+        for s, e in _blocks(n, cfg.block, rng):
+            block = np.asarray(acts[s:e], dtype=np.float32)[~held[s:e]]
+            block = block[rng.permutation(len(block))]
+            for b in range(0, len(block), cfg.batch_size):
+                x = torch.from_numpy(block[b : b + cfg.batch_size])
+                pre = sae.pre_acts(x)
+                values, indices = torch.topk(pre, cfg.k, dim=-1)
+                values = F.relu(values)
+                x_hat = sae.decode(values, indices)
+                err = x - x_hat
+                loss = err.pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+                fired = torch.zeros(d_sae, dtype=torch.bool)
+                fired[indices[values > 0]] = True
+                since_fired = torch.where(fired, 0, since_fired + len(x))
+                dead = since_fired >= cfg.dead_tokens
+                if cfg.aux_coef > 0 and dead.any():
+                    # AuxK: the dead features' largest pre-activations try to explain what the live ones missed.
+                    kk = min(aux_k, int(dead.sum()))
+                    av, ai = torch.topk(pre.masked_fill(~dead, -torch.inf), kk, dim=-1)
+                    e_hat = torch.einsum("tk,tkd->td", F.relu(av), sae.W_dec[ai])
+                    target = err.detach()
+                    aux = (target - e_hat).pow(2).sum(-1).mean() / (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+                    loss = loss + cfg.aux_coef * torch.nan_to_num(aux)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sae.normalise_decoder()
+                steps += 1
+                losses.append(loss.item())
+        if log:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses[-max(1, steps // (epoch + 1)):]):.4f}")
+    metrics = evaluate(sae, acts, held, cfg.block)
+    metrics.update(steps=steps, train_tokens=int((~held).sum()), heldout_tokens=int(held.sum()),
+                   heldout_cells=int(np.unique(cells[held]).size), config=asdict(cfg))
+    return sae, metrics
+
+
+@torch.no_grad()
+def evaluate(sae: TopKSAE, acts: np.ndarray, rows: np.ndarray, block: int = 65_536) -> dict:
+    """Variance explained, L0 and dead features over `rows` (a boolean mask), streamed in blocks."""
+    n_rows = int(rows.sum())
+    if n_rows == 0:
+        return {"variance_explained": None, "l0": None, "dead_features": None}
+    sse, s1, s2 = 0.0, np.zeros(sae.d_in), 0.0
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
+    l0 = 0
+    for s, e in _blocks(len(acts), block):
+        x = torch.from_numpy(np.asarray(acts[s:e], dtype=np.float32)[rows[s:e]])
+        if len(x) == 0:
+            continue
+        v, i = sae.encode(x)
+        sse += float((x - sae.decode(v, i)).double().pow(2).sum())
+        s1 += x.double().sum(0).numpy()
+        s2 += float(x.double().pow(2).sum())
+        fired[i[v > 0]] = True
+        l0 += int((v > 0).sum())
+    sst = s2 - float((s1 ** 2).sum()) / n_rows  # sum of squares about the held-out mean
+    return {"variance_explained": 1 - sse / sst if sst > 0 else None, "l0": l0 / n_rows,
+            "dead_features": int((~fired).sum()), "dead_fraction": float((~fired).float().mean())}

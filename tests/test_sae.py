@@ -1,0 +1,223 @@
+"""TopK SAEs: planted-feature recovery, file formats, streaming encode, and every statistic against a slow,
+obvious reference on small inputs (scipy and statsmodels for the tests)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats as sps
+import torch
+from safetensors.torch import save_file
+from statsmodels.stats.multitest import multipletests
+
+from builder.encode import Codes, encode_stream, read_codes
+from builder.errors import AtlasError
+from builder.sae import TopKSAE, TrainConfig, load_sae, train
+from builder.stats import StatsConfig, feature_stats
+from test_cli import run
+
+
+def planted(n=36_000, d=16, n_true=32, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    D = rng.normal(size=(n_true, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    idx = np.array([rng.choice(n_true, k, replace=False) for _ in range(n)])
+    x = (((rng.exponential(1.0, size=(n, k)) + 0.5)[:, :, None]) * D[idx]).sum(1) + 0.3
+    return x.astype(np.float32), np.repeat(np.arange(n // 60), 60), D
+
+
+def test_training_recovers_planted_features():
+    x, cells, D = planted()
+    sae, m = train(x, cells, TrainConfig(expansion=4, k=3, epochs=12, batch_size=512, lr=2e-3, dead_tokens=10_000))
+    W = sae.W_dec.detach().numpy()
+    assert np.allclose(np.linalg.norm(W, axis=1), 1, atol=1e-5), "one unit-norm direction per feature"
+    best = (D @ W.T).max(axis=1)
+    assert best.min() > 0.9, f"every planted direction has a decoder match with cosine > 0.9 ({best.min():.3f})"
+    assert m["variance_explained"] > 0.8 and m["l0"] <= 3 and m["heldout_cells"] == 60
+    assert m["heldout_tokens"] == 3600 and m["train_tokens"] == 32_400
+
+
+def _direct(x, W_enc, b_enc, W_dec, b_dec, k, pre_bias=None):
+    pre = (x - (pre_bias if pre_bias is not None else 0)) @ W_enc + b_enc
+    idx = np.argsort(-pre, axis=1, kind="stable")[:, :k]
+    return np.maximum(np.take_along_axis(pre, idx, 1), 0), idx
+
+
+@pytest.mark.parametrize("style", ["v6", "v5"])
+def test_saelens_sae_encodes_as_computed_from_its_weights(tmp_path, style):
+    rng = np.random.default_rng(1)
+    d, n, k = 12, 40, 5
+    w = {"W_enc": rng.normal(size=(d, n)), "b_enc": rng.normal(size=n) * 0.1, "W_dec": rng.normal(size=(n, d)),
+         "b_dec": rng.normal(size=d)}
+    save_file({a: torch.tensor(b, dtype=torch.float32) for a, b in w.items()}, tmp_path / "sae_weights.safetensors")
+    cfg = {"d_in": d, "d_sae": n, "apply_b_dec_to_input": True, "normalize_activations": "none"}
+    cfg |= {"architecture": "topk", "k": k} if style == "v6" else {"architecture": "standard", "activation_fn_str": "topk",
+                                                                   "activation_fn_kwargs": {"k": k}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    sae = load_sae(tmp_path)
+    x = rng.normal(size=(300, d)).astype(np.float32)
+    v, i = sae.encode(torch.from_numpy(x))
+    w32 = {a: b.astype(np.float32) for a, b in w.items()}
+    ev, ei = _direct(x, w32["W_enc"], w32["b_enc"], w32["W_dec"], w32["b_dec"], k, pre_bias=w32["b_dec"])
+    assert np.array_equal(np.sort(i.numpy(), 1), np.sort(ei, 1))
+    assert np.allclose(np.sort(v.detach().numpy(), 1), np.sort(ev, 1), atol=1e-5)
+    # Saving and loading again keeps the codes.
+    sae.save(tmp_path / "again", {"layer": 0})
+    v2, i2 = load_sae(tmp_path / "again").encode(torch.from_numpy(x))
+    assert torch.equal(i, i2) and torch.equal(v, v2)
+
+
+def test_published_format_loads_with_activation_mean(tmp_path):
+    rng = np.random.default_rng(2)
+    d, n, k = 8, 24, 4
+    enc, dec = torch.nn.Linear(d, n), torch.nn.Linear(n, d)
+    torch.save({"model_state_dict": {"W_enc.weight": enc.weight.data, "W_enc.bias": enc.bias.data,
+                                     "W_dec.weight": dec.weight.data, "W_dec.bias": dec.bias.data},
+                "d_model": d, "n_features": n, "k": k}, tmp_path / "sae_final.pt")
+    mean = rng.normal(size=d).astype(np.float32)
+    np.save(tmp_path / "activation_mean.npy", mean)
+    sae = load_sae(tmp_path / "sae_final.pt")
+    x = rng.normal(size=(50, d)).astype(np.float32)
+    v, i = sae.encode(torch.from_numpy(x))
+    ev, ei = _direct(x - mean, enc.weight.data.numpy().T, enc.bias.data.numpy(), None, None, k)
+    assert np.array_equal(i.numpy(), ei) and np.allclose(v.detach().numpy(), ev, atol=1e-5)
+    with pytest.raises(AtlasError, match="cannot be saved in the SAELens layout"):
+        sae.save(tmp_path / "x", {})
+
+
+def test_unknown_layouts_are_refused(tmp_path):
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "d_in": 4, "d_sae": 8}))
+    save_file({"W_enc": torch.zeros(4, 8)}, tmp_path / "sae_weights.safetensors")
+    with pytest.raises(AtlasError, match="architecture 'jumprelu' is not a TopK SAE"):
+        load_sae(tmp_path)
+    torch.save({"state": {}}, tmp_path / "other.pt")
+    with pytest.raises(AtlasError, match="not a known SAE layout"):
+        load_sae(tmp_path / "other.pt")
+
+
+def random_codes(T=600, k=3, n_features=12, n_genes=15, n_cells=20, seed=3):
+    rng = np.random.default_rng(seed)
+    idx = np.array([rng.choice(n_features, k, replace=False) for _ in range(T)])
+    val = np.round(rng.exponential(1.0, size=(T, k)), 2) * (rng.random((T, k)) > 0.15)  # some zeros: not fired
+    return Codes(idx.astype(np.uint16), val.astype(np.float32), rng.integers(0, n_cells, T).astype(np.int32),
+                 rng.integers(0, n_genes, T).astype(np.int32))
+
+
+def test_statistics_equal_a_slow_reference():
+    c = random_codes()
+    n_f, n_g, n_c = 12, 15, 20
+    types = np.array(["B", "T", "NK", "T"] * 5)
+    cfg = StatsConfig(top_genes=4, min_support=3, top_cells=3, hist_bins=6, block=5)
+    shards = [Codes(*(a[:250] for a in (c.idx, c.val, c.cell, c.gene))), Codes(*(a[250:] for a in (c.idx, c.val, c.cell, c.gene)))]
+    r = feature_stats(lambda: iter(shards), n_f, n_c, n_g, cfg, types)
+
+    fire, total, vmax = np.zeros(n_f), np.zeros(n_f), np.zeros(n_f)
+    fg, fg_n, fc = {}, {}, {}
+    gene_tokens, cell_tokens = np.zeros(n_g), np.zeros(n_c)
+    for t in range(len(c.cell)):  # one token at a time, the obvious way
+        gene_tokens[c.gene[t]] += 1
+        cell_tokens[c.cell[t]] += 1
+        for j in range(3):
+            f, v = int(c.idx[t, j]), float(c.val[t, j])
+            if v > 0:
+                fire[f] += 1
+                total[f] += v
+                vmax[f] = max(vmax[f], v)
+                fg[f, c.gene[t]] = fg.get((f, c.gene[t]), 0) + v
+                fg_n[f, c.gene[t]] = fg_n.get((f, c.gene[t]), 0) + 1
+                fc[f, c.cell[t]] = fc.get((f, c.cell[t]), 0) + v
+    F = r["features"]
+    assert np.array_equal(F["fire_count"], fire) and np.allclose(F["frequency"], fire / 600)
+    assert np.allclose(F["mean_activation"], total / 600) and np.allclose(F["max_activation"], vmax)
+    assert np.allclose(F["mean_when_active"], np.where(fire > 0, total / np.maximum(fire, 1), 0))
+    edges = r["hist_edges"]
+    pos = c.val[c.val > 0]
+    assert np.isclose(edges[0], pos.min()) and np.isclose(edges[-1], pos.max())
+    for f in range(n_f):
+        vals = c.val[(c.idx == f) & (c.val > 0)]
+        assert np.array_equal(r["hist"][f], np.histogram(vals, bins=edges)[0])
+        # Top genes: mean over all the gene's tokens, among genes with >= min_support firing tokens.
+        cand = [(fg[f, g] / gene_tokens[g], fg_n[f, g], -g, g) for g in range(n_g) if fg_n.get((f, g), 0) >= 3]
+        expect = [g for *_, g in sorted(cand, reverse=True)[:4]]
+        got = r["genes"]["token_id"][r["genes"]["feature"] == f].tolist()
+        assert got == expect
+        cells = sorted(((fc.get((f, x), 0) / cell_tokens[x], -x, x) for x in range(n_c) if fc.get((f, x), 0) > 0),
+                       reverse=True)[:3]
+        assert r["cells"]["cell"][r["cells"]["feature"] == f].tolist() == [x for *_, x in cells]
+
+    ct = r["celltypes"]
+    per_cell = np.array([[fc.get((f, x), 0) / cell_tokens[x] for x in range(n_c)] for f in range(n_f)])
+    for f in range(n_f):
+        for j, label in enumerate(ct["labels"]):
+            m = types == label
+            ref = sps.mannwhitneyu(per_cell[f, m], per_cell[f, ~m], alternative="greater", method="asymptotic")
+            assert ct["U"][f, j] == ref.statistic and abs(ct["p"][f, j] - ref.pvalue) <= 1e-9 * ref.pvalue
+            a = ((per_cell[f] > 0) & m).sum()
+            b = ((per_cell[f] > 0) & ~m).sum()
+            cc, d = ((per_cell[f] == 0) & m).sum(), ((per_cell[f] == 0) & ~m).sum()
+            assert np.isclose(ct["odds_ratio"][f, j], (a + .5) * (d + .5) / ((b + .5) * (cc + .5)))
+    assert np.allclose(ct["q"].ravel(), multipletests(ct["p"].ravel(), method="fdr_bh")[1], rtol=1e-12)
+    assert np.isfinite(ct["odds_ratio"]).all()
+
+
+def test_encode_stream_shards_and_refusals(tmp_path):
+    sae = TopKSAE(8, 32, 4)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p))
+    x = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    cells, genes = np.arange(1000) // 10, np.arange(1000) % 7
+    chunks = [(x[:600], cells[:600], genes[:600]), (x[600:], cells[600:], genes[600:])]
+    rec = encode_stream(sae, chunks, tmp_path / "codes", {"layer": 0})
+    assert rec["tokens"] == 1000 and rec["index_dtype"] == "uint16"
+    _, shards = read_codes(tmp_path / "codes")
+    got = list(shards)
+    v, i = sae.encode(torch.from_numpy(x))
+    assert np.array_equal(np.concatenate([s.idx for s in got]), i.numpy())
+    assert np.array_equal(np.concatenate([s.cell for s in got]), cells)
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    bad[700, 0] = np.inf
+    with pytest.raises(AtlasError, match="2 NaN or infinite activation values; nothing was encoded"):
+        encode_stream(sae, [(bad, cells, genes)], tmp_path / "bad", {})
+    with pytest.raises(AtlasError, match="activations have width 8, the SAE expects 5"):
+        encode_stream(TopKSAE(5, 10, 2), chunks, tmp_path / "w", {})
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "w").exists()
+
+
+def test_sae_cli_end_to_end_and_bad_input(tiny, tmp_path, capsys):
+    acts = tmp_path / "acts"
+    code, _, err = run(["extract", "--model", "scgpt", "--checkpoint", str(tiny / "scgpt"), "--data",
+                        "atlas_data/inputs/immune_sample.h5ad", "--out", str(acts), "--max-cells", "30"], capsys)
+    assert code == 0, err
+    code, out, err = run(["sae", "train", "--activations", str(acts), "--layer", "1", "--expansion", "2", "--k", "4",
+                          "--epochs", "1", "--out", str(tmp_path / "sae")], capsys)
+    assert code == 0, err
+    assert "held-out: variance explained" in out and (tmp_path / "sae" / "cfg.json").is_file()
+    code, out, err = run(["sae", "encode", "--sae", str(tmp_path / "sae"), "--activations", str(acts), "--layer", "1",
+                          "--out", str(tmp_path / "codes")], capsys)
+    assert code == 0, err
+    code, out, err = run(["sae", "stats", "--codes", str(tmp_path / "codes"), "--out", str(tmp_path / "stats")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == [
+        "feature_genes.parquet", "features.parquet", "histograms.npy", "stats.json", "top_cells.parquet"]
+
+    np.save(acts / "layer_00.npy", np.full((0, 64), 1.0, np.float32))
+    other = TopKSAE(32, 64, 4)
+    other.save(tmp_path / "narrow", {})
+    (tmp_path / "junk").mkdir()
+    cases = [
+        (["sae", "encode", "--sae", str(tmp_path / "narrow"), "--activations", str(acts), "--layer", "1", "--out", "{out}"],
+         "activations have width 64, the SAE expects 32"),
+        (["sae", "encode", "--sae", str(tmp_path / "junk"), "--activations", str(acts), "--layer", "1", "--out", "{out}"],
+         "not a known SAE layout"),
+        (["sae", "train", "--activations", str(acts), "--layer", "0", "--out", "{out}"], "the layer has no tokens"),
+        (["sae", "train", "--activations", str(tmp_path), "--layer", "0", "--out", "{out}"], "not an activations folder"),
+    ]
+    for args, message in cases:
+        out_dir = tmp_path / "out"
+        code, stdout, err = run([a.replace("{out}", str(out_dir)) for a in args], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+        assert not out_dir.exists()
