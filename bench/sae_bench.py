@@ -104,7 +104,7 @@ def main() -> None:
 
         cfg = StatsConfig()
         t0 = time.perf_counter()
-        res = feature_stats(lambda: read_codes(tmp / "codes")[1], n, int(cells.max()) + 1, int(genes.max()) + 1, cfg)
+        feature_stats(lambda: read_codes(tmp / "codes")[1], n, int(cells.max()) + 1, int(genes.max()) + 1, cfg)
         stats_s = time.perf_counter() - t0
         print(f"statistics over {T:,} tokens: {stats_s:.1f} s ({T / stats_s:,.0f} tokens/s); peak RSS {peak_mb():,.0f} MB")
 

@@ -126,7 +126,7 @@ def stream(adapter: Adapter, prepared: Prepared, layers: Sequence[int], batch_si
     """
     device = device or torch.device("cpu")
     dtype = dtype_for(device)
-    model = adapter.model.to(device=device, dtype=dtype).eval()
+    adapter.model.to(device=device, dtype=dtype).eval()
     special = torch.tensor(sorted(adapter.special_ids), dtype=torch.long)
     order = np.arange(prepared.dataset.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
     # Longest cells first, so a batch holds cells of similar length: less padding, and a memory error, if
