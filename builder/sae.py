@@ -66,7 +66,7 @@ class TopKSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     def save(self, out: Path, metadata: dict) -> Path:
-        """Write the SAELens layout atomically. A fixed input mean, if any, is folded into b_dec first."""
+        """Write the SAELens layout atomically (it has no field for the published format's fixed input mean)."""
         from safetensors.torch import save_file
 
         if self.input_mean is not None:

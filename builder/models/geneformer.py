@@ -69,9 +69,8 @@ class GeneformerAdapter:
         medians = _pickle(_one(checkpoint, "gene_median_dictionary*.pkl", "gene median dictionary"))
         mapping = _one(checkpoint, "ensembl_mapping_dict*.pkl", "Ensembl mapping dictionary", required=False)
         self.mapping = _pickle(mapping) if mapping else None
-        for tok in ("<pad>",):
-            if tok not in self.token_dict:
-                raise AtlasError(f"{checkpoint}: the token dictionary has no {tok} token")
+        if "<pad>" not in self.token_dict:
+            raise AtlasError(f"{checkpoint}: the token dictionary has no <pad> token")
 
         try:
             config = transformers.BertConfig.from_pretrained(checkpoint, local_files_only=True)
