@@ -283,6 +283,57 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
 
 
 @cli.command()
+@click.option("--genes", type=click.Path(path_type=Path), required=True,
+              help="Table of top genes: layer, feature, gene, rank (Parquet, CSV or TSV).")
+@click.option("--genesets", multiple=True, help="Bundled database name, GMT path or NAME=PATH (repeatable; "
+              "default: GO_BP, KEGG, Reactome, Hallmark).")
+@click.option("--trrust", type=click.Path(path_type=Path), help="TRRUST TSV: TF target sets and TF-target edges.")
+@click.option("--string", "string_links", type=click.Path(path_type=Path), help="STRING links file.")
+@click.option("--string-info", type=click.Path(path_type=Path), help="STRING protein.info file (for protein ids).")
+@click.option("--string-min-score", type=int, default=700, show_default=True, help="combined_score cut-off.")
+@click.option("--universe", type=click.Path(path_type=Path),
+              help="Genes the model could see, one per line (default: the table's genes, which is conservative).")
+@click.option("--layer", type=int, help="Layer of a table without a layer column.")
+@click.option("--top-n", type=int, default=20, show_default=True, help="Top genes per feature in the test.")
+@click.option("--min-size", type=int, default=5, show_default=True, help="Smallest term (inside the universe).")
+@click.option("--max-size", type=int, default=500, show_default=True, help="Largest term (inside the universe).")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Benjamini-Hochberg level.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the null pseudo-features.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (replaced atomically).")
+def annotate(genes, genesets, trrust, string_links, string_info, string_min_score, universe, layer, top_n,
+             min_size, max_size, alpha, seed, out):
+    """Test every feature's top genes against gene-set databases and networks, beside a null baseline."""
+    from . import annotate as ann_mod
+    from .genesets import load_genesets, read_string, read_trrust
+
+    if not 0 < alpha < 1 or top_n < 1 or not 1 <= min_size <= max_size:
+        raise AtlasError("need 0 < --alpha < 1, --top-n >= 1 and 1 <= --min-size <= --max-size")
+    table = ann_mod.read_gene_table(genes, layer)
+    dbs = load_genesets(genesets)
+    nets = []
+    if trrust:
+        sets, edges = read_trrust(trrust)
+        dbs.append(sets)
+        nets.append(edges)
+    if string_links:
+        nets.append(read_string(string_links, string_info, string_min_score))
+    uni = None
+    if universe:
+        if not universe.is_file():
+            raise AtlasError(f"{universe}: no such file")
+        uni = [x.strip() for x in universe.read_text().splitlines() if x.strip()]
+    cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed)
+    result = ann_mod.annotate(table, dbs, nets, uni, cfg)
+    ann_mod.write_annotation(out, result)
+    rates = result.rates.to_pandas()
+    for db, r in rates.groupby("database", sort=False):
+        n = r["n_features"].sum()
+        click.echo(f"{db}: {r['annotated'].sum()} of {n} features annotated ({r['annotated'].sum() / max(n, 1):.1%}), "
+                   f"null {r['null_annotated'].sum() / max(n, 1):.1%}")
+    click.echo(f"{result.enrichments.num_rows} enrichments (q <= {alpha}) -> {out}/")
+
+
+@cli.command()
 @site_option
 @click.option("--port", type=int, default=8000, show_default=True, help="Port on the loopback address.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
