@@ -29,6 +29,9 @@ from .errors import AtlasError
 from .genesets import GeneSets, Network, normalise_gene
 
 
+ANY = "any database"  # the rates row of features annotated in at least one database
+
+
 @dataclass(frozen=True)
 class AnnotateConfig:
     top_n: int = 20        # top genes per feature taken into the test (rank < top_n)
@@ -164,6 +167,12 @@ def null_lists(F: sp.csr_matrix, seed, rounds: int = 5) -> sp.csr_matrix:
     return membership(rows, F.shape[1])
 
 
+ENRICHMENTS = pa.schema([
+    ("layer", pa.int16()), ("feature", pa.int32()), ("database", pa.string()), ("term", pa.string()),
+    ("p", pa.float64()), ("q", pa.float64()), ("odds_ratio", pa.float64()), ("overlap", pa.int32()),
+    ("overlap_genes", pa.list_(pa.string())), ("set_size", pa.int32()), ("edge_density", pa.float64())])
+
+
 @dataclass
 class Annotation:
     enrichments: pa.Table   # significant tests (q <= alpha)
@@ -210,7 +219,9 @@ def annotate(genes: pd.DataFrame, databases: list[GeneSets], networks: list[Netw
     enrichments = pd.concat(enrich, ignore_index=True) if enrich else _empty_enrichments()
     lab = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(
         columns=["layer", "feature", "n_enrichments", "label", "label_database", "label_q"])
-    return Annotation(pa.Table.from_pandas(enrichments, preserve_index=False),
+    enrichments = enrichments[enrichments["feature"].notna()] if len(enrichments) else enrichments
+    return Annotation(pa.Table.from_pandas(enrichments, schema=ENRICHMENTS, preserve_index=False)
+                      if len(enrichments) else ENRICHMENTS.empty_table(),
                       pa.Table.from_pandas(lab, preserve_index=False),
                       pa.Table.from_pylist(rates) if rates else pa.table({"layer": pa.array([], pa.int16())}), meta)
 
@@ -238,7 +249,7 @@ def _annotate_layer(layer, part, databases, networks, uni, cfg, meta):
     F = membership(lists, N)
     F_null = null_lists(F, seed=(cfg.seed, layer))
     gene_names = np.asarray(names, dtype=object)
-    frames, rates = [], []
+    frames, rates, null_hit = [], [], set()
     info = meta["layers"].setdefault(str(layer), {"universe": N, "features": int(feats.size), "databases": {}})
     for db in databases:
         T, terms, sizes = _term_matrix(db, index, N, cfg)
@@ -251,6 +262,7 @@ def _annotate_layer(layer, part, databases, networks, uni, cfg, meta):
             sel = q <= cfg.alpha
             if which == "null":
                 n_null = np.unique(r[sel]).size
+                null_hit.update(r[sel].tolist())
                 continue
             r, c, k, p, q = r[sel], c[sel], k[sel], p[sel], q[sel]
             n_i = np.diff(F.indptr)[r]
@@ -269,8 +281,10 @@ def _annotate_layer(layer, part, databases, networks, uni, cfg, meta):
         info["databases"][net.name] = {"edges_in_universe": int(A.nnz // 2), "tests": int(F.shape[0])}
         e, lam, p = network_tests(F, A, cfg.block)
         q = bh(p, p.size)
-        e0, _, p0 = network_tests(F_null, A, cfg.block)
-        n_null = int((bh(p0, p0.size) <= cfg.alpha).sum())
+        _, _, p0 = network_tests(F_null, A, cfg.block)
+        hit0 = np.flatnonzero(bh(p0, p0.size) <= cfg.alpha)
+        n_null = int(hit0.size)
+        null_hit.update(hit0.tolist())
         sel = np.flatnonzero(q <= cfg.alpha)
         n_i = np.diff(F.indptr)[sel]
         linked = F[sel].multiply(F[sel] @ A)
@@ -285,6 +299,8 @@ def _annotate_layer(layer, part, databases, networks, uni, cfg, meta):
     enr = pd.concat(frames, ignore_index=True) if frames else _empty_enrichments()
     enr = enr.astype({"layer": "int16", "feature": "int32", "overlap": "int32", "set_size": "int32"})
     enr = enr.sort_values(["layer", "feature", "database", "term"], kind="stable", ignore_index=True)
+    rates.append({"layer": layer, "database": ANY, "n_features": int(feats.size),
+                  "annotated": int(enr["feature"].nunique()), "null_annotated": len(null_hit)})
     return enr, _labels(layer, feats, enr, {d.name for d in databases}), rates
 
 

@@ -100,6 +100,11 @@ SCHEMA: dict[str, TableSpec] = {
     "svd_comparison": TableSpec(("layer", "metric"), (
         _c("layer", I16), _c("metric", STR), _c("value", F64, True),
     ), required=False),
+    # The null beside every rate a built atlas reports (annotation, modules, cross-layer edges, SVD).
+    "null_baseline": TableSpec(("layer", "analysis", "measure"), (
+        _c("layer", I16), _c("analysis", STR), _c("measure", STR), _c("observed", F64, True),
+        _c("expected", F64, True), _c("note", STR, True),
+    ), required=False),
     "persistence": TableSpec(("kind", "row"), (_c("kind", STR), _c("row", I32)), required=False, free_form=True),
     "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
 }

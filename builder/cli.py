@@ -334,6 +334,69 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_min_scor
 
 
 @cli.command()
+@click.option("--model", type=click.Choice(["scgpt", "geneformer"]), help="Model family.")
+@click.option("--checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
+              "Geneformer: a transformers folder).")
+@click.option("--data", help="Dataset .h5ad with raw counts [default: atlas_data/inputs/immune_sample.h5ad].")
+@click.option("--sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
+@click.option("--train-sae", is_flag=True, help="Train a TopK SAE per layer instead ([train] in the config).")
+@click.option("--genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; default: "
+              "GO_BP, KEGG, Reactome, Hallmark).")
+@click.option("--trrust", help="TRRUST TSV (TF target sets and TF-target edges).")
+@click.option("--string", "string_links", help="STRING links file.")
+@click.option("--string-info", help="STRING protein.info file.")
+@click.option("--layers", help="Layers, e.g. 0,3,5-7 (default: all).")
+@click.option("--max-cells", type=int, help="Use only the first N cells.")
+@click.option("--cell-type-column", help="obs column with cell types (cell-type tests, top-cell labels).")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="atlas.toml with any of these settings.")
+@click.option("--atlas", "name", help="Atlas name (default: the model family).")
+@click.option("--title", help="Title shown on the site.")
+@click.option("--seed", type=int, help="Seed of every random step (default 0).")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path(".atlas_cache"), show_default=True,
+              help="Stage cache; an interrupted build resumes from it.")
+@data_dir_option
+@site_option
+@click.option("--quiet", is_flag=True, help="Print only the summary.")
+def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_links, string_info, layers, max_cells,
+          cell_type_column, config, name, title, seed, cache, data_dir, site_dir, quiet):
+    """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
+    from .build import Builder, read_config
+
+    cfg = read_config(config, {
+        "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae,
+        "genesets": tuple(genesets), "trrust": trrust, "string": string_links, "string_info": string_info,
+        "layers": layers, "max_cells": max_cells, "cell_type_column": cell_type_column, "atlas": name,
+        "title": title, "seed": seed})
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    res = Builder(cfg, cache, data_dir, site_dir, log).run()
+    from .atlasdata import read_atlas
+
+    atlas = read_atlas(res["atlas"], check=False)
+    lay = atlas.table("layers").to_pylist()
+    nb = atlas.table("null_baseline").to_pandas()
+    st = res["stages"]
+
+    def null(analysis, measure):
+        r = nb[(nb.analysis == analysis) & (nb.measure == measure)]
+        return r["observed"].sum(), r["expected"].sum()
+
+    mods, mods0 = null("modules", "modules")
+    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database")]
+    edges = atlas.table("edges").to_pandas()
+    click.echo(f"built {atlas.name}: {len(lay)} layers, {sum(r['alive'] for r in lay)} of "
+               f"{sum(r['n_features'] for r in lay)} features alive")
+    click.echo(f"  annotated {sum(r['annotated'] for r in lay)} "
+               f"({ann['observed'].mean():.1%} of features; null {ann['expected'].mean():.1%})")
+    click.echo(f"  modules {int(mods)} (shuffled codes: {int(mods0)}); cross-layer edges "
+               f"{int((edges.kind == 'cross_layer_pmi').sum())} beyond the within-gene null, "
+               f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")
+    click.echo("  time per stage: " + ", ".join(
+        f"{k} {v:.1f} s" + (f" ({st.cached[k]} cached)" if st.cached[k] else "") for k, v in st.seconds.items())
+        + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
+    click.echo(f"  -> {res['atlas']}/ and {res['site']}/ in {res['seconds']:.1f} s")
+
+
+@cli.command()
 @site_option
 @click.option("--port", type=int, default=8000, show_default=True, help="Port on the loopback address.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
