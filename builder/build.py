@@ -285,9 +285,16 @@ class Builder:
         key = _hash("sae-train", ekey, L, asdict(tc))
 
         def make(tmp):
+            import torch
+
             acts, _ = read_activations(edir, L)
             cells = pq.read_table(edir / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
-            model, metrics = train(acts, cells, tc, where=f"layer {L}")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # multi-threaded reductions vary run to run; the cache must not
+            try:
+                model, metrics = train(acts, cells, tc, where=f"layer {L}")
+            finally:
+                torch.set_num_threads(threads)
             model.save(tmp / "sae", {"layer": L, "model_name": record["model"]["name"], "training": metrics})
 
         return self.cached(f"sae-{L:02d}", key, make) / "sae", key

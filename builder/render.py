@@ -91,9 +91,18 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "model": m.get("model", {}), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
         "genesets": m.get("genesets", []), "notes": m.get("notes", []),
         "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
-        "downloads": downloads, "gene_keys": gene_keys, "has_map": atlas.table("features").column("map_x").null_count
+        "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "has_map": atlas.table("features").column("map_x").null_count
         < atlas.table("features").num_rows,
     }
+
+
+def _nulls(atlas: Atlas) -> list:
+    """The null_baseline rows, [layer, analysis, measure, observed, expected, note]: small, so inlined."""
+    if not atlas.has("null_baseline"):
+        return []
+    t = atlas.table("null_baseline").to_pylist()
+    r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+    return [[x["layer"], x["analysis"], x["measure"], r(x["observed"]), r(x["expected"]), x["note"]] for x in t]
 
 
 def _csv_ready(t: pa.Table) -> pa.Table:

@@ -1,7 +1,7 @@
 // #/ : what the atlas is, per-layer statistics and charts, the chance baseline, downloads.
 import { h, link } from "../lib/dom.js";
 import { boot } from "../lib/data.js";
-import { int, pct } from "../lib/format.js";
+import { int, num, pct } from "../lib/format.js";
 import { barChart, lineChart } from "../lib/chart.js";
 
 export function render(el) {
@@ -9,7 +9,7 @@ export function render(el) {
   const labels = layers.map((l) => String(l.layer));
   const rate = layers.map((l) => (l.alive ? l.annotated / l.alive : null));
   const nullRate = layers.map((l) => l.annotated_null_rate);
-  const hasNull = nullRate.some((v) => v != null);
+  const hasNull = nullRate.some((v) => v != null) || boot.nulls.length > 0;
   const card = (value, what) => h("div", { class: "card" }, h("b", {}, value), h("span", {}, what));
   el.append(
     h("h1", {}, boot.title),
@@ -29,6 +29,7 @@ export function render(el) {
         lineChart({ title: "Annotation rate per layer", labels, format: pct, max: Math.max(0.05, ...rate.filter((v) => v != null), ...nullRate.filter((v) => v != null)),
           series: [{ name: "annotated", color: "var(--bar2)", values: rate },
                    { name: "expected by chance", color: "var(--muted)", dash: "4 3", values: nullRate }] }))),
+    boot.nulls.length ? nullTable(boot.nulls) : null,
     h("h2", {}, "Layers"),
     h("div", { class: "scroll-x" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Layer", "Features", "Alive", "Annotated", "Rate", "By chance", "Modules", "Var. explained"].map((c, i) => h("th", { class: i ? "num" : "" }, c)))),
@@ -40,6 +41,27 @@ export function render(el) {
         h("td", { class: "num" }, l.variance_explained == null ? "—" : pct(l.variance_explained))))))),
     about(),
   );
+}
+
+// Every rate beside its null: one row per analysis and measure, one column pair per layer.
+function nullTable(rows) {
+  const layers = [...new Set(rows.map((r) => r[0]))].sort((a, b) => a - b);
+  const keys = [...new Map(rows.map((r) => [`${r[1]}\u0000${r[2]}`, r])).values()];
+  const cell = (v, share) => (v == null ? "—" : share ? pct(v) : Number.isInteger(v) ? int(v) : num(v));
+  return h("section", {},
+    h("h2", {}, "Observed vs chance"),
+    h("p", { class: "muted" }, "Each measure beside the same measure on its null (hover a row for how the null is made)."),
+    h("div", { class: "scroll-x" }, h("table", { class: "nulls" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Analysis"), h("th", {}, "Measure"),
+        layers.map((l) => h("th", { class: "num" }, `Layer ${l} observed / null`)))),
+      h("tbody", {}, keys.map(([, analysis, measure, , , note]) => {
+        const share = analysis === "annotation" || analysis === "svd";
+        return h("tr", { title: note || "" }, h("td", {}, analysis), h("td", {}, measure),
+          layers.map((l) => {
+            const r = rows.find((x) => x[0] === l && x[1] === analysis && x[2] === measure);
+            return h("td", { class: "num" }, r ? `${cell(r[3], share)} / ${cell(r[4], share)}` : "");
+          }));
+      })))));
 }
 
 function about() {
