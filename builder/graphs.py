@@ -115,7 +115,7 @@ def cross_layer(Xa: sp.csr_matrix, Xb: sp.csr_matrix, genes: np.ndarray, cfg: Gr
     r, c, n, pmi = _pmi_pairs(Xa.T @ Xb, fa, fb, T, cfg.cross_min_count, upper=False)
     A = sp.csr_matrix((Xa.T @ G) @ sp.diags(1.0 / np.maximum(n_g, 1)))
     B = sp.csr_matrix(Xb.T @ G)
-    expected = np.asarray(A[r].multiply(B[c]).sum(axis=1)).ravel()
+    expected = np.asarray((A @ B.T).tocsr()[r, c]).ravel()  # features x features: small beside the tokens
     p = np.where(expected > 0, poisson.sf(n - 1, np.maximum(expected, 1e-300)), 0.0)
     q = bh(p, p.size) if p.size else p
     raw = pmi >= cfg.cross_min_pmi

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -224,25 +223,24 @@ def test_cross_layer_edges_beyond_gene_identity():
     assert (res["p"] < 1e-6).all()
 
 
-def test_site_shows_the_nulls(built):
-    from playwright.sync_api import sync_playwright
-    from conftest import CHROMIUM, CHROMIUM_ARGS
-    from builder.serve import make_server
+def test_site_shows_the_nulls(built, page):
     import threading
+
+    from builder.serve import make_server
 
     server = make_server(built / "site", 0, "127.0.0.1")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_port}/scgpt/#/")
+        for family in ("scgpt", "geneformer"):
+            page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/")
             page.wait_for_selector("table.nulls")
             text = page.inner_text("table.nulls")
-            assert "modules" in text and "annotation" in text and "cross_layer" in text
+            assert "modules" in text and "annotation" in text and "cross_layer" in text and "svd" in text
             assert "not measured" not in page.inner_text("main")
-            browser.close()
+            page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/flow")
+            page.wait_for_selector("main h1")
+            page.wait_for_load_state("networkidle")
+        assert page.problems == []
     finally:
         server.shutdown()
         server.server_close()
-    time.sleep(0)
