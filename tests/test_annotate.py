@@ -283,7 +283,7 @@ def test_cli_annotate(tmp_path, capsys, hallmark, universe):
     labels = pq.read_table(out / "labels.parquet").to_pandas()
     assert (labels[labels.feature % 2 == 0]["label_database"] == "Hallmark").mean() > 0.9
     rates = pq.read_table(out / "rates.parquet").to_pandas()
-    assert set(rates.database) == {"Hallmark", "KEGG", "TRRUST", "TRRUST edges", "STRING"}
+    assert set(rates.database) == {"Hallmark", "KEGG", "TRRUST", "TRRUST edges", "STRING", "any database"}
     import json
     meta = json.loads((out / "annotate.json").read_text())
     assert meta["databases"]["Hallmark"]["version"] == "MSigDB v7.5.1"
