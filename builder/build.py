@@ -35,20 +35,11 @@ from .annotate import AnnotateConfig
 from .errors import AtlasError
 from .fsutil import atomic_dir, sha256_file
 from .graphs import GraphConfig
+from .parse import atlas_name, layer_list
 from .sae import TrainConfig
 from .stats import StatsConfig
 
 DEFAULT_DATA = Path("atlas_data/inputs/immune_sample.h5ad")
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    expansion: int = 4
-    k: int = 32
-    epochs: int = 5
-    batch_size: int = 4096
-    lr: float = 5e-4
-    holdout: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,17 +63,17 @@ class BuildConfig:
     gene_column: str = ""
     cell_type_column: str = ""
     seed: int = 0
-    train: SAEConfig = field(default_factory=SAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by `seed`
     stats: StatsConfig = field(default_factory=StatsConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     graphs: GraphConfig = field(default_factory=GraphConfig)
 
 
-SECTIONS = {"train": SAEConfig, "stats": StatsConfig, "annotate": AnnotateConfig, "graphs": GraphConfig}
+SECTIONS = {"train": TrainConfig, "stats": StatsConfig, "annotate": AnnotateConfig, "graphs": GraphConfig}
 
 
 def _check_type(where: str, name: str, value, default):
-    expected = type(default)
+    expected = int if default is None else type(default)  # None defaults (aux_k) take a number
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is tuple:
@@ -189,13 +180,12 @@ class Builder:
 
         cfg = self.cfg
         t_all = time.perf_counter()
-        from .cli import _atlas_name, _layers  # one parser for names and layer lists
-        _atlas_name(self.name)
+        atlas_name(self.name)
         data = Path(cfg.data)
         if not data.is_file():
             raise AtlasError(f"{data}: no such dataset file")
         adapter = load(cfg.model, Path(cfg.checkpoint), seed=cfg.seed)  # checks the checkpoint before any work
-        layers = check_layers(adapter, _layers(cfg.layers) if cfg.layers else None)
+        layers = check_layers(adapter, layer_list(cfg.layers) if cfg.layers else None)
         del adapter
         ckpt_hash = _tree_hash(Path(cfg.checkpoint))
         data_hash = sha256_file(data)
@@ -208,7 +198,7 @@ class Builder:
         record = json.loads((edir / "extract.json").read_text())
         tokens = pq.read_table(edir / "tokens.parquet").to_pandas()
         names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
-        cell_types = self._cell_types(data, record)
+        cell_types = self.cell_types = self._cell_types(data, record)
 
         sae_keys, stats_dirs, codes_dirs, sae_dirs = {}, {}, {}, {}
         for L in layers:
@@ -241,7 +231,7 @@ class Builder:
         for a, b in zip(layers, layers[1:]):
             xkey = _hash("cross", codes_dirs[a].name, codes_dirs[b].name, sae_keys[a], sae_keys[b], asdict(cfg.graphs))
             cdirs[a, b] = self.cached(f"cross-{a:02d}-{b:02d}", xkey, lambda tmp, a=a, b=b: self._cross(
-                codes_dirs[a], codes_dirs[b], sae_dirs[a], sae_dirs[b], tmp))
+                codes_dirs[a], codes_dirs[b], sae_dirs[a], sae_dirs[b], tokens["token_id"].to_numpy(), tmp))
 
         t0 = time.perf_counter()
         from .export import export
@@ -280,8 +270,7 @@ class Builder:
                                          f"{record['model']['name']} (width {record['model']['width']})")
                     return cand, _hash("sae-file", _tree_hash(cand))
             raise AtlasError(f"{root}: no SAE for layer {L} (expected layer_{L:02d}/ or layer_{L:02d}.pt)")
-        tc = TrainConfig(expansion=cfg.train.expansion, k=cfg.train.k, epochs=cfg.train.epochs,
-                         batch_size=cfg.train.batch_size, lr=cfg.train.lr, holdout=cfg.train.holdout, seed=cfg.seed)
+        tc = replace(cfg.train, seed=cfg.seed)
         key = _hash("sae-train", ekey, L, asdict(tc))
 
         def make(tmp):
@@ -300,17 +289,10 @@ class Builder:
         return self.cached(f"sae-{L:02d}", key, make) / "sae", key
 
     def _encode(self, L, edir, sae_path, tmp):
-        from .encode import encode_stream
-        from .extract import read_activations
+        from .encode import encode_activations
         from .sae import load_sae
 
-        model = load_sae(sae_path)
-        acts, _ = read_activations(edir, L)
-        t = pq.read_table(edir / "tokens.parquet", columns=["cell", "token_id"])
-        cells, genes = t["cell"].to_numpy(), t["token_id"].to_numpy()
-        step = 65_536
-        chunks = ((np.asarray(acts[s:s + step]), cells[s:s + step], genes[s:s + step]) for s in range(0, len(acts), step))
-        encode_stream(model, chunks, tmp / "codes", {"layer": L, "activations": "extract"}, where=f"layer {L}")
+        encode_activations(load_sae(sae_path), edir, L, tmp / "codes", {"layer": L, "activations": "extract"})
 
     def _stats(self, codes_dir, tmp, names, tokens, cell_types, record):
         from .encode import read_codes
@@ -359,7 +341,8 @@ class Builder:
         (tmp / "graph.json").write_text(json.dumps({"modules": summary, "modules_null": summary_null,
                                                     "svd_expected_share": expected}, sort_keys=True))
 
-    def _cross(self, ca, cb, sa, sb, tmp):
+    def _cross(self, ca, cb, sa, sb, genes, tmp):
+        """`genes`: the token id of every token; codes keep the token order of the extract."""
         from .encode import read_codes
         from .graphs import cross_layer, decoder_matches, fired_matrix
         from .sae import load_sae
@@ -367,7 +350,6 @@ class Builder:
         g = self.cfg.graphs
         ra, sha = read_codes(ca / "codes")
         rb, shb = read_codes(cb / "codes")
-        genes = np.concatenate([np.asarray(c.gene) for c in read_codes(ca / "codes")[1]])
         res = cross_layer(fired_matrix(sha, ra["n_features"]), fired_matrix(shb, rb["n_features"]), genes, g)
         a, b, cos = decoder_matches(load_sae(sa).W_dec.detach().numpy(), load_sae(sb).W_dec.detach().numpy(), g.cosine)
         np.savez(tmp / "cross.npz", a=res["a"], b=res["b"], count=res["count"], pmi=res["pmi"], p=res["p"],

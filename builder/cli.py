@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 from pathlib import Path
 
 import click
-import numpy as np
 
 from . import __version__
 from .errors import AtlasError
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def _atlas_name(value: str) -> str:
-    if not NAME.match(value):
-        raise AtlasError(f"atlas name {value!r} must be letters, digits, '.', '_' or '-' (it becomes a URL path)")
-    return value
-
+from .parse import atlas_name, layer_list
 
 data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -54,7 +44,7 @@ def import_biodyn_cmd(src, name, title, family, data_dir):
     from .atlasdata import read_atlas
     from .import_biodyn import import_biodyn
 
-    out, report = import_biodyn(src, data_dir / _atlas_name(name), name, title, family)
+    out, report = import_biodyn(src, data_dir / atlas_name(name), name, title, family)
     atlas = read_atlas(out, check=False)
     layers = atlas.table("layers").to_pylist()
     click.echo(f"imported {src} -> {out}: {len(layers)} layers, {sum(r['n_features'] for r in layers)} features, "
@@ -105,20 +95,6 @@ def render(names, data_dir, site_dir):
         click.echo(f"rendered {name} -> {out}/ ({files} files, {size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
 
 
-def _layers(value: str | None) -> list[int] | None:
-    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None means every layer."""
-    if value is None:
-        return None
-    out = []
-    try:
-        for part in value.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise AtlasError(f"--layers {value!r}: expected numbers and ranges such as 0,3,5-7") from None
-    return out
-
-
 @contextlib.contextmanager
 def _progress(label: str):
     """(started(total), advance(n)) callbacks drawing a progress bar on a terminal; silent otherwise."""
@@ -160,7 +136,7 @@ def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device
 
     t0 = time.perf_counter()
     with _progress("cells") as (started, progress):
-        record = run(family, checkpoint, data, out, _layers(layers), max_cells, batch_size, device, gene_column,
+        record = run(family, checkpoint, data, out, layer_list(layers), max_cells, batch_size, device, gene_column,
                      seed, progress=progress, started=started)
     ds = record["dataset"]
     click.echo(f"extracted {record['model']['name']}: {ds['cells']} cells, {record['tokens']} gene tokens, "
@@ -225,20 +201,12 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Codes folder to write.")
 def sae_encode(sae_path, activations, layer, out):
     """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
-    import pyarrow.parquet as pq
-
-    from .encode import encode_stream
-    from .extract import read_activations
+    from .encode import encode_activations
     from .sae import load_sae
 
     model = load_sae(sae_path)
-    acts, _ = read_activations(activations, layer)
-    tokens = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
-    cells, genes = tokens["cell"].to_numpy(), tokens["token_id"].to_numpy()
-    step = 65_536
-    chunks = ((np.asarray(acts[s : s + step]), cells[s : s + step], genes[s : s + step]) for s in range(0, len(acts), step))
-    record = encode_stream(model, chunks, out, {"layer": layer, "sae": str(sae_path), "activations": str(activations)},
-                           where=f"{activations}/layer_{layer:02d}.npy")
+    record = encode_activations(model, activations, layer, out,
+                                {"layer": layer, "sae": str(sae_path), "activations": str(activations)})
     click.echo(f"encoded layer {layer}: {record['tokens']} tokens x k {record['k']} of {record['n_features']} features "
                f"-> {out}/ ({len(record['shards'])} shards)")
 

@@ -76,6 +76,20 @@ def encode_stream(sae: TopKSAE, chunks: Iterable[tuple[np.ndarray, np.ndarray, n
     return record
 
 
+def encode_activations(sae: TopKSAE, activations: Path, layer: int, out: Path, meta: dict) -> dict:
+    """Encode one layer of an activations folder (written by `extract`) into a codes folder."""
+    import pyarrow.parquet as pq
+
+    from .extract import read_activations
+
+    acts, _ = read_activations(activations, layer)
+    tokens = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
+    cells, genes = tokens["cell"].to_numpy(), tokens["token_id"].to_numpy()
+    step = 65_536
+    chunks = ((np.asarray(acts[s:s + step]), cells[s:s + step], genes[s:s + step]) for s in range(0, len(acts), step))
+    return encode_stream(sae, chunks, out, meta, where=f"{activations}/layer_{layer:02d}.npy")
+
+
 def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
     """(codes.json record, iterator over shards memory-mapped from disk)."""
     folder = Path(folder)

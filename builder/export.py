@@ -45,7 +45,7 @@ def export(builder, layers, record, inputs, edir, sae_dirs, stats_dirs, adir, gd
             "n_enrichments": f["feature"].map(lab["n_enrichments"]).fillna(0).astype("int32"),
             "label": f["feature"].map(lab["label"]), "label_database": f["feature"].map(lab["label_database"]),
             "label_q": f["feature"].map(lab["label_q"]),
-            "module": pd.array(np.where(graph["membership"] >= 0, graph["membership"], -1), dtype="Int32"),
+            "module": pd.array(graph["membership"], dtype="Int32"),
             "map_x": graph["xy"][:, 0].astype(np.float32), "map_y": graph["xy"][:, 1].astype(np.float32),
             "svd_aligned": graph["aligned"]})
         feat.loc[feat["module"] < 0, "module"] = pd.NA
@@ -62,7 +62,7 @@ def export(builder, layers, record, inputs, edir, sae_dirs, stats_dirs, adir, gd
             rows["celltypes"].append(pd.DataFrame({
                 "layer": L, "feature": keep["feature"], "level": cfg.cell_type_column, "name": keep["cell_type"],
                 "q": keep["q"], "odds_ratio": keep["odds_ratio"], "n_top": keep["n_cells"]}))
-            types = builder._cell_types(Path(cfg.data), record)
+            types = builder.cell_types
         rows["top_cells"].append(pd.DataFrame({
             "layer": L, "feature": c["feature"], "rank": c["rank"],
             "cell_type": types[c["cell"]] if types is not None else c["cell_id"], "tissue": None,
