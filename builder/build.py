@@ -143,11 +143,18 @@ def _tree_hash(path: Path) -> str:
 
 @dataclass
 class Stage:
-    """Timing and cache hits per stage, for the summary."""
+    """Timing, cache hits and the process's peak RSS (high-water mark, MB) after each stage, for the summary."""
 
-    seconds: dict = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
     cached: Counter = field(default_factory=Counter)
     computed: Counter = field(default_factory=Counter)
+    peak_mb: dict = field(default_factory=dict)
+
+    def done(self, kind: str, seconds: float) -> None:
+        import resource
+
+        self.seconds[kind] += seconds
+        self.peak_mb[kind] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Builder:
@@ -169,7 +176,7 @@ class Builder:
         with atomic_dir(out) as tmp:
             make(tmp)
             (tmp / ".done").write_text(key + "\n")
-        self.stage.seconds[kind] += time.perf_counter() - t0
+        self.stage.done(kind, time.perf_counter() - t0)
         self.stage.computed[kind] += 1
         return out
 
@@ -236,10 +243,10 @@ class Builder:
         t0 = time.perf_counter()
         from .export import export
         out = export(self, layers, record, inputs, edir, sae_dirs, stats_dirs, adir, gdirs, cdirs, dbs, nets)
-        self.stage.seconds["export"] += time.perf_counter() - t0
+        self.stage.done("export", time.perf_counter() - t0)
         t0 = time.perf_counter()
         site = render(out, self.site_dir)
-        self.stage.seconds["render"] += time.perf_counter() - t0
+        self.stage.done("render", time.perf_counter() - t0)
         return {"atlas": out, "site": site, "seconds": time.perf_counter() - t_all, "stages": self.stage}
 
     # Stages
