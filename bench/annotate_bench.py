@@ -31,15 +31,15 @@ REF = ROOT / ".." / "shared" / "reference"
 
 
 def real_lists(tmp: Path) -> pd.DataFrame:
-    from builder.atlasdata import read_atlas
-    from builder.import_biodyn import import_biodyn
+    from builder.atlas.format import read_atlas
+    from builder.atlas.import_biodyn import import_biodyn
 
     out, _ = import_biodyn(REF / "scgpt-atlas", tmp / "ref", "ref")
     return read_atlas(out, check=False).table("feature_genes").to_pandas()[["layer", "feature", "gene", "rank"]]
 
 
 def databases():
-    from builder.genesets import load_genesets, read_trrust
+    from builder.pipeline.genesets import load_genesets, read_trrust
 
     dbs = load_genesets([])
     dbs.append(read_trrust(REF / "genesets" / "trrust_rawdata.human.tsv")[0])
@@ -47,7 +47,7 @@ def databases():
 
 
 def run_case(table_path: str) -> dict:
-    from builder.annotate import AnnotateConfig, annotate
+    from builder.pipeline.annotate import AnnotateConfig, annotate
 
     table = pd.read_parquet(table_path)
     universe = sorted(set(table["gene"]))
@@ -66,7 +66,7 @@ def loop_baseline(table: pd.DataFrame, n_features: int) -> dict:
     """The published way: for each feature, for each term, build the 2x2 table and call fisher_exact."""
     from scipy.stats import fisher_exact
 
-    from builder.annotate import AnnotateConfig, membership, set_tests, _term_matrix
+    from builder.pipeline.annotate import AnnotateConfig, membership, set_tests, _term_matrix
 
     cfg = AnnotateConfig()
     layer0 = table[table.layer == 0]

@@ -23,7 +23,7 @@ from itertools import combinations
 import numpy as np
 import scipy.sparse as sp
 
-from builder.graphs import GraphConfig, cross_layer, modules_with_null
+from builder.pipeline.graphs import GraphConfig, cross_layer, modules_with_null
 
 
 def synthetic(tokens: int, features: int, k: int, seed: int) -> sp.csr_matrix:
@@ -54,7 +54,7 @@ def rss_mb() -> float:
 
 
 def tiny_builds(cells: int) -> None:
-    from builder.build import Builder, read_config
+    from builder.pipeline.build import Builder, read_config
     from builder.models.tiny import write_geneformer, write_scgpt
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,8 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
-from builder.atlasdata import write_atlas
-from builder.synthetic import make_synthetic
+from builder.atlas.format import write_atlas
+from builder.atlas.synthetic import make_synthetic
 
 
 def main():

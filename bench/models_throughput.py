@@ -47,7 +47,7 @@ def checkpoint(name: str) -> Path:
 def one(name: str, batch_size: int, cells: int) -> dict:
     """Run one configuration in this process: load, warm up on one batch, time the stream over `cells`."""
     from builder import models
-    from builder.dataset import read_h5ad
+    from builder.models.dataset import read_h5ad
 
     family = MODELS[name][0]
     t0 = time.perf_counter()

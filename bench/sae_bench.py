@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from builder.encode import Codes, encode_stream, read_codes
-from builder.sae import TopKSAE
-from builder.stats import StatsConfig, feature_stats
+from builder.pipeline.encode import Codes, encode_stream, read_codes
+from builder.pipeline.sae import TopKSAE
+from builder.pipeline.stats import StatsConfig, feature_stats
 
 
 def peak_mb() -> float:

@@ -41,8 +41,8 @@ def import_():
 @data_dir_option
 def import_biodyn_cmd(src, name, title, family, data_dir):
     """Import SRC, a folder in the predecessor's JSON format (layer_NN_features.json, ...)."""
-    from .atlasdata import read_atlas
-    from .import_biodyn import import_biodyn
+    from .atlas.format import read_atlas
+    from .atlas.import_biodyn import import_biodyn
 
     out, report = import_biodyn(src, data_dir / atlas_name(name), name, title, family)
     atlas = read_atlas(out, check=False)
@@ -60,7 +60,7 @@ def import_biodyn_cmd(src, name, title, family, data_dir):
 @click.argument("path", type=click.Path(path_type=Path))
 def validate(path):
     """Check an atlas folder; print every problem found, one per line."""
-    from .atlasdata import validate as check
+    from .atlas.format import validate as check
 
     problems = check(path)
     for p in problems:
@@ -76,7 +76,7 @@ def validate(path):
 @site_option
 def render(names, data_dir, site_dir):
     """Render atlas data into static sites under --site (site/NAME/) and write the index page."""
-    from .render import render as render_one
+    from .site.render import render as render_one
 
     available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) \
         if data_dir.is_dir() else []
@@ -132,7 +132,7 @@ def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .extract import extract as run
+    from .pipeline.extract import extract as run
 
     t0 = time.perf_counter()
     with _progress("cells") as (started, progress):
@@ -171,8 +171,8 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
     """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
     import pyarrow.parquet as pq
 
-    from .extract import read_activations
-    from .sae import TrainConfig, train
+    from .pipeline.extract import read_activations
+    from .pipeline.sae import TrainConfig, train
 
     acts, record = read_activations(activations, layer)
     if not 0 <= holdout < 1:
@@ -201,8 +201,8 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Codes folder to write.")
 def sae_encode(sae_path, activations, layer, out):
     """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
-    from .encode import encode_activations
-    from .sae import load_sae
+    from .pipeline.encode import encode_activations
+    from .pipeline.sae import load_sae
 
     model = load_sae(sae_path)
     record = encode_activations(model, activations, layer, out,
@@ -226,8 +226,8 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
     import anndata
     import pyarrow.parquet as pq
 
-    from .encode import read_codes
-    from .stats import StatsConfig, feature_stats, write_stats
+    from .pipeline.encode import read_codes
+    from .pipeline.stats import StatsConfig, feature_stats, write_stats
 
     record, _ = read_codes(codes)
     acts_dir = Path(record["activations"])
@@ -271,8 +271,8 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
 def annotate(genes, genesets, trrust, string_links, string_info, string_min_score, universe, layer, top_n,
              min_size, max_size, alpha, seed, out):
     """Test every feature's top genes against gene-set databases and networks, beside a null baseline."""
-    from . import annotate as ann_mod
-    from .genesets import load_genesets, read_string, read_trrust
+    from .pipeline import annotate as ann_mod
+    from .pipeline.genesets import load_genesets, read_string, read_trrust
 
     if not 0 < alpha < 1 or top_n < 1 or not 1 <= min_size <= max_size:
         raise AtlasError("need 0 < --alpha < 1, --top-n >= 1 and 1 <= --min-size <= --max-size")
@@ -328,7 +328,7 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_min_scor
 def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_links, string_info, layers, max_cells,
           cell_type_column, config, name, title, seed, cache, data_dir, site_dir, quiet):
     """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
-    from .build import Builder, read_config
+    from .pipeline.build import Builder, read_config
 
     cfg = read_config(config, {
         "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae,
@@ -337,7 +337,7 @@ def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_link
         "title": title, "seed": seed})
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     res = Builder(cfg, cache, data_dir, site_dir, log).run()
-    from .atlasdata import read_atlas
+    from .atlas.format import read_atlas
 
     atlas = read_atlas(res["atlas"], check=False)
     lay = atlas.table("layers").to_pylist()
@@ -370,7 +370,7 @@ def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_link
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 def serve(site_dir, port, host):
     """Preview the rendered sites with gzip, as GitHub Pages serves them."""
-    from .serve import make_server
+    from .site.serve import make_server
 
     if not site_dir.is_dir():
         raise AtlasError(f"{site_dir}: no rendered site (run `atlas render` first)")

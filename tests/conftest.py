@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.atlasdata import write_atlas
-from builder.import_biodyn import import_biodyn
-from builder.render import render
-from builder.serve import make_server
-from builder.synthetic import make_synthetic
+from builder.atlas.format import write_atlas
+from builder.atlas.import_biodyn import import_biodyn
+from builder.site.render import render
+from builder.site.serve import make_server
+from builder.atlas.synthetic import make_synthetic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models load from local folders only
 os.chdir(Path(__file__).resolve().parent.parent)  # tests name bundled inputs relative to the repository

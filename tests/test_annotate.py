@@ -11,10 +11,10 @@ import scipy.sparse as sp
 from scipy.stats import fisher_exact, hypergeom
 from statsmodels.stats.multitest import multipletests
 
-from builder.annotate import (AnnotateConfig, annotate, bh, degree_fit, haldane_odds, membership, network_tests, null_lists,
+from builder.pipeline.annotate import (AnnotateConfig, annotate, bh, degree_fit, haldane_odds, membership, network_tests, null_lists,
                               set_tests)
 from builder.errors import AtlasError
-from builder.genesets import bundled, load_genesets, read_gmt, read_string, read_trrust
+from builder.pipeline.genesets import bundled, load_genesets, read_gmt, read_string, read_trrust
 from test_cli import run
 
 TRRUST = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "genesets" / "trrust_rawdata.human.tsv"
@@ -112,7 +112,7 @@ def test_planted_features_get_their_term_as_label_and_random_ones_stay_near_nomi
 def test_label_rule_smallest_q_then_larger_overlap():
     gmt_terms = {"A": ["G%d" % i for i in range(10)], "B": ["G%d" % i for i in range(10)],
                  "C": ["G%d" % i for i in range(5)] + ["H%d" % i for i in range(5)]}
-    from builder.genesets import GeneSets
+    from builder.pipeline.genesets import GeneSets
     db = GeneSets("X", list(gmt_terms), [sorted(v) for v in gmt_terms.values()])
     uni = ["G%d" % i for i in range(10)] + ["H%d" % i for i in range(5)] + ["Z%d" % i for i in range(400)]
     rows = [(0, 0, "G%d" % i, i) for i in range(8)]

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from builder.atlasdata import SCHEMA, SCHEMA_VERSION, read_atlas, validate, write_atlas
+from builder.atlas.format import SCHEMA, SCHEMA_VERSION, read_atlas, validate, write_atlas
 from builder.errors import AtlasError
-from builder.synthetic import make_synthetic
+from builder.atlas.synthetic import make_synthetic
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from builder.atlasdata import read_atlas, validate
-from builder.graphs import GraphConfig, cross_layer, modules_with_null
+from builder.atlas.format import read_atlas, validate
+from builder.pipeline.graphs import GraphConfig, cross_layer, modules_with_null
 from test_cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_bad_input_leaves_the_previous_atlas(built, tiny, tmp_path, capsys):
     nodata = base + ["--data", str(tmp_path / "none.h5ad")]
     cases.append(((None, nodata), "none.h5ad: no such dataset file"))
     # An SAE whose width does not fit the layer.
-    from builder.sae import TopKSAE
+    from builder.pipeline.sae import TopKSAE
 
     TopKSAE(32, 128, 8).save(tmp_path / "saes" / "layer_00", {})
     wrong = [a for a in base if a != "--train-sae"] + ["--sae", str(tmp_path / "saes")]
@@ -226,7 +226,7 @@ def test_cross_layer_edges_beyond_gene_identity():
 def test_site_shows_the_nulls(built, page):
     import threading
 
-    from builder.serve import make_server
+    from builder.site.serve import make_server
 
     server = make_server(built / "site", 0, "127.0.0.1")
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -4,8 +4,8 @@ import shutil
 import pytest
 
 from builder.cli import main
-from builder.atlasdata import write_atlas
-from builder.synthetic import make_synthetic
+from builder.atlas.format import write_atlas
+from builder.atlas.synthetic import make_synthetic
 
 
 def run(args, capsys):

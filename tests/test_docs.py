@@ -1,7 +1,7 @@
 """The README documents every table, every column and every subcommand, so docs cannot drift from code."""
 from pathlib import Path
 
-from builder.atlasdata import SCHEMA
+from builder.atlas.format import SCHEMA
 from builder.cli import cli
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 
 from builder import models
-from builder.dataset import read_h5ad
-from builder.extract import read_activations
+from builder.models.dataset import read_h5ad
+from builder.pipeline.extract import read_activations
 from test_cli import run
 
 SAMPLE = "atlas_data/inputs/immune_sample.h5ad"

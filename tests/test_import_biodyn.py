@@ -3,9 +3,9 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from builder.atlasdata import read_atlas, validate
+from builder.atlas.format import read_atlas, validate
 from builder.errors import AtlasError
-from builder.import_biodyn import import_biodyn
+from builder.atlas.import_biodyn import import_biodyn
 
 from conftest import SCGPT_SRC
 

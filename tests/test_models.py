@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from builder import models
-from builder.dataset import Dataset, read_h5ad
+from builder.models.dataset import Dataset, read_h5ad
 from builder.errors import AtlasError
 from builder.models.scgpt import binning
 from builder.models.tiny import write_geneformer, write_scgpt

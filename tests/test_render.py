@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from builder.errors import AtlasError
-from builder.render import render
-from builder.shards import gene_keys
+from builder.site.render import render
+from builder.site.shards import gene_keys
 
 
 def tree(root):
@@ -71,8 +71,8 @@ def test_failed_render_leaves_previous_site(synthetic_data, tmp_path):
 
 
 def test_genes_with_many_postings_get_their_own_file(synthetic_data, monkeypatch):
-    from builder import shards
-    from builder.atlasdata import read_atlas
+    from builder.site import shards
+    from builder.atlas.format import read_atlas
     monkeypatch.setattr(shards, "OWN_SHARD", 5)
     atlas = read_atlas(synthetic_data / "demo")
     out = shards.build_shards(atlas)

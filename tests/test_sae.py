@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 from statsmodels.stats.multitest import multipletests
 
-from builder.encode import Codes, encode_stream, read_codes
+from builder.pipeline.encode import Codes, encode_stream, read_codes
 from builder.errors import AtlasError
-from builder.sae import TopKSAE, TrainConfig, load_sae, train
-from builder.stats import StatsConfig, feature_stats
+from builder.pipeline.sae import TopKSAE, TrainConfig, load_sae, train
+from builder.pipeline.stats import StatsConfig, feature_stats
 from test_cli import run
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..dataset import Dataset
+from .dataset import Dataset
 from ..errors import AtlasError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..dataset import Dataset
+from .dataset import Dataset
 from ..errors import AtlasError
 from ..geneids import is_ensembl, normalise_ensembl
 from .base import CellTokens, Prepared, pad

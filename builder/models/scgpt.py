@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dataset import Dataset
+from .dataset import Dataset
 from ..errors import AtlasError
 from .base import CellTokens, Prepared, pad
 

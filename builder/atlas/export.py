@@ -12,10 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atlasdata import write_atlas
-from .annotate import ANY
-from .atlasdata import SCHEMA
-from .genesets import normalise_gene
+from .format import write_atlas
+from ..pipeline.annotate import ANY
+from .format import SCHEMA
+from ..pipeline.genesets import normalise_gene
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -171,6 +171,6 @@ def _training(sae_path: Path) -> dict:
 
 
 def _sae_k(sae_path: Path):
-    from .sae import load_sae
+    from ..pipeline.sae import load_sae
 
     return load_sae(sae_path).k

@@ -30,12 +30,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from . import __version__
+from .. import __version__
 from .annotate import AnnotateConfig
-from .errors import AtlasError
-from .fsutil import atomic_dir, sha256_file
+from ..errors import AtlasError
+from ..fsutil import atomic_dir, sha256_file
 from .graphs import GraphConfig
-from .parse import atlas_name, layer_list
+from ..parse import atlas_name, layer_list
 from .sae import TrainConfig
 from .stats import StatsConfig
 
@@ -182,8 +182,8 @@ class Builder:
 
     def run(self) -> dict:
         from .extract import extract
-        from .models import check_layers, load
-        from .render import render
+        from ..models import check_layers, load
+        from ..site.render import render
 
         cfg = self.cfg
         t_all = time.perf_counter()
@@ -241,7 +241,7 @@ class Builder:
                 codes_dirs[a], codes_dirs[b], sae_dirs[a], sae_dirs[b], tokens["token_id"].to_numpy(), tmp))
 
         t0 = time.perf_counter()
-        from .export import export
+        from ..atlas.export import export
         out = export(self, layers, record, inputs, edir, sae_dirs, stats_dirs, adir, gdirs, cdirs, dbs, nets)
         self.stage.done("export", time.perf_counter() - t0)
         t0 = time.perf_counter()

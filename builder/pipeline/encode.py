@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import AtlasError
-from .fsutil import atomic_dir
+from ..errors import AtlasError
+from ..fsutil import atomic_dir
 from .sae import TopKSAE, n_nonfinite
 
 SHARD = 262_144  # tokens per shard, at least (a shard ends at the first chunk boundary past it)

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from .atlasdata import Atlas
+from ..atlas.format import Atlas
 
 BUCKET = 32          # features per feature-detail shard: one shard is a few KB gzipped
 TERM_BUCKET = 256    # terms per term-postings shard

@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .atlasdata import Atlas, dumps_json, read_atlas
-from .errors import AtlasError
-from .fsutil import atomic_dir
+from ..atlas.format import Atlas, read_atlas
+from ..jsonio import dumps_json
+from ..errors import AtlasError
+from ..fsutil import atomic_dir
 from .shards import BUCKET, TERM_BUCKET, build_shards
 
-PKG = Path(__file__).resolve().parent
+PKG = Path(__file__).resolve().parent.parent  # the builder package
 
 
 def _resource(name: str) -> Path:

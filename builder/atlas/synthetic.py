@@ -130,7 +130,7 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                                "annotated": annotated, "n_modules": n_mod,
                                "variance_explained": float(rng.uniform(0.8, 0.95)), "mean_feature_cosine": None,
                                "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08))})
-    from .atlasdata import SCHEMA
+    from .format import SCHEMA
 
     tables = {name: pa.Table.from_pylist(r, schema=SCHEMA[name].schema()) for name, r in rows.items()}
     manifest = {

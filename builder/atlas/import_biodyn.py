@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .atlasdata import SCHEMA, write_atlas
-from .errors import AtlasError
-from .fsutil import sha256_file
+from .format import SCHEMA, write_atlas
+from ..errors import AtlasError
+from ..fsutil import sha256_file
 
 LAYER_FILE = re.compile(r"^layer_(\d+)_(features|annotations|celltypes|positions)\.json$")
 GLOBAL_FILES = ("global_summary.json", "modules.json", "cross_layer_graph.json", "causal_patching.json",

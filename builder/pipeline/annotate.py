@@ -25,7 +25,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy.stats import hypergeom, poisson
 
-from .errors import AtlasError
+from ..errors import AtlasError
 from .genesets import GeneSets, Network, normalise_gene
 
 
@@ -382,8 +382,8 @@ def write_annotation(out, ann: Annotation) -> None:
     """OUT/: enrichments, labels and rates as Parquet, annotate.json with parameters and database sources."""
     import pyarrow.parquet as pq
 
-    from .atlasdata import dumps_json
-    from .fsutil import atomic_dir
+    from ..jsonio import dumps_json
+    from ..fsutil import atomic_dir
 
     with atomic_dir(out) as tmp:
         for name in ("enrichments", "labels", "rates"):

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import AtlasError
-from .fsutil import atomic_dir
+from ..errors import AtlasError
+from ..fsutil import atomic_dir
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 

@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__
-from .errors import AtlasError
-from .fsutil import atomic_dir, sha256_file
+from .. import __version__
+from ..errors import AtlasError
+from ..fsutil import atomic_dir, sha256_file
+from ..jsonio import dumps_json
 
 SCHEMA_VERSION = 1
 
@@ -187,11 +188,6 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
             raise AtlasError(f"refusing to write {path}: {problems[0]}"
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return read_atlas(path, check=False)
-
-
-def dumps_json(obj, indent: bool = False) -> bytes:
-    opt = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
-    return orjson.dumps(obj, option=opt) + (b"\n" if indent else b"")
 
 
 def read_manifest(path: Path) -> dict:

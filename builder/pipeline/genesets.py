@@ -17,8 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import AtlasError
-from .geneids import gencode, is_ensembl, normalise_ensembl
+from ..errors import AtlasError
+from ..geneids import gencode, is_ensembl, normalise_ensembl
 
 ENTREZ = re.compile(r"^\d+$")
 STRING_PROTEIN = re.compile(r"^\d+\.ENS[A-Z]*P\d+")

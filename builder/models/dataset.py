@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import AtlasError
+from ..errors import AtlasError
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def write_stats(out, result: dict, gene_names: dict[int, str], cell_ids: np.ndar
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .fsutil import atomic_dir
+    from ..fsutil import atomic_dir
 
     with atomic_dir(out) as tmp:
         pq.write_table(pa.table(result["features"]), tmp / "features.parquet", compression="zstd")

@@ -1,0 +1,1 @@
+"""The atlas data format: write, read, validate; export from stage outputs; importers."""
