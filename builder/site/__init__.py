@@ -1,0 +1,1 @@
+"""Render atlas data into a static site, and preview it."""
