@@ -7,23 +7,36 @@ import re
 from .errors import AtlasError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Folders of the project's own under atlas_data/ that an atlas name must never replace.
+RESERVED_NAMES = frozenset({"inputs"})
+MAX_LAYER = 2**15 - 1  # layers are int16 in the atlas tables
 
 
 def atlas_name(value: str) -> str:
     if not NAME.match(value):
         raise AtlasError(f"atlas name {value!r} must be letters, digits, '.', '_' or '-' (it becomes a URL path)")
+    if value.lower() in RESERVED_NAMES:
+        raise AtlasError(f"atlas name {value!r} is reserved (atlas_data/{value}/ holds the project's bundled inputs)")
     return value
 
 
-def layer_list(value: str | None) -> list[int] | None:
-    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None means every layer."""
+def layer_list(value: str | None, option: str = "--layers") -> list[int] | None:
+    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None means every layer. Reversed ranges and repeats are refused."""
     if value is None:
         return None
-    out = []
-    try:
-        for part in value.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise AtlasError(f"--layers {value!r}: expected numbers and ranges such as 0,3,5-7") from None
+    out: list[int] = []
+    for part in value.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise AtlasError(f"{option} {value!r}: expected numbers and ranges such as 0,3,5-7")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise AtlasError(f"{option} {value!r}: range {lo}-{hi} runs backwards (write {hi}-{lo})")
+        if hi > MAX_LAYER:
+            raise AtlasError(f"{option} {value!r}: layer {hi} is beyond the largest layer number {MAX_LAYER}")
+        out.extend(range(lo, hi + 1))
+    if len(set(out)) < len(out):
+        seen: set[int] = set()
+        first = next(x for x in out if x in seen or seen.add(x))
+        raise AtlasError(f"{option} {value!r}: layer {first} is given twice")
     return out
