@@ -1,0 +1,249 @@
+"""Types and ranges of every setting, as click parameter types shared by the options and the config file.
+
+An option takes its `type=` from here, and `check_setting` runs the same conversion on a value read from a
+config file, so both refuse the same values and the message names the setting where it came from:
+"Invalid value for '--alpha': 1.5 is not in the range 0<x<1." or "atlas.toml: [annotate] alpha: 1.5 is not
+in the range 0<x<1.". SETTINGS lists the settings the README documents for `atlas build --config`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .errors import AtlasError
+from .fsutil import check_replaceable
+from .parse import MAX_LAYER, atlas_name, layer_list
+
+
+class Number(click.FloatRange):
+    """A finite number within an optional range (click's FloatRange lets NaN through every bound)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+class Integer(click.IntRange):
+    name = "integer"
+
+
+class Device(click.ParamType):
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(value)):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps.", param, ctx)
+        return str(value)
+
+
+class AtlasName(click.ParamType):
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        try:
+            return atlas_name(str(value))
+        except AtlasError as e:
+            self.fail(str(e).removeprefix("atlas name "), param, ctx)
+
+
+class LayerList(click.ParamType):
+    """'0,3,5-7' -> [0, 3, 5, 6, 7]."""
+
+    name = "layers"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return layer_list(str(value), option="")
+        except AtlasError as e:
+            self.fail(str(e).strip(), param, ctx)
+
+
+class OutputFolder(click.ParamType):
+    """A folder this command replaces as a whole: absent, empty, or an earlier output (holding `marker`).
+
+    Also refused up front: a file in its place, and a parent folder this user cannot write in.
+    """
+
+    name = "folder"
+
+    def __init__(self, marker: str | None, what: str = "an earlier output of this command"):
+        self.marker, self.what = marker, what
+
+    def convert(self, value, param, ctx):
+        path = Path(value)
+        if path.exists() and not path.is_dir():
+            self.fail(f"{path} is a file, expected a folder.", param, ctx)
+        if self.marker:
+            try:
+                check_replaceable(path, self.marker, self.what)
+            except AtlasError as e:
+                self.fail(str(e), param, ctx)
+        # The output is built beside `path`, in its parent: the nearest existing ancestor must be writable.
+        probe = path if self.marker is None else path.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+            self.fail(f"cannot write in {probe} (permission denied).", param, ctx)
+        if probe.exists() and not probe.is_dir():
+            self.fail(f"{probe} is a file, so {path} cannot be created.", param, ctx)
+        return path
+
+
+class GeneListFile(click.ParamType):
+    """A text file with one gene per line; an empty one is refused (it would make every test empty)."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        path = Path(value)
+        if not path.is_file():
+            self.fail(f"{path}: no such file.", param, ctx)
+        try:
+            genes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            self.fail(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}).", param, ctx)
+        if not genes:
+            self.fail(f"{path}: holds no gene (expected one gene per line).", param, ctx)
+        return genes
+
+
+class GeneSetSpec(click.ParamType):
+    """A bundled database name, a GMT path, or NAME=PATH; paths must exist (names are checked on loading)."""
+
+    name = "database"
+
+    def convert(self, value, param, ctx):
+        value = str(value)
+        path = value.partition("=")[2] if "=" in value else value
+        looks_like_path = "=" in value or "/" in value or path.endswith((".gmt", ".gmt.gz", ".txt"))
+        if looks_like_path and not Path(path).is_file():
+            self.fail(f"{path}: no such gene-set file.", param, ctx)
+        return value
+
+
+def in_file(**kw) -> click.Path:
+    return click.Path(exists=True, dir_okay=False, path_type=Path, **kw)
+
+
+def in_dir(**kw) -> click.Path:
+    return click.Path(exists=True, file_okay=False, path_type=Path, **kw)
+
+
+def in_path(**kw) -> click.Path:
+    return click.Path(exists=True, path_type=Path, **kw)
+
+
+SEED = Integer(0, 2**32 - 1)  # numpy's legacy seeding, used by umap-learn, takes 32 bits
+LAYER = Integer(0, MAX_LAYER)
+PORT = Integer(0, 65535)  # 0: any free port
+POSITIVE = Integer(min=1)
+UNIT_OPEN = Number(0, 1, min_open=True, max_open=True)
+
+
+@dataclass(frozen=True)
+class Setting:
+    type: click.ParamType
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "model": Setting(click.Choice(["scgpt", "geneformer"]), "Model family of the checkpoint."),
+    "checkpoint": Setting(in_dir(), "Checkpoint folder."),
+    "data": Setting(in_file(), "Dataset (.h5ad with raw counts)."),
+    "sae": Setting(in_path(), "SAE folder or file."),
+    "train_sae": Setting(click.BOOL, "Train a TopK SAE per layer."),
+    "genesets": Setting(GeneSetSpec(), "Bundled database name, GMT path or NAME=PATH."),
+    "trrust": Setting(in_file(), "TRRUST TSV: TF target sets and TF-target edges."),
+    "string": Setting(in_file(), "STRING links file."),
+    "string_info": Setting(in_file(), "STRING protein.info file (for protein ids)."),
+    "string_min_score": Setting(Integer(0, 1000), "STRING combined_score cut-off (0 to 1000)."),
+    "layers": Setting(LayerList(), "Layers, e.g. 0,3,5-7 (default: all)."),
+    "atlas": Setting(AtlasName(), "Atlas name (a folder under --data-dir and a URL path)."),
+    "title": Setting(click.STRING, "Title shown on the site."),
+    "max_cells": Setting(POSITIVE, "Use only the first N cells."),
+    "batch_size": Setting(POSITIVE, "Cells per forward pass (default: 1 on the CPU, 16 on a GPU)."),
+    "device": Setting(Device(), "cpu, cuda, cuda:N, mps or auto."),
+    "gene_column": Setting(click.STRING, "var column naming the genes."),
+    "cell_type_column": Setting(click.STRING, "obs column with cell types."),
+    "seed": Setting(SEED, "Seed of every random step."),
+    "train.expansion": Setting(POSITIVE, "Features = expansion x width."),
+    "train.k": Setting(POSITIVE, "Active features per token."),
+    "train.centering": Setting(click.Choice(["pre-bias", "mean", "none"]),
+                               "pre-bias: a trained decoder bias subtracted before encoding; mean: the data "
+                               "mean, fixed; none: no centring."),
+    "train.epochs": Setting(POSITIVE, "Passes over the training tokens."),
+    "train.batch_size": Setting(POSITIVE, "Tokens per step."),
+    "train.lr": Setting(Number(0, min_open=True), "Adam learning rate."),
+    "train.aux_k": Setting(POSITIVE, "Dead features used by the AuxK loss (default: half the width)."),
+    "train.aux_coef": Setting(Number(0), "Weight of the AuxK loss (0: off)."),
+    "train.dead_tokens": Setting(POSITIVE, "Training tokens without firing after which a feature counts as dead."),
+    "train.holdout": Setting(Number(0, 1, max_open=True), "Share of cells held out for evaluation."),
+    "train.block": Setting(POSITIVE, "Tokens read from disk at a time."),
+    "stats.top_genes": Setting(POSITIVE, "Top genes kept per feature."),
+    "stats.min_support": Setting(POSITIVE, "Firing tokens a gene needs before it can rank among a feature's top genes."),
+    "stats.top_cells": Setting(POSITIVE, "Most active cells kept per feature."),
+    "stats.hist_bins": Setting(POSITIVE, "Bins of the activation histograms."),
+    "annotate.top_n": Setting(POSITIVE, "Top genes per feature in the test."),
+    "annotate.min_size": Setting(POSITIVE, "Smallest term (inside the universe)."),
+    "annotate.max_size": Setting(POSITIVE, "Largest term (inside the universe)."),
+    "annotate.alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level."),
+    "annotate.seed": Setting(SEED, "Seed of the null pseudo-features."),
+    "graphs.module_min_count": Setting(POSITIVE, "Co-firing tokens for a module edge."),
+    "graphs.module_min_pmi": Setting(Number(), "Smallest PMI of a module edge."),
+    "graphs.resolution": Setting(Number(0, min_open=True), "Leiden resolution."),
+    "graphs.min_module_size": Setting(POSITIVE, "Smallest module kept."),
+    "graphs.cross_min_count": Setting(POSITIVE, "Co-firing tokens for a cross-layer edge."),
+    "graphs.cross_min_pmi": Setting(Number(), "Smallest PMI of a cross-layer edge."),
+    "graphs.cross_alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level against the within-gene null."),
+    "graphs.cosine": Setting(Number(0, 1), "Decoder cosine of a match."),
+    "graphs.umap_neighbors": Setting(Integer(min=2), "UMAP neighbours."),
+    "graphs.umap_min_dist": Setting(Number(0), "UMAP minimum distance."),
+    "graphs.svd_axes": Setting(POSITIVE, "Principal axes compared."),
+    "graphs.svd_threshold": Setting(Number(0, 1), "|cos| to a principal axis that counts as aligned."),
+    "graphs.seed": Setting(SEED, "Seed of Leiden and UMAP."),
+}
+
+_KINDS = {  # what a config value must be before its range is checked
+    Integer: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    Number: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    type(click.BOOL): ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def check_setting(key: str, value, where: str):
+    """The config file's `key` (e.g. 'annotate.alpha') converted by its option type, or AtlasError naming both."""
+    section, _, name = key.rpartition(".")
+    label = f"{where}: [{section}] {name}" if section else f"{where}: {name}"
+    if key not in SETTINGS:
+        raise AtlasError(f"{label}: unknown setting")
+    ptype = SETTINGS[key].type
+    kind, ok = _KINDS.get(type(ptype), ("a string", lambda v: isinstance(v, str)))
+    values = value if key == "genesets" and isinstance(value, list) else [value]
+    for v in values:
+        if not ok(v):
+            raise AtlasError(f"{label}: expected {kind}{' or a list of them' if key == 'genesets' else ''}, got {v!r}")
+    try:
+        out = [ptype.convert(v, None, None) for v in values]
+    except click.BadParameter as e:
+        raise AtlasError(f"{label}: {e.message}") from None
+    return out if key == "genesets" and isinstance(value, list) else out[0]
+
+
+def setting_option(flag: str, key: str, **kw):
+    """A click option whose type and help come from SETTINGS[key] (help= extends it)."""
+    s = SETTINGS[key]
+    return click.option(flag, type=kw.pop("type", s.type), help=kw.pop("help", s.help), **kw)
