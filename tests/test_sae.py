@@ -213,7 +213,8 @@ def test_sae_cli_end_to_end_and_bad_input(tiny, tmp_path, capsys):
          "activations have width 64, the SAE expects 32"),
         (["sae", "encode", "--sae", str(tmp_path / "junk"), "--activations", str(acts), "--layer", "1", "--out", "{out}"],
          "not a known SAE layout"),
-        (["sae", "train", "--activations", str(acts), "--layer", "0", "--out", "{out}"], "the layer has no tokens"),
+        (["sae", "train", "--activations", str(acts), "--layer", "0", "--out", "{out}"],
+         "layer_00.npy: shape (0, 64), extract.json expects"),
         (["sae", "train", "--activations", str(tmp_path), "--layer", "0", "--out", "{out}"], "not an activations folder"),
     ]
     for args, message in cases:

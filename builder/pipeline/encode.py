@@ -21,8 +21,10 @@ import torch
 
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
+from ..jsonio import read_json
 from .sae import TopKSAE, n_nonfinite
 
+SHARD_FIELDS = ("idx", "val", "cell", "gene")
 SHARD = 262_144  # tokens per shard, at least (a shard ends at the first chunk boundary past it)
 
 
@@ -91,14 +93,35 @@ def encode_activations(sae: TopKSAE, activations: Path, layer: int, out: Path, m
 
 
 def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
-    """(codes.json record, iterator over shards memory-mapped from disk)."""
+    """(codes.json record, iterator over shards memory-mapped from disk); a damaged folder is named up front."""
     folder = Path(folder)
     if not (folder / "codes.json").is_file():
         raise AtlasError(f"{folder}: not a codes folder (no codes.json; write one with `atlas sae encode`)")
-    record = json.loads((folder / "codes.json").read_text())
+    record = read_json(folder / "codes.json")
+    for key, kind in (("layer", int), ("n_features", int), ("k", int), ("tokens", int), ("shards", list)):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise AtlasError(f"{folder / 'codes.json'}: field {key!r} missing or not {'a list' if kind is list else 'an integer'}")
+    sizes = record["shards"]
+    if not all(isinstance(n, int) and n > 0 for n in sizes) or sum(sizes) != record["tokens"]:
+        raise AtlasError(f"{folder / 'codes.json'}: 'shards' must list positive shard sizes adding up to 'tokens'")
+    files = [folder / f"{n:05d}.{f}.npy" for n in range(len(sizes)) for f in SHARD_FIELDS]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise AtlasError(f"{folder}: shard file {missing[0]} missing ({len(missing)} of {len(files)} files); "
+                         "write the folder again with `atlas sae encode`")
+
+    def load(n: int, f: str) -> np.ndarray:
+        path = folder / f"{n:05d}.{f}.npy"
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:
+            raise AtlasError(f"{path}: not a readable .npy file ({e})") from None
+        if len(arr) != sizes[n] or (f in ("idx", "val") and arr.shape[1:] != (record["k"],)):
+            raise AtlasError(f"{path}: shape {arr.shape}, codes.json expects {sizes[n]} tokens (k {record['k']})")
+        return arr
 
     def shards():
-        for n in range(len(record["shards"])):
-            yield Codes(*(np.load(folder / f"{n:05d}.{f}.npy", mmap_mode="r") for f in ("idx", "val", "cell", "gene")))
+        for n in range(len(sizes)):
+            yield Codes(*(load(n, f) for f in SHARD_FIELDS))
 
     return record, shards()

@@ -22,6 +22,7 @@ from .. import __version__
 from ..models.dataset import read_h5ad
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
+from ..jsonio import read_json
 from ..models import check_layers, default_batch_size, load, pick_device, stream
 
 
@@ -108,8 +109,15 @@ def read_activations(folder: Path, layer: int, mmap: bool = True) -> tuple[np.nd
     meta = folder / "extract.json"
     if not meta.is_file():
         raise AtlasError(f"{folder}: not an activations folder (no extract.json; write one with `atlas extract`)")
-    record = json.loads(meta.read_text())
-    name = record.get("files", {}).get(str(layer))
-    if name is None:
+    record = read_json(meta)
+    files = record.get("files")
+    name = files.get(str(layer)) if isinstance(files, dict) else None
+    if not isinstance(name, str):
         raise AtlasError(f"{folder}: layer {layer} was not extracted (layers: {record.get('layers')})")
-    return np.load(folder / name, mmap_mode="r" if mmap else None), record
+    try:
+        acts = np.load(folder / name, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError) as e:
+        raise AtlasError(f"{folder / name}: not a readable .npy file ({e})") from None
+    if acts.ndim != 2 or acts.shape[0] != record.get("tokens"):
+        raise AtlasError(f"{folder / name}: shape {acts.shape}, extract.json expects {record.get('tokens')} tokens x width")
+    return acts, record

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
+from ..jsonio import read_json
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 
@@ -85,16 +86,14 @@ class TopKSAE(nn.Module):
 def _saelens(folder: Path) -> TopKSAE:
     from safetensors.torch import load_file
 
-    try:
-        cfg = json.loads((folder / CFG).read_text())
-    except ValueError as e:
-        raise AtlasError(f"{folder / CFG}: not valid JSON ({e})") from None
+    cfg = read_json(folder / CFG)
     arch = cfg.get("architecture")
     act = cfg.get("activation_fn_str") or cfg.get("activation_fn")  # SAELens < 6 spelled TopK this way
     if arch == "topk":
         k = cfg.get("k")
     elif act == "topk":
-        k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+        kwargs = cfg.get("activation_fn_kwargs")
+        k = kwargs.get("k") if isinstance(kwargs, dict) else None
     else:
         raise AtlasError(f"{folder / CFG}: architecture {arch!r} is not a TopK SAE (only TopK SAEs are supported)")
     if cfg.get("normalize_activations", "none") not in ("none", None):
@@ -104,15 +103,32 @@ def _saelens(folder: Path) -> TopKSAE:
     except Exception as e:
         raise AtlasError(f"{folder / WEIGHTS}: not a readable safetensors file ({e})") from None
     missing = [n for n in ("W_enc", "b_enc", "W_dec", "b_dec") if n not in state]
-    if missing or not isinstance(k, int):
+    if missing or not isinstance(k, int) or isinstance(k, bool):
         raise AtlasError(f"{folder}: SAELens TopK SAE without {', '.join(missing) or 'an integer k'}")
+    _check_weights(folder / WEIGHTS, {n: state[n] for n in ("W_enc", "b_enc", "W_dec", "b_dec")})
+    if state["W_enc"].ndim != 2:
+        raise AtlasError(f"{folder / WEIGHTS}: W_enc has shape {tuple(state['W_enc'].shape)}, expected (d_in, d_sae)")
     d_in, d_sae = state["W_enc"].shape
     if state["W_dec"].shape != (d_sae, d_in) or state["b_enc"].shape != (d_sae,) or state["b_dec"].shape != (d_in,):
         raise AtlasError(f"{folder / WEIGHTS}: weight shapes do not fit W_enc {tuple(state['W_enc'].shape)}")
+    for key, n in (("d_in", d_in), ("d_sae", d_sae)):
+        if key in cfg and cfg[key] != n:
+            raise AtlasError(f"{folder / CFG}: {key} is {cfg[key]!r}, but the weights have {n}")
     sae = TopKSAE(d_in, d_sae, k, bool(cfg.get("apply_b_dec_to_input", True)),
                   bool(cfg.get("rescale_acts_by_decoder_norm", False)))
     sae.load_state_dict({n: state[n].float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}, strict=False)
     return sae
+
+
+def _check_weights(where: Path, state: dict) -> None:
+    """Refuse tensors that are not floating point or hold NaN/Inf: every code computed from them would be junk."""
+    for name, t in sorted(state.items()):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise AtlasError(f"{where}: {name} is {kind}, expected a floating-point tensor")
+        bad = t.numel() - int(torch.isfinite(t).sum())
+        if bad:
+            raise AtlasError(f"{where}: {name} holds {bad} NaN or infinite value(s)")
 
 
 def _published(path: Path) -> TopKSAE:
@@ -124,14 +140,27 @@ def _published(path: Path) -> TopKSAE:
     names = ("W_enc.weight", "W_enc.bias", "W_dec.weight", "W_dec.bias")
     if not isinstance(state, dict) or any(n not in state for n in names):
         raise AtlasError(f"{path}: not a known SAE layout (expected model_state_dict with {', '.join(names)})")
+    _check_weights(path, {n: state[n] for n in names})
+    if state["W_enc.weight"].ndim != 2:
+        raise AtlasError(f"{path}: W_enc.weight has shape {tuple(state['W_enc.weight'].shape)}, expected (d_sae, d_in)")
     d_sae, d_in = state["W_enc.weight"].shape
+    shapes = {"W_enc.bias": (d_sae,), "W_dec.weight": (d_in, d_sae), "W_dec.bias": (d_in,)}
+    bad = [n for n, shape in shapes.items() if tuple(state[n].shape) != shape]
+    if bad:
+        raise AtlasError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, expected {shapes[bad[0]]} "
+                         f"(from W_enc.weight {tuple(state['W_enc.weight'].shape)})")
     k = blob.get("k")
-    if not isinstance(k, int):
+    if not isinstance(k, int) or isinstance(k, bool):
         raise AtlasError(f"{path}: no integer k stored beside model_state_dict")
     mean_file = path.parent / "activation_mean.npy"
-    mean = np.load(mean_file) if mean_file.is_file() else None
-    if mean is not None and mean.shape != (d_in,):
-        raise AtlasError(f"{mean_file}: shape {mean.shape}, expected ({d_in},)")
+    try:
+        mean = np.load(mean_file) if mean_file.is_file() else None
+    except (ValueError, OSError, EOFError) as e:
+        raise AtlasError(f"{mean_file}: not a readable .npy file ({e})") from None
+    if mean is not None and (mean.shape != (d_in,) or not np.issubdtype(mean.dtype, np.floating)):
+        raise AtlasError(f"{mean_file}: shape {mean.shape} of {mean.dtype}, expected ({d_in},) floats")
+    if mean is not None and not np.isfinite(mean).all():
+        raise AtlasError(f"{mean_file}: {mean.size - int(np.isfinite(mean).sum())} NaN or infinite value(s)")
     sae = TopKSAE(d_in, d_sae, k, apply_b_dec_to_input=False, input_mean=mean)
     with torch.no_grad():
         sae.W_enc.copy_(state["W_enc.weight"].T)
