@@ -364,11 +364,15 @@ def read_gene_table(path, layer: int | None = None) -> pd.DataFrame:
     if missing:
         raise AtlasError(f"{path}: missing column(s) {', '.join(missing)} (needs layer, feature, gene, rank"
                          + ("; --layer fills layer" if missing == ["layer"] else "") + ")")
-    for col in ("layer", "feature", "rank"):
-        if not pd.api.types.is_integer_dtype(df[col]):
-            bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() | (df[col].astype(str).str.contains(r"\."))]
-            row = int(bad.index[0]) + 2 if len(bad) else 2
-            raise AtlasError(f"{path}: column {col!r} must hold whole numbers (row {row}: {df[col].iloc[row - 2]!r})")
+    # The atlas stores layer as int16 and feature as int32; rows are counted as in the file (header = row 1).
+    for col, hi in (("layer", 2**15 - 1), ("feature", 2**31 - 1), ("rank", 2**15 - 1)):
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = np.flatnonzero((num.isna() | (num % 1 != 0) | (num < 0) | (num > hi)).to_numpy())
+        if bad.size:
+            value = df[col].iloc[bad[0]]
+            raise AtlasError(f"{path}: column {col!r} must hold whole numbers from 0 to {hi} "
+                             f"(row {int(bad[0]) + 2}: {getattr(value, 'item', lambda: value)()!r})")
+        df[col] = num.astype(np.int64)
     df["gene"] = df["gene"].astype(str)
     digits = df["gene"].str.fullmatch(r"\d+")
     if digits.any():

@@ -7,7 +7,6 @@ because matching numbers against symbols would silently find nothing.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -18,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import AtlasError
+from ..fsutil import read_maybe_gzip
 from ..geneids import gencode, is_ensembl, normalise_ensembl
 
 ENTREZ = re.compile(r"^\d+$")
@@ -61,9 +61,7 @@ def _open_text(path: Path):
     path = Path(path)
     if not path.is_file():
         raise AtlasError(f"{path}: no such file")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = read_maybe_gzip(path)
     try:
         return raw, io.StringIO(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
