@@ -110,6 +110,20 @@ SCHEMA: dict[str, TableSpec] = {
     "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
 }
 
+# JSON types of the manifest's fields: `a.b` a field of an object, `a[]` every element of an array, `a.*`
+# every value of an object. Absent fields are allowed, except `tables`.
+NONE = type(None)
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "atlas": (dict,), "atlas.id": (str,), "atlas.title": (str, NONE), "atlas.description": (str, NONE),
+    "model": (dict,), "model.family": (str, NONE), "model.name": (str, NONE), "model.n_layers": (int, NONE),
+    "model.layers": (list,), "model.layers[]": (int,),
+    "sae": (dict,), "dataset": (dict,), "genesets": (list,), "genesets[]": (dict,), "parameters": (dict,),
+    "cross_layer_pairs": (list,), "cross_layer_pairs[]": (dict,), "extras": (dict,), "source": (dict,),
+    "notes": (list,), "notes[]": (str,), "provenance": (dict,),
+    "tables": (dict,), "tables.*": (dict,), "tables.*.rows": (int,), "tables.*.sha256": (str,),
+}
+JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", NONE: "null"}
+
 # Columns that hold a (layer, feature) reference into `features`.
 FEATURE_REFS = {
     "feature_genes": [("layer", "feature")], "enrichments": [("layer", "feature")],
@@ -156,9 +170,18 @@ def conform(name: str, table: pa.Table) -> pa.Table:
         extra = [c for c in table.column_names if c not in cols]
         table = table.select(cols + extra)
         fields = [pa.field(c.name, c.type, c.nullable) for c in spec.columns] + [table.schema.field(c) for c in extra]
-        table = table.cast(pa.schema(fields))
     else:
-        table = table.select(cols).cast(spec.schema())
+        table = table.select(cols)
+        fields = list(spec.schema())
+    try:
+        table = table.cast(pa.schema(fields))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        for f in fields:  # find the column that does not fit, e.g. a layer number beyond int16
+            try:
+                table.column(f.name).cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+                raise AtlasError(f"table {name}: column {f.name!r} does not fit {f.type} ({e})") from None
+        raise
     if table.num_rows:
         table = table.sort_by([(k, "ascending") for k in spec.key])
     return table
@@ -227,10 +250,12 @@ def validate(path: Path) -> list[str]:
         manifest = read_manifest(path)
     except AtlasError as e:
         return [str(e)]
-    problems: list[str] = []
-    listed = manifest.get("tables")
-    if not isinstance(listed, dict):
-        return [f"{path / 'manifest.json'}: field 'tables' missing or not an object"]
+    if "tables" not in manifest:
+        return [f"{path / 'manifest.json'}: field 'tables' missing"]
+    problems = _check_manifest(path / "manifest.json", manifest)
+    if problems:
+        return problems
+    listed = manifest["tables"]
     tables: dict[str, pa.Table] = {}
     for name, spec in SCHEMA.items():
         file = path / f"{name}.parquet"
@@ -252,6 +277,8 @@ def validate(path: Path) -> list[str]:
             continue
         if listed[name].get("rows") != t.num_rows:
             problems.append(f"{file}: {t.num_rows} rows, manifest says {listed[name].get('rows')}")
+        if "sha256" in listed[name] and sha256_file(file) != listed[name]["sha256"]:
+            problems.append(f"{file}: sha256 differs from the manifest's (the file changed after it was written)")
         problems += _check_keys(file, spec, t)
         tables[name] = t
     for name in sorted(set(listed) - set(SCHEMA)):
@@ -261,8 +288,42 @@ def validate(path: Path) -> list[str]:
     return problems
 
 
+def _check_manifest(file: Path, manifest: dict) -> list[str]:
+    """Every manifest field of the wrong JSON type, per MANIFEST_TYPES."""
+    out = []
+
+    def walk(value, pattern: str, shown: str):
+        allowed = MANIFEST_TYPES.get(pattern)
+        if allowed is not None:
+            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+            if not ok:
+                want = " or ".join(JSON_NAMES[a] for a in allowed)
+                out.append(f"{file}: field {shown!r} is {_json_kind(value)}, expected {want}")
+                return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                sub = f"{pattern}.{k}" if pattern else k
+                walk(v, sub if sub in MANIFEST_TYPES else f"{pattern}.*", f"{shown}.{k}" if shown else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{pattern}[]", f"{shown}[{i}]")
+
+    walk(manifest, "", "")
+    return out
+
+
+def _json_kind(value) -> str:
+    kinds = {bool: "true/false", dict: "an object", list: "an array", str: "a string", int: "an integer",
+             float: "a number", NONE: "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def _check_columns(file: Path, spec: TableSpec, t: pa.Table) -> list[str]:
     out = []
+    if not spec.free_form:
+        known = {c.name for c in spec.columns}
+        out += [f"{file}: unknown column {c!r} (the schema has {', '.join(sorted(known))})"
+                for c in t.column_names if c not in known]
     for c in spec.columns:
         if c.name not in t.column_names:
             out.append(f"{file}: missing column {c.name!r} ({c.type})")
@@ -290,9 +351,10 @@ def _check_consistency(path: Path, manifest: dict, tables: dict[str, pa.Table]) 
     out = []
     layers, features = tables["layers"], tables["features"]
     layer_ids = layers.column("layer").to_pylist()
-    if manifest.get("model", {}).get("n_layers") not in (None, len(layer_ids)):
-        out.append(f"{path / 'manifest.json'}: model.n_layers is {manifest['model']['n_layers']}, "
-                   f"layers.parquet has {len(layer_ids)} layers")
+    # An atlas may hold a subset of the model's model.n_layers layers (`--layers`): model.layers lists them.
+    listed_layers = manifest.get("model", {}).get("layers")
+    if listed_layers is not None and sorted(listed_layers) != sorted(layer_ids):
+        out.append(f"{path / 'manifest.json'}: model.layers is {listed_layers}, layers.parquet has {layer_ids}")
     counts = features.group_by("layer").aggregate([([], "count_all"), ("alive", "sum")])
     per_layer = {r["layer"]: (r["count_all"], r["alive_sum"]) for r in counts.to_pylist()}
     for row in layers.to_pylist():
