@@ -81,8 +81,10 @@ def tidy(folder: Path) -> list[Path]:
         target = entry.parent / m["name"]
         if m["kind"] == "old" and not target.exists():
             entry.rename(target)  # killed between the two renames of the fallback swap: keep the old content
-        else:
+        elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)  # a file of atomic_write()
         done.append(entry)
     return done
 
@@ -193,10 +195,10 @@ def check_replaceable(path: Path, marker: str, what: str) -> Path:
 
 def check_disjoint(outputs: Iterable[tuple[str, Path]], inputs: Iterable[tuple[str, Path | None]]) -> None:
     """Refuse an output that is an input, holds one, or sits inside one (labels name the options)."""
-    inputs = [(label, Path(p).resolve()) for label, p in inputs if p is not None]
+    inputs = [(label, Path(p), Path(p).resolve()) for label, p in inputs if p is not None]
     for olabel, out in outputs:
         o = Path(out).resolve()
-        for ilabel, i in inputs:
+        for ilabel, shown, i in inputs:
             if o == i:
                 how = "are the same path"
             elif o in i.parents:
@@ -205,4 +207,4 @@ def check_disjoint(outputs: Iterable[tuple[str, Path]], inputs: Iterable[tuple[s
                 how = f"overlap: {olabel} is inside {ilabel}"
             else:
                 continue
-            raise AtlasError(f"{olabel} {out} and {ilabel} {i} {how}; write the output somewhere else")
+            raise AtlasError(f"{olabel} {out} and {ilabel} {shown} {how}; write the output somewhere else")

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 from ..atlas.format import Atlas, read_atlas
 from ..jsonio import dumps_json
 from ..errors import AtlasError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, atomic_write
 from .shards import BUCKET, TERM_BUCKET, build_shards
 
 PKG = Path(__file__).resolve().parent.parent  # the builder package
@@ -135,6 +135,4 @@ def render_index(site_root: Path) -> None:
         if info.is_file():
             entries.append({"path": f"{d.name}/", **orjson.loads(info.read_bytes())})
     html = _env().get_template("index.html").render(atlases=entries, assets=None)
-    tmp = site_root / ".index.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(site_root / "index.html")
+    atomic_write(site_root / "index.html", html.encode("utf-8"))
