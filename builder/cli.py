@@ -1,27 +1,36 @@
-"""The `atlas` command: parses options, calls the library, turns AtlasError into one line and exit status 2."""
+"""The `atlas` command: parses options, calls the library; `main` is the one place that turns an error into a line.
+
+Every option's type and range is a click type from options.py, so a bad value fails before any work, and the
+config file of `atlas build` is checked by the same types. Outputs are checked up front too: a folder that is
+not an earlier output of the command, an output that overlaps an input, a parent folder that cannot be written.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
 from .errors import AtlasError
-from .parse import atlas_name, layer_list
+from .fsutil import check_disjoint, check_replaceable
+from .options import (LAYER, PORT, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder, in_dir, in_file,
+                      in_path, setting_option)
 
-data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=Path("atlas_data"),
+data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
-site_option = click.option("--site", "site_dir", type=click.Path(path_type=Path), default=Path("site"),
+site_option = click.option("--site", "site_dir", type=OutputFolder(None), default=Path("site"),
                            show_default=True, help="Folder the sites are rendered into.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="atlas")
-@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error, and the warnings of dependencies.")
 @click.pass_context
 def cli(ctx, debug):
     """Build, import, validate, render and preview feature atlases."""
@@ -34,8 +43,9 @@ def import_():
 
 
 @import_.command(name="biodyn")
-@click.argument("src", type=click.Path(path_type=Path))
-@click.option("--atlas", "name", required=True, help="Name of the new atlas (folder under --data-dir).")
+@click.argument("src", type=in_dir())
+@click.option("--atlas", "name", required=True, type=AtlasName(),
+              help="Name of the new atlas (folder under --data-dir); an existing atlas of that name is replaced.")
 @click.option("--title", help="Title shown on the site (default: the atlas name).")
 @click.option("--model", "family", help="Model family to record, e.g. scgpt or geneformer.")
 @data_dir_option
@@ -44,7 +54,9 @@ def import_biodyn_cmd(src, name, title, family, data_dir):
     from .atlas.format import read_atlas
     from .atlas.import_biodyn import import_biodyn
 
-    out, report = import_biodyn(src, data_dir / atlas_name(name), name, title, family)
+    target = check_replaceable(data_dir / name, "manifest.json", "an atlas")
+    check_disjoint([("--data-dir/--atlas", target)], [("SRC", src)])
+    out, report = import_biodyn(src, target, name, title, family)
     atlas = read_atlas(out, check=False)
     layers = atlas.table("layers").to_pylist()
     click.echo(f"imported {src} -> {out}: {len(layers)} layers, {sum(r['n_features'] for r in layers)} features, "
@@ -64,22 +76,23 @@ def validate(path):
 
     problems = check(path)
     for p in problems:
-        click.echo(f"error: {p}", err=True)
+        click.echo(f"error: {_one_line(p)}", err=True)
     if problems:
-        sys.exit(2)
+        raise click.exceptions.Exit(2)
     click.echo(f"ok: {path}")
 
 
 @cli.command()
 @click.option("--atlas", "names", multiple=True, help="Atlas to render (repeatable; default: every atlas).")
-@data_dir_option
+@click.option("--data-dir", type=in_dir(), default=Path("atlas_data"), show_default=True,
+              help="Folder holding one folder per atlas.")
 @site_option
 def render(names, data_dir, site_dir):
     """Render atlas data into static sites under --site (site/NAME/) and write the index page."""
     from .site.render import render as render_one
 
-    available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) \
-        if data_dir.is_dir() else []
+    check_disjoint([("--site", site_dir)], [("--data-dir", data_dir)])
+    available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file())
     if not names:
         if not available:
             raise AtlasError(f"{data_dir}: no atlas folder (with manifest.json) to render")
@@ -87,6 +100,7 @@ def render(names, data_dir, site_dir):
     for name in names:
         if name not in available:
             raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+        check_replaceable(site_dir / name, "atlas.json", "a rendered site")
     for name in names:
         t0 = time.perf_counter()
         out = render_one(data_dir / name, site_dir)
@@ -110,7 +124,7 @@ def _progress(label: str):
 
 model_option = click.option("--model", "family", type=click.Choice(["scgpt", "geneformer"]), required=True,
                             help="Model family of the checkpoint.")
-checkpoint_option = click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+checkpoint_option = click.option("--checkpoint", type=in_dir(), required=True,
                                  help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; Geneformer: "
                                       "config.json, weights, token and gene median dictionaries).")
 
@@ -118,25 +132,25 @@ checkpoint_option = click.option("--checkpoint", type=click.Path(path_type=Path)
 @cli.command()
 @model_option
 @checkpoint_option
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset (.h5ad with raw counts).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (replaced atomically).")
-@click.option("--layers", help="Layers to keep, e.g. 0,3,5-7 (default: all).")
-@click.option("--max-cells", type=int, help="Use only the first N cells.")
-@click.option("--batch-size", type=int, help="Cells per forward pass (default: 1 on the CPU, 16 on a GPU).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
-@click.option("--gene-column", help="var column naming the genes (default: the index or column matching the "
-                                    "vocabulary best).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of scGPT's binning ties and gene sampling.")
+@setting_option("--data", "data", required=True)
+@click.option("--out", type=OutputFolder("extract.json", "an activations folder"), required=True,
+              help="Activations folder to write (replaced atomically).")
+@setting_option("--layers", "layers", help="Layers to keep, e.g. 0,3,5-7 (default: all).")
+@setting_option("--max-cells", "max_cells")
+@setting_option("--batch-size", "batch_size")
+@setting_option("--device", "device", default="cpu", show_default=True)
+@setting_option("--gene-column", "gene_column",
+                help="var column naming the genes (default: the index or column matching the vocabulary best).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of scGPT's binning ties and gene sampling.")
 def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device, gene_column, seed):
     """Write per-layer activations of a small run: layer_LL.npy, tokens.parquet, extract.json."""
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .pipeline.extract import extract as run
 
+    check_disjoint([("--out", out)], [("--checkpoint", checkpoint), ("--data", data)])
     t0 = time.perf_counter()
     with _progress("cells") as (started, progress):
-        record = run(family, checkpoint, data, out, layer_list(layers), max_cells, batch_size, device, gene_column,
+        record = run(family, checkpoint, data, out, layers, max_cells, batch_size, device, gene_column,
                      seed, progress=progress, started=started)
     ds = record["dataset"]
     click.echo(f"extracted {record['model']['name']}: {ds['cells']} cells, {record['tokens']} gene tokens, "
@@ -153,20 +167,24 @@ def sae():
     """Train TopK SAEs, encode activations into sparse codes, and compute feature statistics."""
 
 
+activations_option = click.option("--activations", type=in_dir(), required=True,
+                                  help="Folder written by `atlas extract`.")
+
+
 @sae.command(name="train")
-@click.option("--activations", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas extract`.")
-@click.option("--layer", type=int, required=True, help="Layer to train on.")
-@click.option("--expansion", type=int, default=4, show_default=True, help="Features = expansion x width.")
-@click.option("--k", type=int, default=32, show_default=True, help="Active features per token.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="SAE folder to write (SAELens layout).")
-@click.option("--centering", type=click.Choice(["pre-bias", "mean", "none"]), default="pre-bias", show_default=True,
-              help="pre-bias: a trained decoder bias subtracted before encoding; mean: the data mean, fixed.")
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=4096, show_default=True, help="Tokens per step.")
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
-@click.option("--aux-coef", type=float, default=1 / 32, show_default=True, help="Weight of the AuxK loss (0: off).")
-@click.option("--holdout", type=float, default=0.1, show_default=True, help="Share of cells held out for evaluation.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@activations_option
+@click.option("--layer", type=LAYER, required=True, help="Layer to train on.")
+@setting_option("--expansion", "train.expansion", default=4, show_default=True)
+@setting_option("--k", "train.k", default=32, show_default=True)
+@click.option("--out", type=OutputFolder("cfg.json", "an SAE folder"), required=True,
+              help="SAE folder to write (SAELens layout, replaced atomically).")
+@setting_option("--centering", "train.centering", default="pre-bias", show_default=True)
+@setting_option("--epochs", "train.epochs", default=5, show_default=True)
+@setting_option("--batch-size", "train.batch_size", default=4096, show_default=True)
+@setting_option("--lr", "train.lr", default=5e-4, show_default=True)
+@setting_option("--aux-coef", "train.aux_coef", default=1 / 32, show_default=True)
+@setting_option("--holdout", "train.holdout", default=0.1, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of initialisation, shuffling and the held-out cells.")
 def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_size, lr, aux_coef, holdout, seed):
     """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
     import pyarrow.parquet as pq
@@ -174,12 +192,11 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
     from .pipeline.extract import read_activations
     from .pipeline.sae import TrainConfig, train
 
+    check_disjoint([("--out", out)], [("--activations", activations)])
     acts, record = read_activations(activations, layer)
-    if not 0 <= holdout < 1:
-        raise AtlasError(f"--holdout {holdout}: must be in [0, 1)")
-    for name, value in (("--expansion", expansion), ("--epochs", epochs), ("--batch-size", batch_size)):
-        if value < 1:
-            raise AtlasError(f"{name} {value}: must be at least 1")
+    if k > expansion * acts.shape[1]:
+        raise AtlasError(f"--k {k}: more than the SAE's {expansion * acts.shape[1]} features "
+                         f"(--expansion {expansion} x width {acts.shape[1]})")
     cells = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
     cfg = TrainConfig(expansion=expansion, k=k, centering=centering, epochs=epochs, batch_size=batch_size, lr=lr,
                       aux_coef=aux_coef, holdout=holdout, seed=seed)
@@ -194,16 +211,18 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
 
 
 @sae.command(name="encode")
-@click.option("--sae", "sae_path", type=click.Path(path_type=Path), required=True,
+@click.option("--sae", "sae_path", type=in_path(), required=True,
               help="SAELens TopK folder, or the published study's .pt file.")
-@click.option("--activations", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas extract`.")
-@click.option("--layer", type=int, required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Codes folder to write.")
+@activations_option
+@click.option("--layer", type=LAYER, required=True, help="Layer of the activations to encode.")
+@click.option("--out", type=OutputFolder("codes.json", "a codes folder"), required=True,
+              help="Codes folder to write (replaced atomically).")
 def sae_encode(sae_path, activations, layer, out):
     """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
     from .pipeline.encode import encode_activations
     from .pipeline.sae import load_sae
 
+    check_disjoint([("--out", out)], [("--sae", sae_path), ("--activations", activations)])
     model = load_sae(sae_path)
     record = encode_activations(model, activations, layer, out,
                                 {"layer": layer, "sae": str(sae_path), "activations": str(activations)})
@@ -212,33 +231,34 @@ def sae_encode(sae_path, activations, layer, out):
 
 
 @sae.command(name="stats")
-@click.option("--codes", type=click.Path(path_type=Path), required=True, help="Folder written by `atlas sae encode`.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Statistics folder to write.")
+@click.option("--codes", type=in_dir(), required=True, help="Folder written by `atlas sae encode`.")
+@click.option("--out", type=OutputFolder("stats.json", "a statistics folder"), required=True,
+              help="Statistics folder to write (replaced atomically).")
 @click.option("--cell-type-column", help="obs column of the dataset with cell types (default: none, no test).")
-@click.option("--top-genes", type=int, default=20, show_default=True)
-@click.option("--min-support", type=int, default=5, show_default=True,
-              help="Firing tokens a gene needs before it can rank among a feature's top genes.")
-@click.option("--top-cells", type=int, default=10, show_default=True)
+@setting_option("--top-genes", "stats.top_genes", default=20, show_default=True)
+@setting_option("--min-support", "stats.min_support", default=5, show_default=True)
+@setting_option("--top-cells", "stats.top_cells", default=10, show_default=True)
 def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
     """Feature statistics from codes: frequency, means, max, histograms, top genes and cells, cell-type tests."""
-    import json
-
-    import anndata
     import pyarrow.parquet as pq
 
+    from .jsonio import read_json
     from .pipeline.encode import read_codes
     from .pipeline.stats import StatsConfig, feature_stats, write_stats
 
     record, _ = read_codes(codes)
-    acts_dir = Path(record["activations"])
-    extract = json.loads((acts_dir / "extract.json").read_text())
+    acts_dir = Path(str(record.get("activations")))
+    extract = read_json(acts_dir / "extract.json")
+    h5ad = Path(str(extract.get("dataset", {}).get("path")))
+    check_disjoint([("--out", out)], [("--codes", codes), ("the activations of codes.json", acts_dir),
+                                      ("the dataset of extract.json", h5ad)])
     tokens = pq.read_table(acts_dir / "tokens.parquet", columns=["token_id", "gene"]).to_pandas().drop_duplicates()
     names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
-    obs = anndata.read_h5ad(extract["dataset"]["path"], backed="r").obs.iloc[: extract["dataset"]["cells"]]
+    obs = _read_obs(h5ad).iloc[: extract["dataset"]["cells"]]
     types = None
     if cell_type_column is not None:
         if cell_type_column not in obs.columns:
-            raise AtlasError(f"{extract['dataset']['path']}: obs has no column {cell_type_column!r} "
+            raise AtlasError(f"{h5ad}: obs has no column {cell_type_column!r} "
                              f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
         types = obs[cell_type_column].astype(str).to_numpy()
     cfg = StatsConfig(top_genes=top_genes, min_support=min_support, top_cells=top_cells)
@@ -250,32 +270,47 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
                f"{result['tokens']} tokens -> {out}/")
 
 
+def _read_obs(path: Path):
+    import anndata
+
+    if not path.is_file():
+        raise AtlasError(f"{path}: dataset not found (named by extract.json)")
+    try:
+        return anndata.read_h5ad(path, backed="r").obs
+    except Exception as e:  # h5py and anndata raise many kinds for a damaged file
+        raise AtlasError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from None
+
+
 @cli.command()
-@click.option("--genes", type=click.Path(path_type=Path), required=True,
+@click.option("--genes", type=in_file(), required=True,
               help="Table of top genes: layer, feature, gene, rank (Parquet, CSV or TSV).")
-@click.option("--genesets", multiple=True, help="Bundled database name, GMT path or NAME=PATH (repeatable; "
-              "default: GO_BP, KEGG, Reactome, Hallmark).")
-@click.option("--trrust", type=click.Path(path_type=Path), help="TRRUST TSV: TF target sets and TF-target edges.")
-@click.option("--string", "string_links", type=click.Path(path_type=Path), help="STRING links file.")
-@click.option("--string-info", type=click.Path(path_type=Path), help="STRING protein.info file (for protein ids).")
-@click.option("--string-min-score", type=int, default=700, show_default=True, help="combined_score cut-off.")
-@click.option("--universe", type=click.Path(path_type=Path),
+@click.option("--genesets", multiple=True, type=GeneSetSpec(), help="Bundled database name, GMT path or NAME=PATH "
+              "(repeatable; default: GO_BP, KEGG, Reactome, Hallmark).")
+@setting_option("--trrust", "trrust")
+@setting_option("--string", "string", "string_links")
+@setting_option("--string-info", "string_info")
+@setting_option("--string-min-score", "string_min_score", default=700, show_default=True)
+@click.option("--universe", type=GeneListFile(),
               help="Genes the model could see, one per line (default: the table's genes, which is conservative).")
-@click.option("--layer", type=int, help="Layer of a table without a layer column.")
-@click.option("--top-n", type=int, default=20, show_default=True, help="Top genes per feature in the test.")
-@click.option("--min-size", type=int, default=5, show_default=True, help="Smallest term (inside the universe).")
-@click.option("--max-size", type=int, default=500, show_default=True, help="Largest term (inside the universe).")
-@click.option("--alpha", type=float, default=0.05, show_default=True, help="Benjamini-Hochberg level.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the null pseudo-features.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (replaced atomically).")
+@click.option("--layer", type=LAYER, help="Layer of a table without a layer column.")
+@setting_option("--top-n", "annotate.top_n", default=20, show_default=True)
+@setting_option("--min-size", "annotate.min_size", default=5, show_default=True)
+@setting_option("--max-size", "annotate.max_size", default=500, show_default=True)
+@setting_option("--alpha", "annotate.alpha", default=0.05, show_default=True)
+@setting_option("--seed", "annotate.seed", default=0, show_default=True)
+@click.option("--out", type=OutputFolder("annotate.json", "an annotation folder"), required=True,
+              help="Annotation folder to write (replaced atomically).")
 def annotate(genes, genesets, trrust, string_links, string_info, string_min_score, universe, layer, top_n,
              min_size, max_size, alpha, seed, out):
     """Test every feature's top genes against gene-set databases and networks, beside a null baseline."""
     from .pipeline import annotate as ann_mod
     from .pipeline.genesets import load_genesets, read_string, read_trrust
 
-    if not 0 < alpha < 1 or top_n < 1 or not 1 <= min_size <= max_size:
-        raise AtlasError("need 0 < --alpha < 1, --top-n >= 1 and 1 <= --min-size <= --max-size")
+    if min_size > max_size:
+        raise AtlasError(f"--min-size {min_size} is larger than --max-size {max_size}")
+    gmts = [("--genesets", Path(g.partition("=")[2] or g)) for g in genesets if Path(g.partition("=")[2] or g).is_file()]
+    check_disjoint([("--out", out)], [("--genes", genes), ("--trrust", trrust), ("--string", string_links),
+                                      ("--string-info", string_info), *gmts])
     table = ann_mod.read_gene_table(genes, layer)
     dbs = load_genesets(genesets)
     nets = []
@@ -285,13 +320,8 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_min_scor
         nets.append(edges)
     if string_links:
         nets.append(read_string(string_links, string_info, string_min_score))
-    uni = None
-    if universe:
-        if not universe.is_file():
-            raise AtlasError(f"{universe}: no such file")
-        uni = [x.strip() for x in universe.read_text().splitlines() if x.strip()]
     cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed)
-    result = ann_mod.annotate(table, dbs, nets, uni, cfg)
+    result = ann_mod.annotate(table, dbs, nets, universe, cfg)
     ann_mod.write_annotation(out, result)
     rates = result.rates.to_pandas()
     for db, r in rates.groupby("database", sort=False):
@@ -365,8 +395,9 @@ def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_link
 
 
 @cli.command()
-@site_option
-@click.option("--port", type=int, default=8000, show_default=True, help="Port on the loopback address.")
+@click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("site"),
+              show_default=True, help="Folder of rendered sites to serve.")
+@click.option("--port", type=PORT, default=8000, show_default=True, help="Port on the loopback address (0: any free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 def serve(site_dir, port, host):
     """Preview the rendered sites with gzip, as GitHub Pages serves them."""
@@ -377,7 +408,7 @@ def serve(site_dir, port, host):
     try:
         server = make_server(site_dir, port, host)
     except OSError as e:
-        raise AtlasError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+        raise AtlasError(f"--host {host} --port {port}: cannot listen ({e.strerror})") from None
     atlases = sorted(p.name for p in site_dir.iterdir() if (p / "index.html").is_file())
     click.echo(f"serving {site_dir}/ at http://{host}:{server.server_port}/ "
                f"({', '.join(a + '/' for a in atlases) or 'no atlas yet'}); Ctrl-C stops")
@@ -389,25 +420,60 @@ def serve(site_dir, port, host):
         server.server_close()
 
 
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "(no message)"
+
+
+def describe(e: BaseException) -> tuple[str, int]:
+    """(the `error:` line's text, exit status) for an exception that reached the command line."""
+    if isinstance(e, (KeyboardInterrupt, click.exceptions.Abort)):
+        return "interrupted", 130
+    if isinstance(e, AtlasError):
+        return str(e), 2
+    if isinstance(e, click.ClickException):
+        return e.format_message(), 2
+    if isinstance(e, OSError) and e.strerror:  # a file system refusal: read-only folder, disk full, ...
+        where = e.filename if e.filename is not None else ""
+        return (f"{where}: " if where else "") + e.strerror + (f" -> {e.filename2}" if e.filename2 else ""), 2
+    if isinstance(e, MemoryError):
+        return "out of memory (try --max-cells or fewer --layers)", 2
+    return (f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback, and please report "
+            "it with the command that caused it"), 1
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """--debug among the options before the subcommand (it is an option of the `atlas` group)."""
+    for a in args:
+        if a == "--debug":
+            return True
+        if not a.startswith("-"):
+            return False
+    return False
+
+
 def main(argv=None):
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    if not debug:
+        # Dependencies' warnings (pandas FutureWarning, torch UserWarning, transformers' logging) are not
+        # the user's to act on; --debug shows them.
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        cli.main(args=argv, prog_name="atlas", standalone_mode=False)
-    except AtlasError as e:
-        if debug:
-            raise
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        if debug:
-            raise
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(2)
+        status = cli.main(args=args, prog_name="atlas", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the one boundary: everything becomes one line
+        if debug:
+            raise
+        message, status = describe(e)
+        click.echo(f"error: {_one_line(message)}", err=True)
+        sys.exit(status)
+    if isinstance(status, int) and status:  # click returns the status of an Exit raised in a command
+        sys.exit(status)
 
 
 if __name__ == "__main__":

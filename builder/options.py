@@ -131,7 +131,7 @@ class GeneSetSpec(click.ParamType):
         path = value.partition("=")[2] if "=" in value else value
         looks_like_path = "=" in value or "/" in value or path.endswith((".gmt", ".gmt.gz", ".txt"))
         if looks_like_path and not Path(path).is_file():
-            self.fail(f"{path}: no such gene-set file.", param, ctx)
+            self.fail(f"{path}: no such file.", param, ctx)
         return value
 
 
@@ -243,7 +243,7 @@ def check_setting(key: str, value, where: str):
     return out if key == "genesets" and isinstance(value, list) else out[0]
 
 
-def setting_option(flag: str, key: str, **kw):
-    """A click option whose type and help come from SETTINGS[key] (help= extends it)."""
+def setting_option(flag: str, key: str, *decls: str, **kw):
+    """A click option whose type and help come from SETTINGS[key] (type= or help= given here win)."""
     s = SETTINGS[key]
-    return click.option(flag, type=kw.pop("type", s.type), help=kw.pop("help", s.help), **kw)
+    return click.option(flag, *decls, type=kw.pop("type", s.type), help=kw.pop("help", s.help), **kw)

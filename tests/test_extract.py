@@ -86,8 +86,10 @@ def bad(tiny, tmp_path):
     cases["unmappable"] = ("geneformer", tiny / "geneformer-v2", f, f"{f}: none of its 2 Ensembl ids (var column 'index') is in the Geneformer token dictionary")
     (tmp_path / "junk.h5ad").write_text("not hdf5")
     cases["not-h5ad"] = ("scgpt", tiny / "scgpt", tmp_path / "junk.h5ad", f"{tmp_path / 'junk.h5ad'}: not a readable .h5ad file")
-    cases["no-checkpoint"] = ("scgpt", tmp_path / "nowhere", SAMPLE, f"{tmp_path / 'nowhere'}: checkpoint folder not found")
-    cases["no-data"] = ("geneformer", tiny / "geneformer-v1", tmp_path / "none.h5ad", f"{tmp_path / 'none.h5ad'}: dataset not found")
+    cases["no-checkpoint"] = ("scgpt", tmp_path / "nowhere", SAMPLE,
+                              f"Invalid value for '--checkpoint': Directory '{tmp_path / 'nowhere'}' does not exist.")
+    cases["no-data"] = ("geneformer", tiny / "geneformer-v1", tmp_path / "none.h5ad",
+                        f"Invalid value for '--data': File '{tmp_path / 'none.h5ad'}' does not exist.")
     return cases
 
 
@@ -106,9 +108,9 @@ def test_extract_bad_input_one_line_exit_2_nothing_written(bad, tmp_path, capsys
 def test_extract_bad_options(tiny, tmp_path, capsys):
     base = ["extract", "--model", "scgpt", "--checkpoint", str(tiny / "scgpt"), "--data", SAMPLE, "--out", str(tmp_path / "o")]
     for extra, message in ((["--layers", "0,7"], "error: --layers 7: the model has layers 0..1"),
-                           (["--layers", "x"], "error: --layers 'x': expected numbers and ranges"),
-                           (["--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
-                           (["--device", "tpu"], "error: --device 'tpu': expected auto, cpu")):
+                           (["--layers", "x"], "error: Invalid value for '--layers': 'x': expected numbers and ranges"),
+                           (["--batch-size", "0"], "error: Invalid value for '--batch-size': 0 is not in the range x>=1."),
+                           (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of auto, cpu")):
         code, _, err = run(base + extra, capsys)
         assert code == 2 and err.startswith(message), err
     assert not (tmp_path / "o").exists()
