@@ -130,7 +130,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     The previous `target` stays whole until the swap, so a failed or killed run leaves it intact.
     """
     target = Path(target)
-    if target.exists() and not target.is_dir():
+    if target.is_file():  # one stat: a folder being swapped by another process must not look like a file
         raise AtlasError(f"{target}: is a file, expected a folder to write")
     tmp = _aside(target, "tmp")
     try:
