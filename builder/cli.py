@@ -441,6 +441,9 @@ def describe(e: BaseException) -> tuple[str, int]:
             "it with the command that caused it"), 1
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; 8.1 raises Exit(0)
+
+
 def _debug_requested(args: list[str]) -> bool:
     """--debug among the options before the subcommand (it is an option of the `atlas` group)."""
     for a in args:
@@ -461,18 +464,20 @@ def main(argv=None):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        status = cli.main(args=args, prog_name="atlas", standalone_mode=False)
-    except click.exceptions.Exit as e:
+        # make_context + invoke rather than cli.main: click's main prints a blank line on Ctrl-C, and the
+        # error line must be the only one
+        with cli.make_context("atlas", args) as ctx:
+            cli.invoke(ctx)
+    except click.exceptions.Exit as e:  # --help, --version, and `validate` finding problems
         sys.exit(e.exit_code)
-    except SystemExit:
-        raise
+    except NO_ARGS_IS_HELP as e:  # `atlas` or `atlas sae` alone: the help, as click would show it
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except BaseException as e:  # noqa: BLE001 - the one boundary: everything becomes one line
-        if debug:
+        if debug or isinstance(e, SystemExit):
             raise
         message, status = describe(e)
         click.echo(f"error: {_one_line(message)}", err=True)
-        sys.exit(status)
-    if isinstance(status, int) and status:  # click returns the status of an Exit raised in a command
         sys.exit(status)
 
 

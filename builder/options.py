@@ -29,7 +29,7 @@ class Number(click.FloatRange):
     def convert(self, value, param, ctx):
         rv = super().convert(value, param, ctx)
         if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
+            self.fail(f"{rv!r} is not a finite number.", param, ctx)
         return rv
 
 

@@ -1,0 +1,617 @@
+"""Bad inputs and faults, command by command, as a careless or unlucky user meets them.
+
+Every row runs one command on a copy of a workspace that holds earlier outputs of every command (activations,
+SAE, codes, statistics, annotation, atlas data, site). It must end with exit status 2 and exactly one stderr
+line, `error: ...`, containing the row's words (the file, field or option, and what was expected), and it must
+leave every file of the workspace as it was: nothing new, nothing changed, no temporary folder left.
+
+Adding a row: Fault(id, command line, words, setup). Paths in the command line are relative to the workspace
+copy; {ckpt} is a tiny scGPT checkpoint and {sample} the bundled .h5ad. `setup(ws)` damages the copy before the
+run (helpers below: put, truncate, edit_json, rewrite_table, ...). Rows for `atlas build` belong in the same
+table once the build rewrite lands (a bad config value, SIGKILL during a build, two builds on one cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from builder.atlas.format import validate, write_atlas
+from builder.atlas.synthetic import make_synthetic
+from builder.cli import describe, main
+from builder.fsutil import sha256_file
+from test_cli import run
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "atlas_data" / "inputs" / "immune_sample.h5ad"
+
+
+def biodyn_source(folder: Path, n_layers: int = 2, n_features: int = 12, seed: int = 0) -> Path:
+    """A folder in the predecessor's JSON format, every file of it, with seeded random values."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    genes = [f"GENE{i}" for i in range(300)]
+    for L in range(n_layers):
+        feats, anns, pos = [], {}, []
+        cts = {"summary": {"n_cells": 100, "tissues": 2, "n_cell_types": 3}, "features": {}}
+        for i in range(n_features):
+            feats.append({"i": i, "d": i % 10 == 9, "f": rng.random() / 10, "ma": rng.random(),
+                          "fc": rng.randrange(100), "lb": "TERM A" if i % 3 == 0 else "", "m": i % 4,
+                          "tg": [{"n": g, "a": rng.random(), "fc": rng.randrange(1, 50)} for g in rng.sample(genes, 5)],
+                          "sv": i % 2 == 0})
+            if i % 3 == 0:
+                anns[str(i)] = {"anns": [{"o": "GO", "t": "TERM A", "p": 0.01, "or": 3.5, "n": 2, "g": ["GENE1", "GENE2"]}]}
+            cts["features"][str(i)] = {"ct": [{"c": "T cell", "p": 0.02, "or": 2.0, "n": 4}],
+                                       "ti": [{"t": "blood", "p": 0.5, "or": 1.0, "n": 2}],
+                                       "tc": [{"ct": "T cell", "t": "blood", "a": rng.random()}]}
+            pos.append([rng.random(), rng.random()])
+        for kind, data in (("features", feats), ("annotations", anns), ("celltypes", cts), ("positions", pos)):
+            (folder / f"layer_{L:02d}_{kind}.json").write_text(json.dumps(data))
+    modules = [{"layer": L, "id": m, "features": [f for f in range(n_features) if f % 4 == m],
+                "top_anns": [{"t": "TERM A", "c": 2}]} for L in range(n_layers) for m in range(4)]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "cross_layer_graph.json").write_text(json.dumps(
+        {f"L{L}_L{L + 1}": {"edges": [{"a": 1, "b": 2, "pmi": 1.5, "c": 12}], "summary": {"n_edges": 1}}
+         for L in range(n_layers - 1)}))
+    (folder / "causal_patching.json").write_text(json.dumps(
+        {"layer": 0, "features": [{"i": 1, "nc": 5, "td": 0.1, "od": 0.01, "sr": 10.0, "tg": ["GENE1"]}], "summary": {}}))
+    (folder / "global_summary.json").write_text(json.dumps(
+        {"layers": [{"layer": L, "variance_explained": 0.9} for L in range(n_layers)]}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory, tiny):
+    """A workspace holding an earlier output of every command, each made by the command itself."""
+    ws = tmp_path_factory.mktemp("faults")
+    steps = [
+        f"extract --model scgpt --checkpoint {tiny / 'scgpt'} --data {SAMPLE} --out acts --max-cells 4",
+        "sae train --activations acts --layer 0 --expansion 2 --k 8 --epochs 1 --out sae",
+        "sae encode --sae sae --activations acts --layer 0 --out codes",
+        "sae stats --codes codes --out stats --min-support 1",
+        "annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --out annotation",
+        "import biodyn bsrc --atlas imported",
+        "render --atlas demo",
+    ]
+    with contextlib.chdir(ws):
+        biodyn_source(ws / "bsrc")
+        manifest, tables = make_synthetic(2, 32, seed=5)
+        write_atlas(ws / "atlas_data" / "demo", manifest, tables)
+        (ws / "atlas_data" / "inputs").mkdir()
+        (ws / "atlas_data" / "inputs" / "README").write_text("the project's bundled inputs\n")
+        for step in steps:
+            main(shlex.split(step))  # returns on success, exits on failure
+    return ws
+
+
+@pytest.fixture
+def ws(pristine, tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    shutil.copytree(pristine, root)
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def ckpt(tiny):
+    return tiny / "scgpt"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every folder and file under root, with each file's sha256: equal snapshots mean nothing changed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "folder"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = sha256_file(Path(p))
+    return out
+
+
+# ----- setups: each damages the workspace copy -------------------------------------------------------------
+
+def put(rel: str, data: str | bytes) -> Callable:
+    def setup(ws):
+        p = ws / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+    return setup
+
+
+def truncate(rel: str, keep: float = 0.5) -> Callable:
+    def setup(ws):
+        raw = (ws / rel).read_bytes()
+        (ws / rel).write_bytes(raw[: int(len(raw) * keep)])
+    return setup
+
+
+def remove(rel: str) -> Callable:
+    return lambda ws: (ws / rel).unlink()
+
+
+def edit_json(rel: str, change: Callable) -> Callable:
+    def setup(ws):
+        p = ws / rel
+        p.write_text(json.dumps(change(json.loads(p.read_text()))))
+    return setup
+
+
+def manifest(change: Callable) -> Callable:
+    return edit_json("atlas_data/demo/manifest.json", change)
+
+
+def rewrite_table(name: str, change: Callable, fix_manifest: bool = True) -> Callable:
+    """Change one table of the demo atlas; with fix_manifest its rows and sha256 are recorded again, so the
+    change itself is the only problem."""
+    def setup(ws):
+        atlas = ws / "atlas_data" / "demo"
+        file = atlas / f"{name}.parquet"
+        pq.write_table(change(pq.read_table(file)), file, compression="zstd")
+        if fix_manifest:
+            m = json.loads((atlas / "manifest.json").read_text())
+            m["tables"][name] = {"rows": pq.read_metadata(file).num_rows, "sha256": sha256_file(file)}
+            (atlas / "manifest.json").write_text(json.dumps(m))
+    return setup
+
+
+def with_column(name, values):
+    return lambda t: t.append_column(name, pa.array(values if isinstance(values, list) else [values] * t.num_rows))
+
+
+def set_item(key, value):
+    return lambda d: {**d, key: value}
+
+
+def sae_weights(change: Callable) -> Callable:
+    def setup(ws):
+        from safetensors.torch import load_file, save_file
+        state = load_file(ws / "sae" / "sae_weights.safetensors")
+        change(state)
+        save_file(state, ws / "sae" / "sae_weights.safetensors")
+    return setup
+
+
+def nan_activation(ws):
+    acts = np.load(ws / "acts" / "layer_00.npy", mmap_mode="r+")
+    acts[3, 5] = np.nan
+    acts.flush()
+
+
+def narrow_sae(ws):
+    from builder.pipeline.sae import TopKSAE
+    TopKSAE(32, 64, 4).save(ws / "sae", {})
+
+
+def short_shard(ws):
+    np.save(ws / "codes" / "00000.cell.npy", np.zeros(3, np.int32))
+
+
+def gene_table(rel: str, change: Callable) -> Callable:
+    def setup(ws):
+        df = pq.read_table(ws / "stats" / "feature_genes.parquet").to_pandas()
+        df.insert(0, "layer", 0)
+        change(df).to_csv(ws / rel, index=False)
+    return setup
+
+
+def nan_feature(df):
+    df["feature"] = df["feature"].astype(float)
+    df.loc[5, "feature"] = np.nan
+    return df
+
+
+def big(col, value):
+    def change(df):
+        df[col] = df[col].astype(object)
+        df.loc[3, col] = value
+        return df
+    return change
+
+
+def source_json(rel: str, change: Callable) -> Callable:
+    return edit_json(f"bsrc/{rel}", change)
+
+
+def first(change: Callable) -> Callable:
+    """Change the first record of a JSON array."""
+    return lambda records: [change(records[0])] + records[1:]
+
+
+def rename_layer(ws):
+    for p in sorted((ws / "bsrc").glob("layer_01_*.json")):
+        p.rename(p.with_name(p.name.replace("layer_01_", "layer_40000_")))
+
+
+def chain(*setups: Callable) -> Callable:
+    return lambda ws: [s(ws) for s in setups]
+
+
+# ----- the table ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fault:
+    id: str
+    command: str
+    says: tuple[str, ...]
+    setup: Callable | None = None
+
+
+EXTRACT = "extract --model scgpt --checkpoint {ckpt} --data {sample} --out acts --max-cells 4"
+TRAIN = "sae train --activations acts --layer 0 --expansion 2 --k 8 --epochs 1 --out sae"
+ENCODE = "sae encode --sae sae --activations acts --layer 0 --out codes"
+STATS = "sae stats --codes codes --out stats"
+ANNOTATE = "annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --out annotation"
+IMPORT = "import biodyn bsrc --atlas imported"
+
+FAULTS = [
+    # render: outputs that overlap inputs or are not sites, damaged atlas data
+    Fault("render-site-is-data-dir", "render --data-dir atlas_data --site atlas_data", ("--site atlas_data", "same path")),
+    Fault("render-site-inside-data-dir", "render --site atlas_data/site", ("--site is inside --data-dir",)),
+    Fault("render-data-dir-inside-site", "render --data-dir site/data --site site", ("--data-dir is inside --site",),
+          lambda ws: shutil.copytree(ws / "atlas_data" / "demo", ws / "site" / "data" / "demo")),
+    Fault("render-site-is-file", "render --site notes.txt", ("'--site'", "notes.txt is a file"), put("notes.txt", "x")),
+    Fault("render-over-a-folder-not-a-site", "render --atlas imported", ("site/imported", "not a rendered site"),
+          put("site/imported/my-notes.txt", "mine")),
+    Fault("render-unknown-atlas", "render --atlas nope", ("'nope' not found in atlas_data", "available: demo, imported")),
+    Fault("render-no-data-dir", "render --data-dir nowhere", ("'--data-dir'", "'nowhere' does not exist")),
+    Fault("render-manifest-truncated", "render --atlas demo", ("manifest.json", "not valid JSON"),
+          truncate("atlas_data/demo/manifest.json")),
+    Fault("render-tables-entry-array", "render --atlas demo", ("field 'tables.features' is an array, expected an object",),
+          manifest(lambda m: {**m, "tables": {**m["tables"], "features": [1]}})),
+    Fault("render-model-array", "render --atlas demo", ("field 'model' is an array, expected an object",),
+          manifest(set_item("model", ["scgpt"]))),
+    Fault("render-unknown-column", "render --atlas demo", ("features.parquet", "unknown column 'extra'"),
+          rewrite_table("features", with_column("extra", 1))),
+    Fault("render-changed-table", "render --atlas demo", ("edges.parquet", "sha256 differs"),
+          rewrite_table("edges", lambda t: t.set_column(t.column_names.index("weight"), "weight",
+                                                        pa.array([0.5] * t.num_rows)), fix_manifest=False)),
+    Fault("render-truncated-parquet", "render --atlas demo", ("edges.parquet", "not a readable Parquet file"),
+          truncate("atlas_data/demo/edges.parquet")),
+    Fault("render-schema-version", "render --atlas demo", ("unknown schema_version 7",),
+          manifest(set_item("schema_version", 7))),
+    # validate: one problem each, so one line each
+    Fault("validate-unknown-column", "validate atlas_data/demo", ("modules.parquet: unknown column 'colour'",),
+          rewrite_table("modules", with_column("colour", "red"))),
+    Fault("validate-changed-table", "validate atlas_data/demo", ("features.parquet: sha256 differs",),
+          rewrite_table("features", lambda t: t.set_column(t.column_names.index("label"), "label",
+                                                           pa.array(["x"] * t.num_rows)), fix_manifest=False)),
+    Fault("validate-tables-entry-string", "validate atlas_data/demo",
+          ("field 'tables.edges' is a string, expected an object",),
+          manifest(lambda m: {**m, "tables": {**m["tables"], "edges": "edges.parquet"}})),
+    Fault("validate-rows-string", "validate atlas_data/demo", ("field 'tables.edges.rows' is a string, expected an integer",),
+          manifest(lambda m: {**m, "tables": {**m["tables"], "edges": {**m["tables"]["edges"], "rows": "12"}}})),
+    Fault("validate-notes-string", "validate atlas_data/demo", ("field 'notes' is a string, expected an array",),
+          manifest(set_item("notes", "random data"))),
+    Fault("validate-layers-mismatch", "validate atlas_data/demo", ("model.layers is [0, 1, 2], layers.parquet has [0, 1]",),
+          manifest(lambda m: {**m, "model": {**m["model"], "layers": [0, 1, 2]}})),
+    Fault("validate-manifest-array", "validate atlas_data/demo", ("manifest.json: expected a JSON object",),
+          put("atlas_data/demo/manifest.json", "[]")),
+    Fault("validate-no-folder", "validate nowhere", ("nowhere: no such atlas folder",)),
+    # import: names and folders that must never be replaced, damaged sources
+    Fault("import-name-inputs", "import biodyn bsrc --atlas inputs", ("'--atlas'", "'inputs' is reserved")),
+    Fault("import-over-a-folder-not-an-atlas", "import biodyn bsrc --atlas mine",
+          ("atlas_data/mine", "not an atlas (no manifest.json)"), put("atlas_data/mine/thesis.tex", "years of work")),
+    Fault("import-into-its-source", "import biodyn bsrc --atlas x --data-dir bsrc", ("--data-dir/--atlas is inside SRC",)),
+    Fault("import-source-holds-output", "import biodyn atlas_data --atlas x", ("--data-dir/--atlas is inside SRC",)),
+    Fault("import-source-missing", "import biodyn nowhere --atlas x", ("'SRC'", "'nowhere' does not exist")),
+    Fault("import-name-path", "import biodyn bsrc --atlas ../evil", ("'--atlas'", "must be letters, digits")),
+    Fault("import-data-dir-is-file", "import biodyn bsrc --atlas x --data-dir notes.txt", ("'--data-dir'", "is a file"),
+          put("notes.txt", "x")),
+    Fault("import-empty-source", "import biodyn empty --atlas x", ("empty: no layer_NN_features.json",),
+          lambda ws: (ws / "empty").mkdir()),
+    Fault("import-truncated-json", IMPORT, ("layer_00_features.json", "not valid JSON"),
+          truncate("bsrc/layer_00_features.json")),
+    Fault("import-feature-field-missing", IMPORT, ("layer_00_features.json: feature record 0: missing field 'fc'",),
+          source_json("layer_00_features.json", first(lambda r: {k: v for k, v in r.items() if k != "fc"}))),
+    Fault("import-feature-field-type", IMPORT, ("feature record 0: field 'f' is \"often\", expected a number",),
+          source_json("layer_00_features.json", first(lambda r: {**r, "f": "often"}))),
+    Fault("import-module-members-string", IMPORT, ("modules.json: module record 0: field 'features'",),
+          source_json("modules.json", first(lambda r: {**r, "features": "abc"}))),
+    Fault("import-position-not-a-pair", IMPORT, ("layer_00_positions.json: entry 0 is not an [x, y] pair",),
+          source_json("layer_00_positions.json", first(lambda r: {"x": 1}))),
+    Fault("import-top-level-type", IMPORT, ("modules.json: expected a JSON array",), put("bsrc/modules.json", "{}")),
+    # serve
+    Fault("serve-port-70000", "serve --port 70000", ("'--port'", "70000 is not in the range 0<=x<=65535")),
+    Fault("serve-port-negative", "serve --port -1", ("'--port'", "-1 is not in the range")),
+    Fault("serve-site-is-file", "serve --site notes.txt", ("'--site'", "is a file"), put("notes.txt", "x")),
+    Fault("serve-no-site", "serve --site nowhere", ("nowhere: no rendered site",)),
+    # extract (the previous activations folder must survive each)
+    Fault("extract-layers-reversed", EXTRACT + " --layers 1-0", ("'--layers'", "range 1-0 runs backwards")),
+    Fault("extract-layers-repeated", EXTRACT + " --layers 0,0-1", ("'--layers'", "layer 0 is given twice")),
+    Fault("extract-layers-beyond-int16", EXTRACT + " --layers 0,99999", ("'--layers'", "beyond the largest layer number")),
+    Fault("extract-layers-beyond-model", EXTRACT + " --layers 5", ("--layers 5: the model has layers 0..1",)),
+    Fault("extract-max-cells-0", EXTRACT + " --max-cells 0", ("'--max-cells'", "0 is not in the range x>=1")),
+    Fault("extract-batch-size-negative", EXTRACT + " --batch-size -1", ("'--batch-size'", "x>=1")),
+    Fault("extract-device", EXTRACT + " --device gpu", ("'--device'", "'gpu' is not one of")),
+    Fault("extract-seed-negative", EXTRACT + " --seed -1", ("'--seed'", "0<=x<=4294967295")),
+    Fault("extract-data-missing", EXTRACT.replace("{sample}", "nowhere.h5ad"), ("'--data'", "does not exist")),
+    Fault("extract-data-garbage", EXTRACT.replace("{sample}", "junk.h5ad"), ("junk.h5ad: not a readable .h5ad file",),
+          put("junk.h5ad", "not hdf5")),
+    Fault("extract-checkpoint-missing", EXTRACT.replace("{ckpt}", "nowhere"), ("'--checkpoint'", "does not exist")),
+    Fault("extract-out-is-checkpoint", EXTRACT.replace("--out acts", "--out {ckpt}"), ("'--out'", "not an activations folder")),
+    Fault("extract-out-other-output", EXTRACT.replace("--out acts", "--out stats"), ("stats", "not an activations folder")),
+    Fault("extract-out-is-file", EXTRACT.replace("--out acts", "--out notes.txt"), ("'--out'", "is a file"),
+          put("notes.txt", "x")),
+    # sae train (the previous SAE must survive each)
+    Fault("train-lr-nan", TRAIN + " --lr nan", ("'--lr'", "nan is not a finite number")),
+    Fault("train-lr-inf", TRAIN + " --lr inf", ("'--lr'", "inf is not a finite number")),
+    Fault("train-lr-zero", TRAIN + " --lr 0", ("'--lr'", "0.0 is not in the range x>0")),
+    Fault("train-holdout-1", TRAIN + " --holdout 1", ("'--holdout'", "0<=x<1")),
+    Fault("train-epochs-0", TRAIN + " --epochs 0", ("'--epochs'", "x>=1")),
+    Fault("train-k-0", TRAIN + " --k 0", ("'--k'", "x>=1")),
+    Fault("train-k-too-large", TRAIN + " --k 1000", ("--k 1000: more than the SAE's 128 features",)),
+    Fault("train-aux-coef-negative", TRAIN + " --aux-coef -1", ("'--aux-coef'", "x>=0")),
+    Fault("train-centering", TRAIN + " --centering middle", ("'--centering'", "'middle' is not one of")),
+    Fault("train-layer-not-extracted", TRAIN.replace("--layer 0", "--layer 5"), ("acts: layer 5 was not extracted",)),
+    Fault("train-layer-beyond-int16", TRAIN.replace("--layer 0", "--layer 99999999999"), ("'--layer'", "0<=x<=32767")),
+    Fault("train-out-inside-activations", TRAIN.replace("--out sae", "--out acts/sae"), ("--out is inside --activations",)),
+    Fault("train-out-other-output", TRAIN.replace("--out sae", "--out codes"), ("codes", "not an SAE folder")),
+    Fault("train-extract-json-truncated", TRAIN, ("acts/extract.json: not valid JSON",), truncate("acts/extract.json")),
+    Fault("train-extract-json-array", TRAIN, ("acts/extract.json: expected an object",), put("acts/extract.json", "[]")),
+    Fault("train-layer-file-truncated", TRAIN, ("layer_00.npy: not a readable .npy file",), truncate("acts/layer_00.npy")),
+    Fault("train-nan-activation", TRAIN, ("1 NaN or infinite activation values",), nan_activation),
+    # sae encode (the previous codes must survive each)
+    Fault("encode-cfg-array", ENCODE, ("sae/cfg.json: expected an object at the top level, found an array",),
+          put("sae/cfg.json", "[1, 2]")),
+    Fault("encode-cfg-truncated", ENCODE, ("sae/cfg.json: not valid JSON",), truncate("sae/cfg.json")),
+    Fault("encode-weights-nan", ENCODE, ("sae_weights.safetensors: W_enc holds 1 NaN or infinite value(s)",),
+          sae_weights(lambda s: s["W_enc"].__setitem__((0, 0), float("nan")))),
+    Fault("encode-weights-inf", ENCODE, ("sae_weights.safetensors: b_dec holds 1 NaN or infinite value(s)",),
+          sae_weights(lambda s: s["b_dec"].__setitem__(1, float("inf")))),
+    Fault("encode-weights-int", ENCODE, ("W_dec is torch.int32, expected a floating-point tensor",),
+          sae_weights(lambda s: s.__setitem__("W_dec", s["W_dec"].int()))),
+    Fault("encode-weights-garbage", ENCODE, ("sae_weights.safetensors: not a readable safetensors file",),
+          put("sae/sae_weights.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")),
+    Fault("encode-cfg-width-mismatch", ENCODE, ("cfg.json: d_sae is 999, but the weights have 128",),
+          edit_json("sae/cfg.json", set_item("d_sae", 999))),
+    Fault("encode-sae-narrower", ENCODE, ("activations have width 64, the SAE expects 32",), narrow_sae),
+    Fault("encode-published-garbage", ENCODE.replace("--sae sae", "--sae model.pt"), ("model.pt: not a readable torch file",),
+          put("model.pt", b"junk")),
+    Fault("encode-sae-missing", ENCODE.replace("--sae sae", "--sae nowhere"), ("'--sae'", "does not exist")),
+    Fault("encode-out-is-activations", ENCODE.replace("--out codes", "--out acts"), ("acts", "not a codes folder")),
+    # sae stats (the previous statistics must survive each)
+    Fault("stats-shard-missing", STATS, ("shard file 00000.val.npy missing",), remove("codes/00000.val.npy")),
+    Fault("stats-codes-json-truncated", STATS, ("codes/codes.json: not valid JSON",), truncate("codes/codes.json")),
+    Fault("stats-codes-json-array", STATS, ("codes/codes.json: expected an object",), put("codes/codes.json", "[]")),
+    Fault("stats-codes-json-field", STATS, ("codes.json: field 'k' missing or not an integer",),
+          edit_json("codes/codes.json", lambda r: {k: v for k, v in r.items() if k != "k"})),
+    Fault("stats-codes-json-shards", STATS, ("codes.json: 'shards' must list positive shard sizes",),
+          edit_json("codes/codes.json", set_item("shards", [1]))),
+    Fault("stats-shard-truncated", STATS, ("00000.idx.npy: not a readable .npy file",), truncate("codes/00000.idx.npy")),
+    Fault("stats-shard-short", STATS, ("00000.cell.npy: shape (3,), codes.json expects",), short_shard),
+    Fault("stats-activations-gone", STATS, ("nowhere/extract.json: missing",),
+          edit_json("codes/codes.json", set_item("activations", "nowhere"))),
+    Fault("stats-top-genes-negative", STATS + " --top-genes -3", ("'--top-genes'", "-3 is not in the range x>=1")),
+    Fault("stats-min-support-0", STATS + " --min-support 0", ("'--min-support'", "x>=1")),
+    Fault("stats-top-cells-0", STATS + " --top-cells 0", ("'--top-cells'", "x>=1")),
+    Fault("stats-cell-type-column", STATS + " --cell-type-column nope", ("obs has no column 'nope'",)),
+    Fault("stats-out-is-codes", STATS.replace("--out stats", "--out codes"), ("codes", "not a statistics folder")),
+    # annotate (the previous annotation must survive each)
+    Fault("annotate-universe-empty", ANNOTATE + " --universe empty.txt", ("'--universe'", "empty.txt: holds no gene"),
+          put("empty.txt", "\n\n")),
+    Fault("annotate-universe-binary", ANNOTATE + " --universe bin.txt", ("'--universe'", "not a UTF-8 text file"),
+          put("bin.txt", b"\xff\xfe\x00")),
+    Fault("annotate-alpha-1.5", ANNOTATE + " --alpha 1.5", ("'--alpha'", "1.5 is not in the range 0<x<1")),
+    Fault("annotate-alpha-nan", ANNOTATE + " --alpha nan", ("'--alpha'", "not a finite number")),
+    Fault("annotate-alpha-0", ANNOTATE + " --alpha 0", ("'--alpha'", "0<x<1")),
+    Fault("annotate-sizes-crossed", ANNOTATE + " --max-size 1", ("--min-size 2 is larger than --max-size 1",)),
+    Fault("annotate-top-n-0", ANNOTATE + " --top-n 0", ("'--top-n'", "x>=1")),
+    Fault("annotate-string-score", ANNOTATE + " --string-min-score 2000", ("'--string-min-score'", "0<=x<=1000")),
+    Fault("annotate-layer-beyond-int16", ANNOTATE.replace("--layer 0", "--layer 40000"), ("'--layer'", "0<=x<=32767")),
+    Fault("annotate-geneset-missing", ANNOTATE + " --genesets X=nowhere.gmt", ("'--genesets'", "nowhere.gmt: no such file")),
+    Fault("annotate-geneset-gz-garbage", ANNOTATE.replace("Hallmark", "junk.gmt.gz"),
+          ("junk.gmt.gz: not a readable gzip file",), put("junk.gmt.gz", b"\x1f\x8b" + b"garbage" * 20)),
+    Fault("annotate-trrust-missing", ANNOTATE + " --trrust nowhere.tsv", ("'--trrust'", "does not exist")),
+    Fault("annotate-nan-key-row", ANNOTATE.replace("stats/feature_genes.parquet --layer 0", "genes.csv"),
+          ("genes.csv: column 'feature'", "(row 7: nan)"), gene_table("genes.csv", nan_feature)),
+    Fault("annotate-feature-beyond-int32", ANNOTATE.replace("stats/feature_genes.parquet --layer 0", "genes.csv"),
+          ("column 'feature' must hold whole numbers from 0 to 2147483647", "row 5"),
+          gene_table("genes.csv", big("feature", 2**40))),
+    Fault("annotate-layer-column-beyond-int16", ANNOTATE.replace("stats/feature_genes.parquet --layer 0", "genes.csv"),
+          ("column 'layer' must hold whole numbers from 0 to 32767", "row 5"), gene_table("genes.csv", big("layer", 40000))),
+    Fault("annotate-table-no-rank", ANNOTATE.replace("stats/feature_genes.parquet --layer 0", "genes.csv"),
+          ("genes.csv: missing column(s) rank",), gene_table("genes.csv", lambda df: df.drop(columns=["rank"]))),
+    Fault("annotate-genes-inside-out", ANNOTATE.replace("stats/feature_genes.parquet", "annotation/genes.parquet"),
+          ("--genes is inside --out",),
+          lambda ws: shutil.copy(ws / "stats" / "feature_genes.parquet", ws / "annotation" / "genes.parquet")),
+    Fault("annotate-out-other-output", ANNOTATE.replace("--out annotation", "--out stats"), ("stats", "not an annotation folder")),
+    Fault("annotate-seed-negative", ANNOTATE + " --seed -5", ("'--seed'", "0<=x<=4294967295")),
+    # the command line itself
+    Fault("unknown-option", "render --bogus", ("No such option", "--bogus")),
+    Fault("unknown-command", "publish", ("No such command 'publish'",)),
+]
+
+# Damaged predecessor files the importer (import_biodyn.py, the site helper's) still answers with an
+# "internal error" line (exit 1) instead of naming the file: strict, so each turns red once it is fixed.
+IMPORTER_GAPS = [
+    Fault("import-module-members-objects", IMPORT, ("modules.json",),
+          source_json("modules.json", first(lambda r: {**r, "features": [{"x": 1}]}))),
+    Fault("import-module-top-anns-number", IMPORT, ("modules.json",),
+          source_json("modules.json", first(lambda r: {**r, "top_anns": 5}))),
+    Fault("import-cross-layer-edge-no-a", IMPORT, ("cross_layer_graph.json",),
+          source_json("cross_layer_graph.json", lambda d: {"L0_L1": {"edges": [{"b": 2}]}})),
+    Fault("import-cross-layer-pmi-text", IMPORT, ("cross_layer_graph.json",),
+          source_json("cross_layer_graph.json", lambda d: {"L0_L1": {"edges": [{"a": 1, "b": 2, "pmi": "high"}]}})),
+    Fault("import-causal-entry-no-i", IMPORT, ("causal_patching.json",),
+          source_json("causal_patching.json", lambda d: {**d, "features": [{"nc": 3}]})),
+    Fault("import-causal-layer-text", IMPORT, ("causal_patching.json",),
+          source_json("causal_patching.json", set_item("layer", "zero"))),
+    Fault("import-coordinate-text", IMPORT, ("layer_00_positions.json",),
+          source_json("layer_00_positions.json", first(lambda r: ["a", "b"]))),
+    Fault("import-summary-layers-number", IMPORT, ("global_summary.json",),
+          source_json("global_summary.json", set_item("layers", 5))),
+    Fault("import-summary-value-text", IMPORT, ("global_summary.json",),
+          source_json("global_summary.json", set_item("layers", [{"layer": 0, "variance_explained": "high"}]))),
+    Fault("import-feature-beyond-int32", IMPORT, ("layer_00_features.json",),
+          source_json("layer_00_features.json", first(lambda r: {**r, "i": 2**40}))),
+    Fault("import-layer-beyond-int16", IMPORT, ("layer_40000",), rename_layer),
+    Fault("import-celltypes-entry-array", IMPORT, ("layer_00_celltypes.json",),
+          source_json("layer_00_celltypes.json", lambda d: {**d, "features": {"0": [1]}})),
+]
+
+
+def check_fault(ws: Path, ckpt: Path, fault: Fault, capsys) -> None:
+    if fault.setup:
+        fault.setup(ws)
+    before = snapshot(ws)
+    args = [a.format(ckpt=ckpt, sample=SAMPLE) for a in shlex.split(fault.command)]
+    code, out, err = run(args, capsys)
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), f"status {code}, stderr:\n{err}"
+    for words in fault.says:
+        assert words in lines[0], lines[0]
+    assert snapshot(ws) == before, "the workspace changed"
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_bad_input_is_one_line_and_changes_nothing(ws, ckpt, fault, capsys):
+    check_fault(ws, ckpt, fault, capsys)
+
+
+@pytest.mark.parametrize("fault", [pytest.param(f, marks=pytest.mark.xfail(
+    strict=True, reason="import_biodyn.py gives an internal error here (listed for the site helper)")) for f in IMPORTER_GAPS],
+    ids=[f.id for f in IMPORTER_GAPS])
+def test_importer_names_the_damaged_file(ws, ckpt, fault, capsys):
+    check_fault(ws, ckpt, fault, capsys)
+
+
+def test_the_table_is_large_and_its_ids_unique():
+    assert len(FAULTS) >= 60 and len({f.id for f in FAULTS + IMPORTER_GAPS}) == len(FAULTS) + len(IMPORTER_GAPS)
+
+
+# ----- the boundary itself -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("error, line, status", [
+    (PermissionError(13, "Permission denied", "/data/site/x"), "/data/site/x: Permission denied", 2),
+    (OSError(28, "No space left on device"), "No space left on device", 2),
+    (KeyboardInterrupt(), "interrupted", 130),
+    (ValueError("bad\nthing"), "internal error (ValueError: bad\nthing)", 1),
+])
+def test_describe_turns_errors_into_a_line_and_a_status(error, line, status):
+    message, code = describe(error)
+    assert message.startswith(line) and code == status
+
+
+def test_debug_shows_the_traceback(ws):
+    with pytest.raises(Exception, match="'nope' not found"):
+        main(["--debug", "render", "--atlas", "nope"])
+
+
+# ----- signals: a killed command leaves the previous output, and the next run tidies up ------------------------
+
+def cli_process(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_when_writing(proc: subprocess.Popen, folder: Path, prefix: str, sig: int) -> bool:
+    """Send `sig` as soon as the command's temporary folder appears; False if it finished first."""
+    while proc.poll() is None:
+        if any(n.startswith(prefix) for n in os.listdir(folder)):
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+@pytest.mark.parametrize("command", ["import", "render"])
+def test_sigkill_keeps_the_previous_output_and_the_rerun_cleans_up(ws, command):
+    if command == "import":
+        biodyn_source(ws / "big", n_layers=4, n_features=3000, seed=1)
+        args, folder, name = ["import", "biodyn", "big", "--atlas", "imported"], ws / "atlas_data", "imported"
+    else:
+        m, t = make_synthetic(4, 2048, seed=2)
+        write_atlas(ws / "atlas_data" / "demo", m, t)
+        args, folder, name = ["render", "--atlas", "demo"], ws / "site", "demo"
+    before = snapshot(folder / name)
+    proc = cli_process(args, ws)
+    assert interrupt_when_writing(proc, folder, f".{name}.tmp-", signal.SIGKILL), "finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    assert snapshot(folder / name) == before  # the previous output, byte for byte
+    assert leftovers(folder), "the kill left no temporary folder: the test did not test anything"
+    rerun = cli_process(args, ws)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert leftovers(folder) == []
+    assert snapshot(folder / name) != before
+    if command == "import":
+        assert validate(folder / name) == []
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing(ws):
+    m, t = make_synthetic(4, 2048, seed=2)
+    write_atlas(ws / "atlas_data" / "demo", m, t)
+    before = snapshot(ws / "site")
+    proc = cli_process(["render", "--atlas", "demo"], ws)
+    assert interrupt_when_writing(proc, ws / "site", ".demo.tmp-", signal.SIGINT)
+    assert proc.returncode == 130 and proc.stderr.read() == "error: interrupted\n"
+    assert snapshot(ws / "site") == before
+
+
+# ----- read-only folders: the check must hold for a user without root's powers --------------------------------
+
+READ_ONLY = [
+    ("render", "render --atlas demo", "site", "'--site'"),
+    ("import", IMPORT, "atlas_data", "'--data-dir'"),
+    ("extract", EXTRACT.replace("--out acts", "--out ro/acts"), "ro", "'--out'"),
+    ("train", TRAIN.replace("--out sae", "--out ro/sae"), "ro", "'--out'"),
+    ("encode", ENCODE.replace("--out codes", "--out ro/codes"), "ro", "'--out'"),
+    ("stats", STATS.replace("--out stats", "--out ro/stats"), "ro", "'--out'"),
+    ("annotate", ANNOTATE.replace("--out annotation", "--out ro/annotation"), "ro", "'--out'"),
+]
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which file modes apply: nothing for a normal user; for root, setpriv dropping
+    the capabilities that override them (`nobody` cannot reach an interpreter installed under /root)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: file modes cannot be made to apply")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+@pytest.mark.parametrize("name, command, folder, option", READ_ONLY, ids=[r[0] for r in READ_ONLY])
+def test_read_only_output_folder(ws, ckpt, name, command, folder, option):
+    (ws / "ro").mkdir()
+    prefix = unprivileged()
+    os.chmod(ws / folder, 0o555)
+    try:
+        probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(ws / folder / 'probe')!r}, 'w')"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            pytest.skip("file modes do not apply here (e.g. a file system without permissions)")
+        before = snapshot(ws)
+        args = [a.format(ckpt=ckpt, sample=SAMPLE) for a in shlex.split(command)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([*prefix, sys.executable, "-m", "builder.cli", *args], cwd=ws, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: Invalid value for {option}: cannot write in ") and "permission denied" in proc.stderr
+        assert snapshot(ws) == before
+    finally:
+        os.chmod(ws / folder, 0o755)
