@@ -308,9 +308,9 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_min_scor
 
     if min_size > max_size:
         raise AtlasError(f"--min-size {min_size} is larger than --max-size {max_size}")
-    gmts = [("--genesets", Path(g.partition("=")[2] or g)) for g in genesets if Path(g.partition("=")[2] or g).is_file()]
+    gmts = [Path(g.partition("=")[2] or g) for g in genesets]  # bundled names are no paths
     check_disjoint([("--out", out)], [("--genes", genes), ("--trrust", trrust), ("--string", string_links),
-                                      ("--string-info", string_info), *gmts])
+                                      ("--string-info", string_info), *(("--genesets", p) for p in gmts if p.is_file())])
     table = ann_mod.read_gene_table(genes, layer)
     dbs = load_genesets(genesets)
     nets = []

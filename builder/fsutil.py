@@ -62,7 +62,11 @@ def _locked(folder: Path) -> Iterator[None]:
     """An exclusive flock on `folder` itself (no lock file left behind); released when the fd closes."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without locks (some network mounts): swap unlocked
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
         yield
     finally:
         os.close(fd)
