@@ -187,8 +187,7 @@ activations_option = click.option("--activations", type=in_dir(), required=True,
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of initialisation, shuffling and the held-out cells.")
 def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_size, lr, aux_coef, holdout, seed):
     """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
-    import pyarrow.parquet as pq
-
+    from .fsutil import read_parquet
     from .pipeline.extract import read_activations
     from .pipeline.sae import TrainConfig, train
 
@@ -197,7 +196,9 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
     if k > expansion * acts.shape[1]:
         raise AtlasError(f"--k {k}: more than the SAE's {expansion * acts.shape[1]} features "
                          f"(--expansion {expansion} x width {acts.shape[1]})")
-    cells = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
+    cells = read_parquet(Path(activations) / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
+    if len(cells) != len(acts):
+        raise AtlasError(f"{activations}/tokens.parquet: {len(cells)} rows for {len(acts)} activation rows")
     cfg = TrainConfig(expansion=expansion, k=k, centering=centering, epochs=epochs, batch_size=batch_size, lr=lr,
                       aux_coef=aux_coef, holdout=holdout, seed=seed)
     t0 = time.perf_counter()
@@ -240,21 +241,25 @@ def sae_encode(sae_path, activations, layer, out):
 @setting_option("--top-cells", "stats.top_cells", default=10, show_default=True)
 def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
     """Feature statistics from codes: frequency, means, max, histograms, top genes and cells, cell-type tests."""
-    import pyarrow.parquet as pq
-
+    from .fsutil import read_parquet
     from .jsonio import read_json
     from .pipeline.encode import read_codes
     from .pipeline.stats import StatsConfig, feature_stats, write_stats
 
     record, _ = read_codes(codes)
-    acts_dir = Path(str(record.get("activations")))
+    if not isinstance(record.get("activations"), str):
+        raise AtlasError(f"{codes / 'codes.json'}: field 'activations' must name the activations folder")
+    acts_dir = Path(record["activations"])
     extract = read_json(acts_dir / "extract.json")
-    h5ad = Path(str(extract.get("dataset", {}).get("path")))
+    ds = extract.get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("path"), str) or not isinstance(ds.get("cells"), int):
+        raise AtlasError(f"{acts_dir / 'extract.json'}: field 'dataset' must be an object with a path and cells")
+    h5ad = Path(ds["path"])
     check_disjoint([("--out", out)], [("--codes", codes), ("the activations of codes.json", acts_dir),
                                       ("the dataset of extract.json", h5ad)])
-    tokens = pq.read_table(acts_dir / "tokens.parquet", columns=["token_id", "gene"]).to_pandas().drop_duplicates()
+    tokens = read_parquet(acts_dir / "tokens.parquet", ["token_id", "gene"]).to_pandas().drop_duplicates()
     names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
-    obs = _read_obs(h5ad).iloc[: extract["dataset"]["cells"]]
+    obs = _read_obs(h5ad).iloc[: ds["cells"]]
     types = None
     if cell_type_column is not None:
         if cell_type_column not in obs.columns:

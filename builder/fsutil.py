@@ -187,6 +187,21 @@ def read_maybe_gzip(path: Path) -> bytes:
         raise AtlasError(f"{path}: not a readable gzip file ({e or 'truncated'})") from None
 
 
+def read_parquet(path: Path, columns: list[str] | None = None):
+    """A Parquet table; a missing or damaged file, or a missing column, is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise AtlasError(f"{path}: missing")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise AtlasError(f"{path}: not a readable Parquet file with columns {', '.join(columns or ['(any)'])} "
+                         f"({str(e).splitlines()[0]})") from None
+
+
 def check_replaceable(path: Path, marker: str, what: str) -> Path:
     """Refuse to replace `path` unless it is absent, an empty folder, or a folder holding `marker`."""
     path = Path(path)

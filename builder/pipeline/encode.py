@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import AtlasError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, read_parquet
 from ..jsonio import read_json
 from .sae import TopKSAE, n_nonfinite
 
@@ -80,12 +80,12 @@ def encode_stream(sae: TopKSAE, chunks: Iterable[tuple[np.ndarray, np.ndarray, n
 
 def encode_activations(sae: TopKSAE, activations: Path, layer: int, out: Path, meta: dict) -> dict:
     """Encode one layer of an activations folder (written by `extract`) into a codes folder."""
-    import pyarrow.parquet as pq
-
     from .extract import read_activations
 
     acts, _ = read_activations(activations, layer)
-    tokens = pq.read_table(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
+    tokens = read_parquet(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
+    if tokens.num_rows != len(acts):
+        raise AtlasError(f"{activations}/tokens.parquet: {tokens.num_rows} rows for {len(acts)} activation rows")
     cells, genes = tokens["cell"].to_numpy(), tokens["token_id"].to_numpy()
     step = 65_536
     chunks = ((np.asarray(acts[s:s + step]), cells[s:s + step], genes[s:s + step]) for s in range(0, len(acts), step))
