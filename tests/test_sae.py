@@ -215,7 +215,8 @@ def test_sae_cli_end_to_end_and_bad_input(tiny, tmp_path, capsys):
          "not a known SAE layout"),
         (["sae", "train", "--activations", str(acts), "--layer", "0", "--out", "{out}"],
          "layer_00.npy: shape (0, 64), extract.json expects"),
-        (["sae", "train", "--activations", str(tmp_path), "--layer", "0", "--out", "{out}"], "not an activations folder"),
+        (["sae", "train", "--activations", str(tmp_path / "junk"), "--layer", "0", "--out", "{out}"],
+         "not an activations folder"),
     ]
     for args, message in cases:
         out_dir = tmp_path / "out"
