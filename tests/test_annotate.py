@@ -11,8 +11,9 @@ import scipy.sparse as sp
 from scipy.stats import fisher_exact, hypergeom
 from statsmodels.stats.multitest import multipletests
 
-from builder.pipeline.annotate import (AnnotateConfig, annotate, bh, degree_fit, haldane_odds, membership, network_tests, null_lists,
-                              set_tests)
+from builder.pipeline.annotate import (AnnotateConfig, annotate, degree_fit, membership, network_tests, null_lists,
+                                       set_tests)
+from builder.pipeline.multitest import bh, haldane_odds
 from builder.errors import AtlasError
 from builder.pipeline.genesets import bundled, load_genesets, read_gmt, read_string, read_trrust
 from test_cli import run

@@ -27,6 +27,7 @@ from scipy.stats import hypergeom, poisson
 
 from ..errors import AtlasError
 from .genesets import GeneSets, Network, normalise_gene
+from .multitest import bh, haldane_odds
 
 
 ANY = "any database"  # the rates row of features annotated in at least one database
@@ -55,19 +56,6 @@ def sf_table(N: int, K: np.ndarray, n: np.ndarray):
     return table, Ki.ravel(), ni.ravel()
 
 
-def bh(p: np.ndarray, m: int) -> np.ndarray:
-    """Benjamini-Hochberg q-values of `p` in a family of m tests, where every test left out has p >= max(p)."""
-    p = np.asarray(p, dtype=np.float64)
-    if m < p.size:
-        raise ValueError("family smaller than the tests given")
-    order = np.argsort(p, kind="stable")
-    q = p[order] * m / np.arange(1, p.size + 1)
-    q = np.minimum.accumulate(q[::-1])[::-1]
-    out = np.empty_like(q)
-    out[order] = np.minimum(q, 1.0)
-    return out
-
-
 def membership(lists: list[list[int]], n_cols: int) -> sp.csr_matrix:
     """Binary rows x genes matrix from lists of gene indices."""
     indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
@@ -90,13 +78,6 @@ def set_tests(F: sp.csr_matrix, T: sp.csc_matrix, keep: float = 1.0, block: int 
         for acc, v in zip(out, (r[sel], c[sel], k[sel], p[sel])):
             acc.append(v)
     return tuple(np.concatenate(a) if a else np.zeros(0) for a in out)
-
-
-def haldane_odds(k, n, K, N):
-    """Odds ratio of the 2x2 table with 0.5 added to every cell, so it stays finite."""
-    a, b, c = k + 0.5, n - k + 0.5, K - k + 0.5
-    d = N - K - n + k + 0.5
-    return a * d / (b * c)
 
 
 def degree_fit(deg: np.ndarray, tol: float = 1e-10, max_iter: int = 2000) -> np.ndarray:

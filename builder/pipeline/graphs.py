@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import poisson
 
-from .annotate import bh
+from .multitest import bh
 
 
 @dataclass(frozen=True)
