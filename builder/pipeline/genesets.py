@@ -7,17 +7,22 @@ because matching numbers against symbols would silently find nothing.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from ..errors import AtlasError
-from ..fsutil import read_maybe_gzip
+from ..fsutil import read_maybe_gzip, sha256_file
 from ..geneids import gencode, is_ensembl, normalise_ensembl
 
 ENTREZ = re.compile(r"^\d+$")
@@ -43,6 +48,7 @@ class Network:
     meta: dict = field(default_factory=dict)
 
 
+@lru_cache(maxsize=1 << 17)
 def normalise_gene(value: str) -> str | None:
     """Upper-cased symbol; Ensembl ids become their GENCODE symbol (None if unknown)."""
     v = str(value).strip()
@@ -55,6 +61,16 @@ def _check_gene(token: str, where: str) -> None:
     if ENTREZ.match(token):
         raise AtlasError(f"{where}: {token!r} looks like an Entrez gene id (a number); gene symbols or Ensembl "
                          "ids were expected")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_lines(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8", errors="replace") if _is_gzip(path) else \
+        open(path, encoding="utf-8", errors="replace")
 
 
 def _open_text(path: Path):
@@ -154,54 +170,169 @@ def read_trrust(path: Path) -> tuple[GeneSets, Network]:
             Network("TRRUST edges", sorted(edges), dict(meta, title="TRRUST TF-target edges among top genes")))
 
 
-def read_string(links: Path, info: Path | None = None, min_score: int = 700) -> Network:
-    """STRING links (protein1 protein2 [...] combined_score; header optional) with a combined-score cut-off.
+STRING_CHANNELS = ("neighborhood", "fusion", "cooccurence", "coexpression", "experimental", "database",
+                   "textmining")  # STRING's order, which its combination multiplies in
+# Experiments and curated databases: evidence that two proteins interact, not that their genes are expressed
+# together. The combined score also counts co-expression and text mining, which favour lists made from
+# expression data by construction.
+DEFAULT_STRING_CHANNELS = ("experimental", "database")
+STRING_PRIOR = 0.041  # STRING's prior of a link: removed from each channel, put back once
+COMBINED = "combined"
 
-    Ids are STRING protein ids (9606.ENSP...), translated with the protein.info file, or gene symbols.
+
+def parse_string_channels(spec: str) -> tuple[str, ...] | str:
+    """"experimental,database" -> ("experimental", "database"); "combined" -> COMBINED (the combined_score)."""
+    names = [x.strip().lower() for x in str(spec).split(",") if x.strip()]
+    if names == [COMBINED]:
+        return COMBINED
+    bad = [x for x in names if x not in STRING_CHANNELS]
+    if bad or not names:
+        raise AtlasError(f"STRING channels {spec!r}: expected {COMBINED!r} or a comma-separated subset of "
+                         f"{', '.join(STRING_CHANNELS)}")
+    return tuple(c for c in STRING_CHANNELS if c in names)
+
+
+def string_score(channels: dict[str, np.ndarray]) -> np.ndarray:
+    """STRING's combined score (0-1000) from channel scores (0-1000), as STRING's combine_subscores does.
+
+    Each score s/1000 loses the prior, s' = (max(s, prior) - prior) / (1 - prior); a channel's direct and
+    transferred parts combine as 1 - (1 - a')(1 - b'); the channels as 1 - prod(1 - s'); the prior is put
+    back once and the result truncated to an integer. Homology is left out, as in STRING v12.
+    """
+    one_minus = None
+    for name in STRING_CHANNELS:
+        if name not in channels:
+            continue
+        parts = channels[name] if isinstance(channels[name], tuple) else (channels[name],)
+        rest = 1.0
+        for v in parts:
+            rest = rest * (1.0 - (np.maximum(np.asarray(v, np.float64) / 1000, STRING_PRIOR) - STRING_PRIOR)
+                           / (1 - STRING_PRIOR))
+        both = 1.0 - rest  # STRING's own order of operations, so the truncation agrees to the unit
+        one_minus = (1.0 - both) if one_minus is None else one_minus * (1.0 - both)
+    combined = (1.0 - one_minus) * (1.0 - STRING_PRIOR) + STRING_PRIOR
+    return np.floor(combined * 1000).astype(np.int64)
+
+
+def read_string(links: Path, info: Path | None = None, min_score: int = 700,
+                channels: tuple[str, ...] | str = DEFAULT_STRING_CHANNELS) -> Network:
+    """STRING links whose score, recombined from `channels` (or the file's combined_score), is >= min_score.
+
+    The channel columns come from STRING's detailed links file (protein1 protein2 neighborhood ... combined_score)
+    or its full one (with the *_transferred columns, and `experiments` for experimental). A file without them
+    is refused unless `channels` is COMBINED. Ids are STRING protein ids (9606.ENSP...), translated with the
+    protein.info file, or gene symbols.
     """
     links = Path(links)
-    raw, text = _open_text(links)
+    if not links.is_file():
+        raise AtlasError(f"{links}: no such file")
     names = _string_info(Path(info)) if info else None
-    edges = set()
-    score_col = -1
-    for no, line in enumerate(text.read().splitlines(), 1):
-        where = f"{links}:{no}"
-        fields = line.split()
-        if not fields:
-            continue
-        if no == 1 and not fields[-1].lstrip("-").isdigit():
-            if "combined_score" not in fields:
-                raise AtlasError(f"{where}: no combined_score: STRING links need a score column for the "
-                                 "cut-off (header protein1 protein2 ... combined_score, or three columns)")
-            score_col = fields.index("combined_score")
-            continue
-        if len(fields) < 3:
-            raise AtlasError(f"{where}: STRING line has no score: expected protein1 protein2 combined_score, "
-                             f"got {len(fields)} column(s)")
-        try:
-            score = int(float(fields[score_col]))
-        except ValueError:
-            raise AtlasError(f"{where}: STRING score {fields[score_col]!r} is not a number") from None
-        if score < min_score:
-            continue
-        pair = []
-        for token in fields[:2]:
-            _check_gene(token, where)
-            if STRING_PROTEIN.match(token):
-                if names is None:
-                    raise AtlasError(f"{where}: {token!r} is a STRING protein id; give the protein.info file "
-                                     "(--string-info) to map it to a gene")
-                g = names.get(token)
-            else:
-                g = normalise_gene(token)
-            pair.append(g)
-        if pair[0] and pair[1] and pair[0] != pair[1]:
-            edges.add(tuple(sorted(pair)))
+    header, columns = _string_header(links, channels)
+    edges, kept = set(), 0
+    for chunk in _string_chunks(links, header):
+        score = _chunk_score(links, chunk, columns, header)
+        chunk = chunk[score >= min_score]
+        kept += len(chunk)
+        for a, b in zip(_string_genes(links, chunk, "protein1", names, header),
+                        _string_genes(links, chunk, "protein2", names, header)):
+            if a and b and a != b:
+                edges.add((a, b) if a < b else (b, a))
+    what = "combined score" if channels == COMBINED else f"score of the {'+'.join(channels)} channels"
     if not edges:
-        raise AtlasError(f"{links}: no STRING links with combined_score >= {min_score}")
-    meta = _meta(links, raw, title=f"STRING interactions (combined score >= {min_score}) among top genes",
-                 min_score=min_score)
+        raise AtlasError(f"{links}: no STRING links with a {what} >= {min_score}")
+    meta = {"file": str(links), "sha256": sha256_file(links), "min_score": min_score,
+            "channels": COMBINED if channels == COMBINED else list(channels),
+            "title": f"STRING interactions ({what} >= {min_score}) among top genes"}
     return Network("STRING", sorted(edges), meta)
+
+
+def _string_header(links: Path, channels) -> tuple[bool, dict]:
+    """(has a header, {channel or 'combined': (column names)}): the columns each requested score comes from."""
+    try:
+        with _open_lines(links) as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, EOFError, zlib.error) as e:
+        raise AtlasError(f"{links}: not a readable gzip file ({e or 'truncated'})") from None
+    fields = first.split()
+    header = bool(fields) and not fields[-1].lstrip("-").replace(".", "", 1).isdigit()
+    if not header:
+        if channels != COMBINED:
+            raise AtlasError(f"{links}: no channel columns (no header naming {', '.join(channels)}); give "
+                             "STRING's protein.links.detailed or .full file, or ask for combined scores "
+                             "explicitly (--string-channels combined)")
+        if len(fields) < 3:
+            raise AtlasError(f"{links}:1: STRING line has no score: expected protein1 protein2 combined_score, "
+                             f"got {len(fields)} column(s)")
+        return False, {COMBINED: (len(fields) - 1,)}
+    present = set(fields)
+    if channels == COMBINED:
+        if "combined_score" not in present:
+            raise AtlasError(f"{links}:1: no combined_score column (first line: {' '.join(fields[:12])})")
+        return True, {COMBINED: ("combined_score",)}
+    out = {}
+    for c in channels:
+        direct = next((n for n in ((c, "experiments") if c == "experimental" else (c,)) if n in present), None)
+        if direct is None:
+            raise AtlasError(f"{links}:1: no {c!r} channel column (first line: {' '.join(fields[:12])}); give "
+                             "STRING's protein.links.detailed or .full file, or ask for combined scores "
+                             "explicitly (--string-channels combined)")
+        out[c] = tuple(n for n in (direct, f"{direct}_transferred") if n in present)
+    return True, out
+
+
+def _string_chunks(links: Path, header: bool, rows: int = 1 << 18):
+    """The file in chunks of rows, every column as text (all of them, so a line with extra fields is caught)."""
+    try:
+        reader = pd.read_csv(links, sep=r"\s+", header=0 if header else None, dtype=str, chunksize=rows,
+                             compression="gzip" if _is_gzip(links) else None)
+        for chunk in reader:
+            if not header:
+                chunk = chunk.rename(columns={0: "protein1", 1: "protein2"})
+            yield chunk
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        where = f"{links}:{m[2]}: expected {m[1]} columns, got {m[3]}" if m else f"{links}: {e}"
+        raise AtlasError(f"{where} (STRING links: whitespace-separated, one value per column)") from None
+    except UnicodeDecodeError as e:
+        raise AtlasError(f"{links}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise AtlasError(f"{links}: not a readable gzip file ({e or 'truncated'})") from None
+
+
+def _chunk_score(links: Path, chunk, columns: dict, header: bool) -> np.ndarray:
+    first_line = int(chunk.index[0]) + (2 if header else 1) if len(chunk) else 0
+    values = {}
+    for name, cols in columns.items():
+        parts = []
+        for col in cols:
+            raw = chunk[col]
+            v = pd.to_numeric(raw, errors="coerce")
+            if v.isna().any():
+                i = int(np.flatnonzero(v.isna().to_numpy())[0])
+                shown = "a missing value" if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
+                raise AtlasError(f"{links}:{first_line + i}: STRING score column {col!r} has {shown} (expected a "
+                                 "number; each line needs protein1 protein2 and a score per column)")
+            parts.append(v.to_numpy(np.float64))
+        values[name] = tuple(parts)
+    if COMBINED in values:
+        return values[COMBINED][0]
+    return string_score(values)
+
+
+def _string_genes(links: Path, chunk, col: str, names: dict | None, header: bool) -> list:
+    ids = chunk[col].astype(str)
+    bad = ids.str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        _check_gene(ids.iloc[i], f"{links}:{int(chunk.index[i]) + (2 if header else 1)}")
+    protein = ids.str.match(STRING_PROTEIN.pattern)
+    if protein.any() and names is None:
+        i = int(np.flatnonzero(protein.to_numpy())[0])
+        raise AtlasError(f"{links}:{int(chunk.index[i]) + (2 if header else 1)}: {ids.iloc[i]!r} is a STRING "
+                         "protein id; give the protein.info file (--string-info) to map it to a gene")
+    mapped = {u: names.get(u) if names is not None and STRING_PROTEIN.match(u) else normalise_gene(u)
+              for u in dict.fromkeys(ids)}
+    return [mapped[x] for x in ids]
 
 
 def _string_info(path: Path) -> dict[str, str]:
