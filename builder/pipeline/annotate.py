@@ -1,296 +1,307 @@
-"""Annotation: each feature's top genes tested against gene-set databases and gene networks, with a null.
+"""Annotation: each feature's top genes tested against gene-set databases and gene networks, beside baselines.
 
-- Set databases (GO, KEGG, Reactome, hallmark, TRRUST TF targets, any GMT): one-sided hypergeometric test of
-  overlap, vectorized over all features x terms (overlaps by one sparse product, p-values looked up in a
-  table of scipy's `hypergeom.sf` over the few distinct (list size, overlap, term size) triples).
-- Networks (STRING, TRRUST edges): edges among the top genes against a degree-preserving null, the
-  maximum-entropy graph whose expected degrees equal the real ones (checked against igraph's
-  degree-preserving rewiring in the tests); the edge count is tested with a Poisson tail. A single edge
-  between two hubs is therefore not a finding.
-- Family for Benjamini-Hochberg: every feature x term test of one database in one layer (untested pairs
-  with no overlap have p = 1 and still count in m).
-- Null baseline: per layer, pseudo-features with exactly the real list sizes and the real number of lists
-  each gene is in, genes otherwise shuffled across features, annotated the same way. The site reports the
-  real rate beside this one.
+- Tests (enrichment.py): a hypergeometric set test per list x term, an edge-count network test per list.
+- One FDR family per layer: every set-database test (lists x terms) and every network test (one per list) of
+  the layer is pooled into one Benjamini-Hochberg family. Labels, per-database rates and the "any database"
+  rate all come from that family, so a label from a 50-term database and one from a 5,000-term database are
+  held to the same standard, and the any-database rate is not a union of separately controlled families.
+- Universe: the genes that could have entered a top list (for a build, the genes with at least `min_support`
+  tokens in the data). Terms are restricted to it; list genes outside it are dropped and counted.
+- Baselines (baselines.py): gene lists made without the SAE, tested the same way; rows for `null_baseline`.
 - Label: the most significant set-database term (smallest q, then larger overlap, then smaller p, then name).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
-from scipy.stats import hypergeom, poisson
 
 from ..errors import AtlasError
+from .baselines import Baseline, curveball, matrix_lists
+from .enrichment import SfTable, degree_fit, network_tests, overlap_members, set_tests
 from .genesets import GeneSets, Network, normalise_gene
 from .multitest import bh, haldane_odds
 
-
 ANY = "any database"  # the rates row of features annotated in at least one database
+RANDOM_GENES_NOTE = ("random_genes: the features' own lists with genes dealt out again at random (curveball), "
+                     "each list keeping its size and each gene its number of lists")
 
 
 @dataclass(frozen=True)
 class AnnotateConfig:
-    top_n: int = 20        # top genes per feature taken into the test (rank < top_n)
-    min_size: int = 5      # term size bounds, counted inside the universe
+    top_n: int = 20          # genes per list in the tests: rank <= top_n (ranks start at 1)
+    min_size: int = 5        # term size bounds, counted inside the universe
     max_size: int = 500
-    alpha: float = 0.05    # BH level for a term to count as an enrichment
-    seed: int = 0          # seed of the null pseudo-features
-    block: int = 4096      # features per sparse product
-
-
-def sf_table(N: int, K: np.ndarray, n: np.ndarray):
-    """scipy's hypergeom.sf(k - 1, N, K, n) for every k <= max(n) and every distinct term size K and list size n.
-
-    There are few distinct (k, K, n) triples, so a lookup in this table gives scipy's exact values for
-    millions of tests at the cost of an index.
-    """
-    Ku, Ki = np.unique(np.asarray(K, np.int64), return_inverse=True)
-    nu, ni = np.unique(np.asarray(n, np.int64), return_inverse=True)
-    k = np.arange(int(nu.max(initial=0)) + 1)
-    table = hypergeom.sf(k[:, None, None] - 1, N, Ku[None, :, None], nu[None, None, :])
-    return table, Ki.ravel(), ni.ravel()
-
-
-def membership(lists: list[list[int]], n_cols: int) -> sp.csr_matrix:
-    """Binary rows x genes matrix from lists of gene indices."""
-    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
-    indices = np.fromiter((g for x in lists for g in x), dtype=np.int64, count=int(indptr[-1]))
-    return sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(len(lists), n_cols))
-
-
-def set_tests(F: sp.csr_matrix, T: sp.csc_matrix, keep: float = 1.0, block: int = 4096):
-    """Every feature x term hypergeometric test with overlap >= 1; returns (row, col, k, p) where p <= keep."""
-    N = F.shape[1]
-    n = np.asarray(F.sum(axis=1)).ravel().astype(np.int64)
-    K = np.asarray(T.sum(axis=0)).ravel().astype(np.int64)
-    table, Ki, ni = sf_table(N, K, n)
-    out = [[], [], [], []]
-    for start in range(0, F.shape[0], block):
-        O = (F[start:start + block] @ T).tocoo()
-        r, c, k = O.row.astype(np.int64) + start, O.col.astype(np.int64), np.rint(O.data).astype(np.int64)
-        p = table[k, Ki[c], ni[r]]
-        sel = p <= keep
-        for acc, v in zip(out, (r[sel], c[sel], k[sel], p[sel])):
-            acc.append(v)
-    return tuple(np.concatenate(a) if a else np.zeros(0) for a in out)
-
-
-def degree_fit(deg: np.ndarray, tol: float = 1e-10, max_iter: int = 2000) -> np.ndarray:
-    """Fitness x per node of the maximum-entropy graph with these expected degrees (Park & Newman 2004).
-
-    Pair (a, b) is linked with probability x_a x_b / (1 + x_a x_b), and every node's expected degree equals
-    its observed one. Nodes of equal degree share x, so the fixed point runs over distinct degrees only.
-    """
-    deg = np.asarray(deg, dtype=np.float64)
-    alive = deg > 0
-    du, inv, cnt = np.unique(deg[alive], return_inverse=True, return_counts=True)
-    x = du / np.sqrt(max(du @ cnt, 1.0))
-    for _ in range(max_iter):
-        P = x[:, None] * x[None, :]
-        s = (cnt[None, :] * x[None, :] / (1 + P)).sum(axis=1) - x / (1 + x * x)  # no self-pair
-        new = 0.5 * x + 0.5 * du / np.maximum(s, 1e-300)
-        done = np.max(np.abs(new - x) / x, initial=0) < tol
-        x = new
-        if done:
-            break
-    out = np.zeros(deg.size)
-    out[alive] = x[inv.ravel()]
-    return out
-
-
-def network_tests(F: sp.csr_matrix, A: sp.csr_matrix, block: int = 4096):
-    """Edges among each row's genes, their expectation under the degree-preserving null, and the Poisson tail p.
-
-    The sum of independent pair probabilities has a smaller variance than the Poisson of the same mean, so the
-    Poisson tail errs towards larger p-values.
-    """
-    x = degree_fit(np.asarray(A.sum(axis=1)).ravel())
-    e = np.asarray((F @ A).multiply(F).sum(axis=1)).ravel() / 2
-    lam = np.zeros(F.shape[0])
-    width = int(np.diff(F.indptr).max(initial=0))
-    for start in range(0, F.shape[0], block):
-        rows = F[start:start + block]
-        X = np.zeros((rows.shape[0], width))
-        lens = np.diff(rows.indptr)
-        pos = np.arange(rows.nnz) - np.repeat(rows.indptr[:-1], lens)
-        X[np.repeat(np.arange(rows.shape[0]), lens), pos] = x[rows.indices]
-        XX = X[:, :, None] * X[:, None, :]
-        lam[start:start + block] = np.triu(XX / (1 + XX), 1).sum(axis=(1, 2))
-    p = np.where(e > 0, poisson.sf(e - 1, lam), 1.0)
-    return e.astype(np.int64), lam, p
-
-
-def null_lists(F: sp.csr_matrix, seed, rounds: int = 5) -> sp.csr_matrix:
-    """Pseudo-features with exactly the rows' sizes and each gene's frequency, genes otherwise at random.
-
-    Curveball trades (Strona et al. 2014): pair the rows at random; each pair keeps the genes it shares and
-    deals the others out again at random, sizes unchanged. Every gene keeps its count across rows.
-    """
-    rng = np.random.default_rng(seed)
-    rows = [F.indices[F.indptr[i]:F.indptr[i + 1]].tolist() for i in range(F.shape[0])]
-    for _ in range(rounds):
-        order = rng.permutation(len(rows))
-        for a, b in zip(order[0::2], order[1::2]):
-            A, B = set(rows[a]), set(rows[b])
-            shared = A & B
-            pool = sorted((A | B) - shared)
-            if not pool:
-                continue
-            pool = [pool[i] for i in rng.permutation(len(pool))]
-            n_a = len(A) - len(shared)
-            rows[a] = sorted(shared.union(pool[:n_a]))
-            rows[b] = sorted(shared.union(pool[n_a:]))
-    return membership(rows, F.shape[1])
+    alpha: float = 0.05      # BH level over the pooled family of a layer
+    seed: int = 0            # seed of the random_genes baseline
+    random_genes: bool = True  # the frequency-matched random-list baseline (as costly as the features)
+    block: int = 4096        # lists per sparse product
 
 
 ENRICHMENTS = pa.schema([
     ("layer", pa.int16()), ("feature", pa.int32()), ("database", pa.string()), ("term", pa.string()),
     ("p", pa.float64()), ("q", pa.float64()), ("odds_ratio", pa.float64()), ("overlap", pa.int32()),
     ("overlap_genes", pa.list_(pa.string())), ("set_size", pa.int32()), ("edge_density", pa.float64())])
+LABELS = pa.schema([("layer", pa.int16()), ("feature", pa.int32()), ("n_enrichments", pa.int32()),
+                    ("label", pa.string()), ("label_database", pa.string()), ("label_q", pa.float64())])
+RATES = pa.schema([("layer", pa.int16()), ("database", pa.string()), ("n_features", pa.int32()),
+                   ("annotated", pa.int32()), ("null_annotated", pa.int32())])
+BASELINE_ROWS = pa.schema([("layer", pa.int16()), ("analysis", pa.string()), ("measure", pa.string()),
+                           ("baseline", pa.string()), ("observed", pa.float64()), ("expected", pa.float64()),
+                           ("note", pa.string())])
 
 
 @dataclass
 class Annotation:
-    enrichments: pa.Table   # significant tests (q <= alpha)
+    enrichments: pa.Table   # tests with pooled q <= alpha
     labels: pa.Table        # layer, feature, n_enrichments, label, label_database, label_q
-    rates: pa.Table         # layer, database, n_features, annotated, null_annotated
-    meta: dict
+    rates: pa.Table         # layer, database, n_features, annotated, null_annotated (= random_genes)
+    baselines: pa.Table     # rows of the atlas null_baseline table, one per layer x database x baseline
+    meta: dict = field(default_factory=dict)
 
 
-def _table_layers(genes: pd.DataFrame, cfg: AnnotateConfig):
-    missing = [c for c in ("layer", "feature", "gene", "rank") if c not in genes.columns]
-    if missing:
-        raise AtlasError(f"gene table: missing column(s) {', '.join(missing)} (needs layer, feature, gene, rank)")
-    g = genes[genes["rank"] < cfg.top_n].copy()
-    g["gene"] = [normalise_gene(x) for x in g["gene"].astype(str)]
-    return g.dropna(subset=["gene"]).sort_values(["layer", "feature", "rank"], kind="stable")
+class _Universe:
+    """One gene universe made ready for testing: gene index, term matrices, networks, the p-value table."""
+
+    def __init__(self, names: list[str], databases, networks, cfg: AnnotateConfig):
+        if not names:
+            raise AtlasError("universe: no genes (give the genes that could enter a top list)")
+        self.names = np.asarray(names, dtype=object)
+        self.index = pd.Index(names)
+        self.N = N = len(names)
+        self.sets = [(db.name, *_term_matrix(db, self.index, N, cfg)) for db in databases]
+        self.nets = []
+        for net in networks:
+            A = _adjacency(net, self.index, N)
+            self.nets.append((net.name, A, degree_fit(np.asarray(A.sum(axis=1)).ravel())))
+        self.term_sizes = np.concatenate([s[3] for s in self.sets] + [np.zeros(1, np.int64)])
+        self.sf = SfTable(N, self.term_sizes, cfg.top_n)
+        self.db_names = [s[0] for s in self.sets] + [n[0] for n in self.nets]
+        self.tests_per_list = sum(len(s[2]) for s in self.sets) + len(self.nets)
+
+    def fit(self, F: sp.csr_matrix) -> None:
+        """Grow the p-value table when a list is longer than top_n (a table with tied ranks)."""
+        n_max = int(np.diff(F.indptr).max(initial=0))
+        if n_max > self.sf.n_max:
+            self.sf = SfTable(self.N, self.term_sizes, n_max)
 
 
-def annotate(genes: pd.DataFrame, databases: list[GeneSets], networks: list[Network] = (),
-             universe: dict[int, list[str]] | list[str] | None = None,
-             cfg: AnnotateConfig = AnnotateConfig()) -> Annotation:
-    """Annotate every (layer, feature) of `genes` (columns layer, feature, gene, rank).
+class _Tester:
+    """Databases, networks and settings, with each universe prepared once for all layers and baselines."""
 
-    `universe`: the genes the model could see in the data (per layer or one list); default the union of the
-    table's genes, which is smaller than the real universe and therefore conservative.
+    def __init__(self, databases, networks, universe, cfg: AnnotateConfig):
+        self.databases, self.networks, self.universe, self.cfg = list(databases), list(networks), universe, cfg
+        self._cache: dict[tuple, _Universe] = {}
+
+    def at(self, layer: int) -> _Universe:
+        raw = self.universe.get(layer) if isinstance(self.universe, dict) else self.universe
+        if raw is None:
+            raise AtlasError(f"universe: no genes given for layer {layer}")
+        key = tuple(raw)
+        if key not in self._cache:
+            names = sorted({g for g in _normalise(pd.Series(list(raw), dtype=object).astype(str)) if g})
+            self._cache[key] = _Universe(names, self.databases, self.networks, self.cfg)
+        return self._cache[key]
+
+
+@dataclass
+class _Family:
+    """The significant tests of one layer's pooled BH family (db indexes sets first, then networks)."""
+
+    db: np.ndarray
+    row: np.ndarray
+    col: np.ndarray   # term index; -1 for a network test
+    k: np.ndarray     # overlap, or edges among the list's genes
+    p: np.ndarray
+    q: np.ndarray
+    m: int            # tests in the family: lists x (terms of every set database + one per network)
+
+
+def _family(F: sp.csr_matrix, U: _Universe, cfg: AnnotateConfig) -> _Family:
+    U.fit(F)
+    parts = []
+    for d, (_, T, _, _) in enumerate(U.sets):
+        r, c, k, p = set_tests(F, T, U.sf, keep=cfg.alpha, block=cfg.block)
+        parts.append((np.full(r.size, d), r, c, k, p))
+    for j, (_, A, x) in enumerate(U.nets):
+        e, _, p = network_tests(F, A, x, cfg.block)
+        r = np.flatnonzero(p <= cfg.alpha)  # q >= p, so no test with p > alpha can pass
+        parts.append((np.full(r.size, len(U.sets) + j), r, np.full(r.size, -1), e[r], p[r]))
+    m = F.shape[0] * U.tests_per_list
+    cols = [np.concatenate([x[i] for x in parts]) if parts else np.zeros(0) for i in range(5)]
+    db, row, col, k = (c.astype(np.int64) for c in cols[:4])
+    p = cols[4].astype(np.float64)
+    q = bh(p, m) if p.size else p  # the tests left out all have p > alpha >= every p given
+    keep = q <= cfg.alpha
+    return _Family(db[keep], row[keep], col[keep], k[keep], p[keep], q[keep], m)
+
+
+def _counts(fam: _Family, U: _Universe) -> dict[str, int]:
+    """Lists with at least one pooled-significant test, per database and in any database."""
+    out = {name: int(np.unique(fam.row[fam.db == d]).size) for d, name in enumerate(U.db_names)}
+    out[ANY] = int(np.unique(fam.row).size)
+    return out
+
+
+def annotate(genes: pd.DataFrame, databases: list[GeneSets], networks: list[Network] = (), *,
+             universe: dict[int, list[str]] | list[str], cfg: AnnotateConfig = AnnotateConfig(),
+             baselines: list[Baseline] = ()) -> Annotation:
+    """Annotate every (layer, feature) of `genes` (columns layer, feature, gene, rank; rank 1 = first).
+
+    `universe`: the genes that could have entered a top list, one list for all layers or one per layer. For a
+    build these are the genes with at least `min_support` tokens in the data. `baselines`: more gene lists
+    (coexpression, pca, random_init_model, ...) tested the same way; `random_genes` is made here unless
+    `cfg.random_genes` is off.
     """
-    for sample in genes["gene"].astype(str).head(1000):
-        if sample.isdigit():
-            raise AtlasError(f"gene table: gene {sample!r} looks like an Entrez id (a number); gene symbols or "
-                             "Ensembl ids were expected")
-    table = _table_layers(genes, cfg)
-    enrich, labels, rates = [], [], []
-    meta = {"config": asdict(cfg), "layers": {}, "databases": {}}
-    for db in list(databases) + list(networks):
-        meta["databases"][db.name] = {k: v for k, v in db.meta.items()} | {
-            "kind": "gene sets" if isinstance(db, GeneSets) else "network",
-            "terms" if isinstance(db, GeneSets) else "edges": len(db.terms) if isinstance(db, GeneSets)
-            else len(db.edges)}
+    tester = _Tester(databases, networks, universe, cfg)
+    table = _prepare(genes, "feature", cfg, "gene table")
+    meta = {"config": asdict(cfg), "databases": _db_meta(databases, networks), "layers": {},
+            "family": "pooled: every set-database and network test of a layer in one Benjamini-Hochberg family"}
+    enrich, labels, rates, shuffled = [], [], [], []
     for layer, part in table.groupby("layer", sort=True):
-        uni = universe.get(int(layer)) if isinstance(universe, dict) else universe
-        res = _annotate_layer(int(layer), part, databases, networks, uni, cfg, meta)
-        enrich.append(res[0])
-        labels.append(res[1])
-        rates.extend(res[2])
-    enrichments = pd.concat(enrich, ignore_index=True) if enrich else _empty_enrichments()
-    lab = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(
-        columns=["layer", "feature", "n_enrichments", "label", "label_database", "label_q"])
-    enrichments = enrichments[enrichments["feature"].notna()] if len(enrichments) else enrichments
-    return Annotation(pa.Table.from_pandas(enrichments, schema=ENRICHMENTS, preserve_index=False)
-                      if len(enrichments) else ENRICHMENTS.empty_table(),
-                      pa.Table.from_pandas(lab, preserve_index=False),
-                      pa.Table.from_pylist(rates) if rates else pa.table({"layer": pa.array([], pa.int16())}), meta)
+        layer = int(layer)
+        U = tester.at(layer)
+        feats, F, outside = _matrix(part, "feature", U)
+        fam = _family(F, U, cfg)
+        enrich.append(_enrichments(layer, feats, F, fam, U))
+        labels.append(_labels(layer, feats, enrich[-1], [s[0] for s in U.sets]))
+        rates += [{"layer": layer, "database": name, "n_features": int(feats.size), "annotated": n}
+                  for name, n in _counts(fam, U).items()]
+        meta["layers"][str(layer)] = {
+            "universe": U.N, "features": int(feats.size), "genes_outside_universe": outside, "family_tests": fam.m,
+            "databases": {s[0]: {"terms_tested": len(s[2]), "tests": int(feats.size * len(s[2]))} for s in U.sets}
+            | {n[0]: {"edges_in_universe": int(n[1].nnz // 2), "tests": int(feats.size)} for n in U.nets}}
+        if cfg.random_genes:
+            shuffled.append(matrix_lists(curveball(F, seed=(cfg.seed, layer)), U.names, layer, feats))
+    rates = pd.DataFrame(rates, columns=["layer", "database", "n_features", "annotated"])
+    every = list(baselines)
+    if cfg.random_genes and shuffled:
+        every.insert(0, Baseline("random_genes", pd.concat(shuffled, ignore_index=True), RANDOM_GENES_NOTE))
+    rows = [r for b in every for r in _baseline_rows(tester, b, rates)]
+    meta["baselines"] = {b.name: b.note for b in every}
+    rates["null_annotated"] = _random_counts(rates, rows)
+    enrich = [e for e in enrich if len(e)]
+    lab = pd.concat(labels, ignore_index=True) if labels else LABELS.empty_table().to_pandas()
+    return Annotation(pa.Table.from_pandas(pd.concat(enrich, ignore_index=True), schema=ENRICHMENTS,
+                                           preserve_index=False) if enrich else ENRICHMENTS.empty_table(),
+                      pa.Table.from_pandas(lab, schema=LABELS, preserve_index=False),
+                      pa.Table.from_pandas(rates, schema=RATES, preserve_index=False),
+                      pa.Table.from_pylist(rows, schema=BASELINE_ROWS), meta)
 
 
-def _empty_enrichments() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
-        ("layer", "int16"), ("feature", "int32"), ("database", object), ("term", object), ("p", "float64"),
-        ("q", "float64"), ("odds_ratio", "float64"), ("overlap", "int32"), ("overlap_genes", object),
-        ("set_size", "int32"), ("edge_density", "float64")]})
+def annotate_baseline(baseline: Baseline, observed_rates: pa.Table | pd.DataFrame, databases, networks=(), *,
+                      universe, cfg: AnnotateConfig = AnnotateConfig()) -> pa.Table:
+    """Rows of `null_baseline` for one baseline, beside the features' rates of an earlier `annotate` call.
+
+    Use the same databases, networks, universe and config as that call, or the rates are not comparable.
+    """
+    rates = observed_rates.to_pandas() if isinstance(observed_rates, pa.Table) else observed_rates
+    rows = _baseline_rows(_Tester(databases, networks, universe, cfg), baseline, rates)
+    return pa.Table.from_pylist(rows, schema=BASELINE_ROWS)
 
 
-def _annotate_layer(layer, part, databases, networks, uni, cfg, meta):
-    if uni is None:
-        names = sorted(set(part["gene"]))
-    else:
-        names = sorted({g for x in uni if (g := normalise_gene(x))})
-        part = part[part["gene"].isin(set(names))]
-    index = {g: i for i, g in enumerate(names)}
-    feats, lists = [], []
-    for f, grp in part.groupby("feature", sort=True):
-        feats.append(int(f))
-        lists.append(sorted({index[g] for g in grp["gene"]}))
-    feats = np.asarray(feats, dtype=np.int64)
-    N = len(names)
-    F = membership(lists, N)
-    F_null = null_lists(F, seed=(cfg.seed, layer))
-    gene_names = np.asarray(names, dtype=object)
-    frames, rates, null_hit = [], [], set()
-    info = meta["layers"].setdefault(str(layer), {"universe": N, "features": int(feats.size), "databases": {}})
-    for db in databases:
-        T, terms, sizes = _term_matrix(db, index, N, cfg)
-        m = F.shape[0] * len(terms)
-        info["databases"][db.name] = {"terms_tested": len(terms), "tests": m}
-        hits, n_null = [], 0
-        for which, M in (("real", F), ("null", F_null)):
-            r, c, k, p = set_tests(M, T, keep=cfg.alpha, block=cfg.block)
-            q = bh(p, m)
-            sel = q <= cfg.alpha
-            if which == "null":
-                n_null = np.unique(r[sel]).size
-                null_hit.update(r[sel].tolist())
-                continue
-            r, c, k, p, q = r[sel], c[sel], k[sel], p[sel], q[sel]
-            n_i = np.diff(F.indptr)[r]
-            K = sizes[c]
-            hits = pd.DataFrame({
-                "layer": layer, "feature": feats[r], "database": db.name, "term": np.asarray(terms, object)[c],
-                "p": p, "q": q, "odds_ratio": haldane_odds(k, n_i, K, N), "overlap": k,
-                "overlap_genes": [sorted(gene_names[np.intersect1d(F.indices[F.indptr[i]:F.indptr[i + 1]],
-                                                                    T.indices[T.indptr[j]:T.indptr[j + 1]])])
-                                  for i, j in zip(r, c)],
-                "set_size": K, "edge_density": np.nan})
-        frames.append(hits)
-        rates.append(_rate(layer, db.name, feats.size, hits, n_null))
-    for net in networks:
-        A = _adjacency(net, index, N)
-        info["databases"][net.name] = {"edges_in_universe": int(A.nnz // 2), "tests": int(F.shape[0])}
-        e, lam, p = network_tests(F, A, cfg.block)
-        q = bh(p, p.size)
-        _, _, p0 = network_tests(F_null, A, cfg.block)
-        hit0 = np.flatnonzero(bh(p0, p0.size) <= cfg.alpha)
-        n_null = int(hit0.size)
-        null_hit.update(hit0.tolist())
-        sel = np.flatnonzero(q <= cfg.alpha)
-        n_i = np.diff(F.indptr)[sel]
-        linked = F[sel].multiply(F[sel] @ A)
-        hits = pd.DataFrame({
-            "layer": layer, "feature": feats[sel], "database": net.name, "term": "edges among top genes",
-            "p": p[sel], "q": q[sel], "odds_ratio": np.nan, "overlap": e[sel],
-            "overlap_genes": [sorted(gene_names[linked.indices[linked.indptr[i]:linked.indptr[i + 1]]])
-                              for i in range(sel.size)],
-            "set_size": n_i, "edge_density": e[sel] / np.maximum(n_i * (n_i - 1) / 2, 1)})
-        frames.append(hits)
-        rates.append(_rate(layer, net.name, feats.size, hits, n_null))
-    enr = pd.concat(frames, ignore_index=True) if frames else _empty_enrichments()
+def _baseline_rows(tester: _Tester, b: Baseline, rates: pd.DataFrame) -> list[dict]:
+    cfg = tester.cfg
+    table = _prepare(b.lists, "list", cfg, f"baseline {b.name!r}")
+    observed = {(int(r.layer), r.database): r.annotated / max(r.n_features, 1) for r in rates.itertuples()}
+    out = []
+    for layer, part in table.groupby("layer", sort=True):
+        layer = int(layer)
+        U = tester.at(layer)
+        ids, F, _ = _matrix(part, "list", U)
+        counts = _counts(_family(F, U, cfg), U)
+        note = (f"{b.note}; {ids.size} lists of at most {cfg.top_n} genes; share with a test at pooled "
+                f"BH q <= {cfg.alpha}")
+        for name, n in counts.items():
+            out.append({"layer": layer, "analysis": "annotation", "measure": name, "baseline": b.name,
+                        "observed": observed.get((layer, name)), "expected": n / max(ids.size, 1), "note": note})
+    return out
+
+
+def _random_counts(rates: pd.DataFrame, rows: list[dict]) -> pd.array:
+    """Lists of the random_genes baseline annotated, per rates row (it has as many lists as features)."""
+    share = {(r["layer"], r["measure"]): r["expected"] for r in rows if r["baseline"] == "random_genes"}
+    vals = [share.get((int(L), d)) for L, d in zip(rates["layer"], rates["database"])]
+    return pd.array([None if s is None else round(s * n) for s, n in zip(vals, rates["n_features"])],
+                    dtype="Int32")
+
+
+def _normalise(genes: pd.Series) -> np.ndarray:
+    codes, uniq = pd.factorize(genes)
+    return np.asarray([normalise_gene(g) for g in uniq] + [None], dtype=object)[codes]
+
+
+def _prepare(df: pd.DataFrame, id_col: str, cfg: AnnotateConfig, what: str) -> pd.DataFrame:
+    """Checked, normalised rows with rank <= top_n."""
+    need = ["layer", id_col, "gene", "rank"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise AtlasError(f"{what}: missing column(s) {', '.join(missing)} (needs {', '.join(need)})")
+    ranks = pd.to_numeric(df["rank"], errors="coerce")
+    if len(df) and (ranks.isna().any() or ranks.min() < 1):
+        i = int(np.flatnonzero(ranks.isna().to_numpy() | (ranks < 1).to_numpy())[0])
+        raise AtlasError(f"{what}: rank {df['rank'].iloc[i]} in row {i + 1}; ranks start at 1")
+    g = df.loc[ranks <= cfg.top_n, need].copy()
+    uniq = pd.unique(g["gene"].astype(str))
+    entrez = [x for x in uniq if x.isdigit()]
+    if entrez:
+        raise AtlasError(f"{what}: gene {entrez[0]!r} looks like an Entrez id (a number); gene symbols or "
+                         "Ensembl ids were expected")
+    g["gene"] = _normalise(g["gene"].astype(str))
+    return g.dropna(subset=["gene"]).sort_values(["layer", id_col, "rank"], kind="stable")
+
+
+def _matrix(part: pd.DataFrame, id_col: str, U: _Universe):
+    """(list ids, lists x universe indicator, genes dropped as outside the universe)."""
+    ids, rows = np.unique(part[id_col].to_numpy(dtype=np.int64), return_inverse=True)
+    cols = U.index.get_indexer(part["gene"].to_numpy())
+    inside = cols >= 0
+    F = sp.csr_matrix((np.ones(int(inside.sum()), np.float32), (rows.ravel()[inside], cols[inside])),
+                      shape=(ids.size, U.N))
+    F.sum_duplicates()
+    F.data[:] = 1.0
+    return ids, F, int((~inside).sum())
+
+
+def _enrichments(layer: int, feats: np.ndarray, F: sp.csr_matrix, fam: _Family, U: _Universe) -> pd.DataFrame:
+    frames = []
+    n = np.diff(F.indptr)
+    for d, (name, T, terms, sizes) in enumerate(U.sets):
+        sel = fam.db == d
+        r, c, k = fam.row[sel], fam.col[sel], fam.k[sel]
+        shared = overlap_members(F, T, r, c)
+        frames.append(pd.DataFrame({
+            "feature": feats[r], "database": name, "term": np.asarray(terms, dtype=object)[c], "p": fam.p[sel],
+            "q": fam.q[sel], "odds_ratio": haldane_odds(k, n[r], sizes[c], U.N), "overlap": k,
+            "overlap_genes": _split(shared, U.names), "set_size": sizes[c], "edge_density": np.nan}))
+    for j, (name, A, _) in enumerate(U.nets):
+        sel = fam.db == len(U.sets) + j
+        r, e = fam.row[sel], fam.k[sel]
+        linked = F[r].multiply(F[r] @ A).tocsr()
+        linked.sort_indices()
+        frames.append(pd.DataFrame({
+            "feature": feats[r], "database": name, "term": "edges among top genes", "p": fam.p[sel],
+            "q": fam.q[sel], "odds_ratio": np.nan, "overlap": e, "overlap_genes": _split(linked, U.names),
+            "set_size": n[r], "edge_density": e / np.maximum(n[r] * (n[r] - 1) / 2, 1)}))
+    if not frames:
+        return ENRICHMENTS.empty_table().to_pandas()
+    enr = pd.concat(frames, ignore_index=True)
+    enr.insert(0, "layer", layer)
     enr = enr.astype({"layer": "int16", "feature": "int32", "overlap": "int32", "set_size": "int32"})
-    enr = enr.sort_values(["layer", "feature", "database", "term"], kind="stable", ignore_index=True)
-    rates.append({"layer": layer, "database": ANY, "n_features": int(feats.size),
-                  "annotated": int(enr["feature"].nunique()), "null_annotated": len(null_hit)})
-    return enr, _labels(layer, feats, enr, {d.name for d in databases}), rates
+    return enr.sort_values(["layer", "feature", "database", "term"], kind="stable", ignore_index=True)
 
 
-def _rate(layer, name, n_features, hits, n_null):
-    return {"layer": layer, "database": name, "n_features": int(n_features),
-            "annotated": int(hits["feature"].nunique()), "null_annotated": int(n_null)}
+def _split(M: sp.csr_matrix, names: np.ndarray) -> list[list[str]]:
+    """Each row's genes by name (sorted: the universe is sorted and the indices are)."""
+    flat = names[M.indices]
+    return [flat[a:b].tolist() for a, b in zip(M.indptr[:-1], M.indptr[1:])]
 
 
-def _labels(layer, feats, enr, set_dbs) -> pd.DataFrame:
+def _labels(layer: int, feats: np.ndarray, enr: pd.DataFrame, set_dbs: list[str]) -> pd.DataFrame:
     count = enr.groupby("feature").size()
     cand = enr[enr["database"].isin(set_dbs)].assign(neg_overlap=lambda d: -d["overlap"])
     best = (cand.sort_values(["feature", "q", "neg_overlap", "p", "database", "term"], kind="stable")
@@ -303,30 +314,47 @@ def _labels(layer, feats, enr, set_dbs) -> pd.DataFrame:
     return out
 
 
-def _term_matrix(db: GeneSets, index: dict[str, int], N: int, cfg: AnnotateConfig):
+def _term_matrix(db: GeneSets, index: pd.Index, N: int, cfg: AnnotateConfig):
     """Genes x terms membership, terms restricted to the universe and kept if min_size <= size <= max_size."""
-    lists, terms = [], []
-    for term, genes in zip(db.terms, db.genes):
-        inside = sorted({index[g] for g in genes if g in index})
-        if cfg.min_size <= len(inside) <= cfg.max_size:
-            lists.append(inside)
-            terms.append(term)
-    T = membership(lists, N).T.tocsc()
-    return T, terms, np.diff(T.indptr).astype(np.int64)
+    lens = np.fromiter((len(g) for g in db.genes), np.int64, len(db.genes))
+    flat = index.get_indexer(np.fromiter((g for gs in db.genes for g in gs), object, int(lens.sum())))
+    term = np.repeat(np.arange(len(db.genes)), lens)
+    inside = flat >= 0
+    M = sp.csr_matrix((np.ones(int(inside.sum()), np.float32), (term[inside], flat[inside])),
+                      shape=(len(db.genes), N))
+    M.sum_duplicates()
+    M.data[:] = 1.0
+    size = np.diff(M.indptr)
+    keep = np.flatnonzero((size >= cfg.min_size) & (size <= cfg.max_size))
+    T = M[keep].T.tocsc()
+    return T, [db.terms[i] for i in keep], size[keep].astype(np.int64)
 
 
-def _adjacency(net: Network, index: dict[str, int], N: int) -> sp.csr_matrix:
-    pairs = np.array([(index[a], index[b]) for a, b in net.edges if a in index and b in index],
-                     dtype=np.int64).reshape(-1, 2)
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+def _adjacency(net: Network, index: pd.Index, N: int) -> sp.csr_matrix:
+    pairs = np.asarray(net.edges, dtype=object).reshape(-1, 2)
+    a, b = index.get_indexer(pairs[:, 0]), index.get_indexer(pairs[:, 1])
+    ok = (a >= 0) & (b >= 0)
+    rows, cols = np.concatenate([a[ok], b[ok]]), np.concatenate([b[ok], a[ok]])
     A = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(N, N))
+    A.sum_duplicates()
     A.data[:] = 1.0
     return A
 
 
-def read_gene_table(path, layer: int | None = None) -> pd.DataFrame:
-    """A (layer, feature, gene, rank) table from Parquet, CSV or TSV; `layer` fills a missing layer column."""
+def _db_meta(databases, networks) -> dict:
+    out = {}
+    for db in list(databases) + list(networks):
+        sets = isinstance(db, GeneSets)
+        out[db.name] = dict(db.meta) | {"kind": "gene sets" if sets else "network",
+                                        "terms" if sets else "edges": len(db.terms) if sets else len(db.edges)}
+    return out
+
+
+def read_gene_table(path, layer: int | None = None, id_column: str = "feature") -> pd.DataFrame:
+    """A (layer, feature, gene, rank) table from Parquet, CSV or TSV; `layer` fills a missing layer column.
+
+    `id_column`: "feature" for top genes, "list" for a baseline's gene lists.
+    """
     from pathlib import Path
 
     path = Path(path)
@@ -341,12 +369,13 @@ def read_gene_table(path, layer: int | None = None) -> pd.DataFrame:
         raise AtlasError(f"{path}: cannot read as a table ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if "layer" not in df.columns and layer is not None:
         df["layer"] = layer
-    missing = [c for c in ("layer", "feature", "gene", "rank") if c not in df.columns]
+    need = ("layer", id_column, "gene", "rank")
+    missing = [c for c in need if c not in df.columns]
     if missing:
-        raise AtlasError(f"{path}: missing column(s) {', '.join(missing)} (needs layer, feature, gene, rank"
+        raise AtlasError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(need)}"
                          + ("; --layer fills layer" if missing == ["layer"] else "") + ")")
     # The atlas stores layer as int16 and feature as int32; rows are counted as in the file (header = row 1).
-    for col, hi in (("layer", 2**15 - 1), ("feature", 2**31 - 1), ("rank", 2**15 - 1)):
+    for col, hi in (("layer", 2**15 - 1), (id_column, 2**31 - 1), ("rank", 2**15 - 1)):
         num = pd.to_numeric(df[col], errors="coerce")
         bad = np.flatnonzero((num.isna() | (num % 1 != 0) | (num < 0) | (num > hi)).to_numpy())
         if bad.size:
@@ -354,6 +383,9 @@ def read_gene_table(path, layer: int | None = None) -> pd.DataFrame:
             raise AtlasError(f"{path}: column {col!r} must hold whole numbers from 0 to {hi} "
                              f"(row {int(bad[0]) + 2}: {getattr(value, 'item', lambda: value)()!r})")
         df[col] = num.astype(np.int64)
+    if len(df) and df["rank"].min() < 1:
+        i = int(np.flatnonzero(df["rank"].to_numpy() < 1)[0])
+        raise AtlasError(f"{path}: row {i + 2}: rank {df['rank'].iloc[i]} (ranks start at 1, the strongest gene)")
     df["gene"] = df["gene"].astype(str)
     digits = df["gene"].str.fullmatch(r"\d+")
     if digits.any():
@@ -364,13 +396,13 @@ def read_gene_table(path, layer: int | None = None) -> pd.DataFrame:
 
 
 def write_annotation(out, ann: Annotation) -> None:
-    """OUT/: enrichments, labels and rates as Parquet, annotate.json with parameters and database sources."""
+    """OUT/: enrichments, labels, rates and baselines as Parquet; annotate.json with parameters and sources."""
     import pyarrow.parquet as pq
 
-    from ..jsonio import dumps_json
     from ..fsutil import atomic_dir
+    from ..jsonio import dumps_json
 
     with atomic_dir(out) as tmp:
-        for name in ("enrichments", "labels", "rates"):
+        for name in ("enrichments", "labels", "rates", "baselines"):
             pq.write_table(getattr(ann, name), tmp / f"{name}.parquet", compression="zstd")
         (tmp / "annotate.json").write_bytes(dumps_json(ann.meta, indent=True))
