@@ -19,8 +19,8 @@ import click
 from . import __version__
 from .errors import AtlasError
 from .fsutil import check_disjoint, check_replaceable
-from .options import (LAYER, PORT, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder, in_dir, in_file,
-                      in_path, setting_option)
+from .options import (LAYER, PORT, POSITIVE, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder, in_dir,
+                      in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -288,35 +288,61 @@ def _read_obs(path: Path):
 
 @cli.command()
 @click.option("--genes", type=in_file(), required=True,
-              help="Table of top genes: layer, feature, gene, rank (Parquet, CSV or TSV).")
+              help="Table of top genes: layer, feature, gene, rank (rank 1 = first; Parquet, CSV or TSV).")
 @click.option("--genesets", multiple=True, type=GeneSetSpec(), help="Bundled database name, GMT path or NAME=PATH "
               "(repeatable; default: GO_BP, KEGG, Reactome, Hallmark).")
 @setting_option("--trrust", "trrust")
-@setting_option("--string", "string", "string_links")
+@setting_option("--string", "string", "string_links",
+                help="STRING links file: protein.links.detailed or .full (with channel columns).")
 @setting_option("--string-info", "string_info")
+@setting_option("--string-channels", "string_channels", default="experimental,database", show_default=True)
 @setting_option("--string-min-score", "string_min_score", default=700, show_default=True)
 @click.option("--universe", type=GeneListFile(),
-              help="Genes the model could see, one per line (default: the table's genes, which is conservative).")
+              help="Genes that could enter a top list, one per line (a build: genes with >= min_support tokens).")
+@click.option("--universe-from-table", is_flag=True,
+              help="Use the genes of the table instead: each list is then judged against the other listed genes.")
 @click.option("--layer", type=LAYER, help="Layer of a table without a layer column.")
-@setting_option("--top-n", "annotate.top_n", default=20, show_default=True)
+@setting_option("--top-n", "annotate.top_n", default=20, show_default=True,
+                help="Top genes per feature in the tests (rank <= top-n).")
 @setting_option("--min-size", "annotate.min_size", default=5, show_default=True)
 @setting_option("--max-size", "annotate.max_size", default=500, show_default=True)
-@setting_option("--alpha", "annotate.alpha", default=0.05, show_default=True)
+@setting_option("--alpha", "annotate.alpha", default=0.05, show_default=True,
+                help="Benjamini-Hochberg level of the pooled family of a layer.")
 @setting_option("--seed", "annotate.seed", default=0, show_default=True)
+@click.option("--baselines", default="random_genes", show_default=True,
+              help="Comma-separated: random_genes, coexpression (needs --data); or 'none'.")
+@click.option("--baseline-lists", multiple=True, metavar="NAME=TABLE",
+              help="Any other baseline: a table of gene lists (layer, list, gene, rank), e.g. pca=pca.parquet.")
+@click.option("--data", type=in_file(),
+              help="The dataset (.h5ad, raw counts) whose co-expression the coexpression baseline clusters.")
+@click.option("--gene-column", help="var column of --data holding gene names (default: the best match).")
+@click.option("--coexpression-genes", type=POSITIVE, default=4000, show_default=True,
+              help="Most detected universe genes clustered by the coexpression baseline.")
 @click.option("--out", type=OutputFolder("annotate.json", "an annotation folder"), required=True,
               help="Annotation folder to write (replaced atomically).")
-def annotate(genes, genesets, trrust, string_links, string_info, string_min_score, universe, layer, top_n,
-             min_size, max_size, alpha, seed, out):
-    """Test every feature's top genes against gene-set databases and networks, beside a null baseline."""
+def annotate(genes, genesets, trrust, string_links, string_info, string_channels, string_min_score, universe,
+             universe_from_table, layer, top_n, min_size, max_size, alpha, seed, baselines, baseline_lists, data,
+             gene_column, coexpression_genes, out):
+    """Test every feature's top genes against gene-set databases and networks, beside baselines."""
+    from .parse import string_channels as parse_channels
     from .pipeline import annotate as ann_mod
     from .pipeline.genesets import load_genesets, read_string, read_trrust
 
     if min_size > max_size:
         raise AtlasError(f"--min-size {min_size} is larger than --max-size {max_size}")
+    if (universe is not None) == universe_from_table:
+        raise AtlasError("give one of --universe FILE (the genes that could enter a top list) or "
+                         "--universe-from-table")
+    wanted = _baseline_names(baselines, data)
+    lists = [_baseline_spec(spec) for spec in baseline_lists]
     gmts = [Path(g.partition("=")[2] or g) for g in genesets]  # bundled names are no paths
     check_disjoint([("--out", out)], [("--genes", genes), ("--trrust", trrust), ("--string", string_links),
-                                      ("--string-info", string_info), *(("--genesets", p) for p in gmts if p.is_file())])
+                                      ("--string-info", string_info), ("--data", data),
+                                      *(("--genesets", p) for p in gmts if p.is_file()),
+                                      *(("--baseline-lists", p) for _, p in lists)])
     table = ann_mod.read_gene_table(genes, layer)
+    uni = universe if universe is not None else sorted(set(table["gene"].astype(str)))
+    extra = [_baseline_table(name, path, layer) for name, path in lists]
     dbs = load_genesets(genesets)
     nets = []
     if trrust:
@@ -324,16 +350,59 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_min_scor
         dbs.append(sets)
         nets.append(edges)
     if string_links:
-        nets.append(read_string(string_links, string_info, string_min_score))
-    cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed)
-    result = ann_mod.annotate(table, dbs, nets, universe, cfg)
+        nets.append(read_string(string_links, string_info, string_min_score, parse_channels(string_channels)))
+    cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed,
+                                 random_genes="random_genes" in wanted)
+    if "coexpression" in wanted:
+        from .pipeline.coexpression import CoexpressionConfig, coexpression_baseline
+
+        coex = CoexpressionConfig(n_genes=coexpression_genes, size=top_n, seed=seed)
+        extra.append(coexpression_baseline(data, uni, sorted(set(table["layer"].astype(int))), coex, gene_column)[0])
+    result = ann_mod.annotate(table, dbs, nets, universe=uni, cfg=cfg, baselines=extra)
     ann_mod.write_annotation(out, result)
+    _print_rates(result, alpha, out)
+
+
+def _baseline_names(spec: str, data) -> list[str]:
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    if names == ["none"]:
+        return []
+    bad = [x for x in names if x not in ("random_genes", "coexpression")]
+    if bad:
+        raise AtlasError(f"--baselines: unknown baseline {bad[0]!r} (expected random_genes, coexpression or none; "
+                         "other lists go in with --baseline-lists NAME=TABLE)")
+    if "coexpression" in names and data is None:
+        raise AtlasError("--baselines coexpression needs --data FILE.h5ad (the dataset whose co-expression is "
+                         "clustered)")
+    return names
+
+
+def _baseline_spec(spec: str) -> tuple[str, Path]:
+    name, eq, path = spec.partition("=")
+    if not eq or not name or not path:
+        raise AtlasError(f"--baseline-lists {spec!r}: expected NAME=TABLE")
+    if not Path(path).is_file():
+        raise AtlasError(f"--baseline-lists {spec!r}: {path}: no such file")
+    return name, Path(path)
+
+
+def _baseline_table(name: str, path: Path, layer):
+    from .pipeline.annotate import read_gene_table
+    from .pipeline.baselines import Baseline
+
+    return Baseline(name, read_gene_table(path, layer, id_column="list"), f"{name}: gene lists from {path.name}")
+
+
+def _print_rates(result, alpha, out) -> None:
     rates = result.rates.to_pandas()
+    base = result.baselines.to_pandas()
     for db, r in rates.groupby("database", sort=False):
-        n = r["n_features"].sum()
-        click.echo(f"{db}: {r['annotated'].sum()} of {n} features annotated ({r['annotated'].sum() / max(n, 1):.1%}), "
-                   f"null {r['null_annotated'].sum() / max(n, 1):.1%}")
-    click.echo(f"{result.enrichments.num_rows} enrichments (q <= {alpha}) -> {out}/")
+        n, a = r["n_features"].sum(), r["annotated"].sum()
+        beside = [f"{name} {grp['expected'].mean():.1%}" for name, grp in base[base.measure == db].groupby(
+            "baseline", sort=False)]
+        click.echo(f"{db}: {a} of {n} features annotated ({a / max(n, 1):.1%})"
+                   + (f"; baselines: {', '.join(beside)}" if beside else ""))
+    click.echo(f"{result.enrichments.num_rows} enrichments (pooled q <= {alpha}) -> {out}/")
 
 
 @cli.command()

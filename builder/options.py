@@ -18,7 +18,7 @@ import click
 
 from .errors import AtlasError
 from .fsutil import check_replaceable
-from .parse import MAX_LAYER, atlas_name, layer_list
+from .parse import MAX_LAYER, atlas_name, layer_list, string_channels
 
 
 class Number(click.FloatRange):
@@ -68,6 +68,19 @@ class LayerList(click.ParamType):
             return layer_list(str(value), option="")
         except AtlasError as e:
             self.fail(str(e).strip(), param, ctx)
+
+
+class StringChannels(click.ParamType):
+    """'experimental,database' (a subset of STRING's channels) or 'combined'; kept as the text given."""
+
+    name = "channels"
+
+    def convert(self, value, param, ctx):
+        try:
+            string_channels(str(value))
+        except AtlasError as e:
+            self.fail(str(e).removeprefix("STRING channels ") + ".", param, ctx)
+        return str(value)
 
 
 class OutputFolder(click.ParamType):
@@ -170,7 +183,9 @@ SETTINGS: dict[str, Setting] = {
     "trrust": Setting(in_file(), "TRRUST TSV: TF target sets and TF-target edges."),
     "string": Setting(in_file(), "STRING links file."),
     "string_info": Setting(in_file(), "STRING protein.info file (for protein ids)."),
-    "string_min_score": Setting(Integer(0, 1000), "STRING combined_score cut-off (0 to 1000)."),
+    "string_min_score": Setting(Integer(0, 1000), "Cut-off (0 to 1000) on the STRING score of the chosen channels."),
+    "string_channels": Setting(StringChannels(), "STRING channels recombined into the score (comma-separated), "
+                               "or 'combined' for the file's combined_score."),
     "layers": Setting(LayerList(), "Layers, e.g. 0,3,5-7 (default: all)."),
     "atlas": Setting(AtlasName(), "Atlas name (a folder under --data-dir and a URL path)."),
     "title": Setting(click.STRING, "Title shown on the site."),
@@ -201,7 +216,9 @@ SETTINGS: dict[str, Setting] = {
     "annotate.min_size": Setting(POSITIVE, "Smallest term (inside the universe)."),
     "annotate.max_size": Setting(POSITIVE, "Largest term (inside the universe)."),
     "annotate.alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level."),
-    "annotate.seed": Setting(SEED, "Seed of the null pseudo-features."),
+    "annotate.seed": Setting(SEED, "Seed of the random_genes baseline."),
+    "annotate.random_genes": Setting(click.BOOL, "Annotate the random_genes baseline (the features' lists with "
+                                     "their genes dealt out again)."),
     "graphs.module_min_count": Setting(POSITIVE, "Co-firing tokens for a module edge."),
     "graphs.module_min_pmi": Setting(Number(), "Smallest PMI of a module edge."),
     "graphs.resolution": Setting(Number(0, min_open=True), "Leiden resolution."),

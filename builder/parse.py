@@ -1,4 +1,4 @@
-"""Parsers of the values the CLI and the build share: atlas names and layer lists."""
+"""Parsers of the values the CLI and the build share: atlas names, layer lists, STRING channels."""
 
 from __future__ import annotations
 
@@ -40,3 +40,20 @@ def layer_list(value: str | None, option: str = "--layers") -> list[int] | None:
         first = next(x for x in out if x in seen or seen.add(x))
         raise AtlasError(f"{option} {value!r}: layer {first} is given twice")
     return out
+
+
+STRING_CHANNELS = ("neighborhood", "fusion", "cooccurence", "coexpression", "experimental", "database",
+                   "textmining")  # STRING's order, which its combination multiplies in
+COMBINED = "combined"  # the file's own combined_score instead of recombined channels
+
+
+def string_channels(spec: str) -> tuple[str, ...] | str:
+    """'experimental,database' -> ('experimental', 'database'); 'combined' -> COMBINED."""
+    names = [x.strip().lower() for x in str(spec).split(",") if x.strip()]
+    if names == [COMBINED]:
+        return COMBINED
+    bad = [x for x in names if x not in STRING_CHANNELS]
+    if bad or not names:
+        raise AtlasError(f"STRING channels {spec!r}: expected {COMBINED!r} or a comma-separated subset of "
+                         f"{', '.join(STRING_CHANNELS)}")
+    return tuple(c for c in STRING_CHANNELS if c in names)

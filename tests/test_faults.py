@@ -86,7 +86,8 @@ def pristine(tmp_path_factory, tiny):
         "sae train --activations acts --layer 0 --expansion 2 --k 8 --epochs 1 --out sae",
         "sae encode --sae sae --activations acts --layer 0 --out codes",
         "sae stats --codes codes --out stats --min-support 1",
-        "annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --out annotation",
+        "annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --universe-from-table "
+        "--out annotation",
         "import biodyn bsrc --atlas imported",
         "render --atlas demo",
     ]
@@ -258,7 +259,8 @@ EXTRACT = "extract --model scgpt --checkpoint {ckpt} --data {sample} --out acts 
 TRAIN = "sae train --activations acts --layer 0 --expansion 2 --k 8 --epochs 1 --out sae"
 ENCODE = "sae encode --sae sae --activations acts --layer 0 --out codes"
 STATS = "sae stats --codes codes --out stats"
-ANNOTATE = "annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --out annotation"
+ANNOTATE = ("annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --universe-from-table "
+            "--out annotation")
 IMPORT = "import biodyn bsrc --atlas imported"
 
 FAULTS = [

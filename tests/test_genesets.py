@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from builder.errors import AtlasError
-from builder.pipeline.genesets import (COMBINED, STRING_CHANNELS, bundled, parse_string_channels, read_gmt,
-                                       read_string, read_trrust, string_score)
+from builder.parse import COMBINED, STRING_CHANNELS, string_channels
+from builder.pipeline.genesets import bundled, read_gmt, read_string, read_trrust, string_score
 
 # Rows of STRING's protein.links.full files (v10.5/v11, CC BY 4.0): every channel, then STRING's own
 # combined_score. Homology is 0 in all of them, so STRING v12's formula (which leaves it out) applies.
@@ -147,10 +147,10 @@ def test_bad_string_lines_name_file_and_line(tmp_path, text, message):
 
 
 def test_string_channel_names():
-    assert parse_string_channels("database, experimental") == ("experimental", "database")
-    assert parse_string_channels("combined") == COMBINED
+    assert string_channels("database, experimental") == ("experimental", "database")
+    assert string_channels("combined") == COMBINED
     with pytest.raises(AtlasError, match="'experiments'.*comma-separated subset"):
-        parse_string_channels("experiments")
+        string_channels("experiments")
 
 
 def test_bundled_databases_carry_source_version_and_licence():

@@ -217,7 +217,8 @@ class Builder:
             stats_dirs[L] = self.cached(f"stats-{L:02d}", skey, lambda tmp, L=L: self._stats(
                 codes_dirs[L], tmp, names, tokens, cell_types, record))
 
-        from .genesets import load_genesets, parse_string_channels, read_string, read_trrust
+        from ..parse import string_channels
+        from .genesets import load_genesets, read_string, read_trrust
         dbs, nets = load_genesets(cfg.genesets), []
         if cfg.trrust:
             s, e = read_trrust(Path(cfg.trrust))
@@ -225,7 +226,7 @@ class Builder:
             nets.append(e)
         if cfg.string:
             nets.append(read_string(Path(cfg.string), Path(cfg.string_info) if cfg.string_info else None,
-                                    cfg.string_min_score, parse_string_channels(cfg.string_channels)))
+                                    cfg.string_min_score, string_channels(cfg.string_channels)))
         akey = _hash("annotate", [stats_dirs[L].name for L in layers], [d.meta.get("sha256") for d in dbs + nets],
                      [d.name for d in dbs + nets], asdict(cfg.annotate))
         adir = self.cached("annotate", akey, lambda tmp: self._annotate(layers, stats_dirs, tokens, dbs, nets, tmp))
@@ -322,8 +323,6 @@ class Builder:
             g = pq.read_table(stats_dirs[L] / "stats" / "feature_genes.parquet", columns=["feature", "gene", "rank"])
             parts.append(g.to_pandas().assign(layer=L))
         table = pd.concat(parts, ignore_index=True)
-        if len(table) and table["rank"].min() == 0:  # stats ranks start at 0 until issue 16 point 7 lands
-            table["rank"] += 1
         universe = sorted(set(tokens["gene"]))  # the genes the model saw in this dataset
         write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe=universe, cfg=self.cfg.annotate))
 

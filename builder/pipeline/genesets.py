@@ -24,6 +24,7 @@ import pandas as pd
 from ..errors import AtlasError
 from ..fsutil import read_maybe_gzip, sha256_file
 from ..geneids import gencode, is_ensembl, normalise_ensembl
+from ..parse import COMBINED, STRING_CHANNELS
 
 ENTREZ = re.compile(r"^\d+$")
 STRING_PROTEIN = re.compile(r"^\d+\.ENS[A-Z]*P\d+")
@@ -170,26 +171,11 @@ def read_trrust(path: Path) -> tuple[GeneSets, Network]:
             Network("TRRUST edges", sorted(edges), dict(meta, title="TRRUST TF-target edges among top genes")))
 
 
-STRING_CHANNELS = ("neighborhood", "fusion", "cooccurence", "coexpression", "experimental", "database",
-                   "textmining")  # STRING's order, which its combination multiplies in
 # Experiments and curated databases: evidence that two proteins interact, not that their genes are expressed
 # together. The combined score also counts co-expression and text mining, which favour lists made from
 # expression data by construction.
 DEFAULT_STRING_CHANNELS = ("experimental", "database")
 STRING_PRIOR = 0.041  # STRING's prior of a link: removed from each channel, put back once
-COMBINED = "combined"
-
-
-def parse_string_channels(spec: str) -> tuple[str, ...] | str:
-    """"experimental,database" -> ("experimental", "database"); "combined" -> COMBINED (the combined_score)."""
-    names = [x.strip().lower() for x in str(spec).split(",") if x.strip()]
-    if names == [COMBINED]:
-        return COMBINED
-    bad = [x for x in names if x not in STRING_CHANNELS]
-    if bad or not names:
-        raise AtlasError(f"STRING channels {spec!r}: expected {COMBINED!r} or a comma-separated subset of "
-                         f"{', '.join(STRING_CHANNELS)}")
-    return tuple(c for c in STRING_CHANNELS if c in names)
 
 
 def string_score(channels: dict[str, np.ndarray]) -> np.ndarray:

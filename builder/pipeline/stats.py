@@ -174,7 +174,7 @@ def feature_stats(shards: Callable[[], Iterable[Codes]], n_features: int, n_cell
                      "mean_activation": acc["sum"] / max(T, 1), "mean_when_active": mean_active,
                      "max_activation": acc["max"], "alive": fire > 0},
         "hist_edges": edges, "hist": hist,
-        "genes": {"feature": g_row, "rank": g_rank, "token_id": g_col, "score": g_val,
+        "genes": {"feature": g_row, "rank": g_rank + 1, "token_id": g_col, "score": g_val,  # rank 1 = strongest
                   "fire_count": np.asarray(fg_fire[g_row, g_col]).ravel().astype(np.int64),
                   "gene_tokens": acc["gene_tokens"][g_col]},
         "cells": {"feature": c_row, "rank": c_rank, "cell": c_col, "activation": c_val},
