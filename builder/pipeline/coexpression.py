@@ -53,11 +53,8 @@ class CoexpressionSums:
     cross: np.ndarray  # (genes, genes)
 
     def merge(self, other: CoexpressionSums) -> CoexpressionSums:
-        """The sums of both shards. Adds into `self` (its arrays are the running total), returns it."""
-        self.cells += other.cells
-        self.total += other.total
-        self.cross += other.cross
-        return self
+        """The sums of both (a new partial; the arguments are left as they were)."""
+        return CoexpressionSums(self.cells + other.cells, self.total + other.total, self.cross + other.cross)
 
     def correlation(self) -> np.ndarray:
         """Pearson's r between genes; a gene constant over the cells gets r = 0 with every other."""
@@ -193,7 +190,12 @@ def coexpression_baseline(path: Path, universe, layers, cfg: CoexpressionConfig 
         sums = None
         for X in shards:
             part = shard_sums(X, genes)
-            sums = part if sums is None else sums.merge(part)
+            if sums is None:
+                sums = part
+            else:  # in place: the running total is ours, and a copy of the matrix per shard is not needed
+                sums.cells += part.cells
+                sums.total += part.total
+                sums.cross += part.cross
     finally:
         shards.close()
     groups = coexpression_groups(sums.correlation(), names[genes], cfg)
