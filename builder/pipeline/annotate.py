@@ -241,6 +241,9 @@ def _prepare(df: pd.DataFrame, id_col: str, cfg: AnnotateConfig, what: str) -> p
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise AtlasError(f"{what}: missing column(s) {', '.join(missing)} (needs {', '.join(need)})")
+    for col in ("layer", id_col):
+        if len(df) and not pd.api.types.is_integer_dtype(df[col]):
+            raise AtlasError(f"{what}: column {col!r} must hold whole numbers (got {df[col].dtype})")
     ranks = pd.to_numeric(df["rank"], errors="coerce")
     if len(df) and (ranks.isna().any() or ranks.min() < 1):
         i = int(np.flatnonzero(ranks.isna().to_numpy() | (ranks < 1).to_numpy())[0])
