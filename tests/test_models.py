@@ -35,18 +35,21 @@ def make_dataset(counts, genes, ensembl=None, path="hand-made.h5ad", obs=None) -
 
 # --- scGPT --------------------------------------------------------------------------------------------------
 
-def reference_scgpt(state: dict, args: dict, ids: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
-    """scGPT's embedding written out with functional ops, then nn.TransformerEncoderLayer per layer."""
+def reference_scgpt(state: dict, args: dict, ids: torch.Tensor, values: torch.Tensor, start: int = 0,
+                    x: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """scGPT's embedding written out with functional ops, then nn.TransformerEncoderLayer per layer (from layer
+    `start` on, with `x` as its input, when given)."""
     d = args["embsize"]
     g = lambda k: state[k].float()  # noqa: E731
-    x = F.layer_norm(F.embedding(ids, g("encoder.embedding.weight")), (d,), g("encoder.enc_norm.weight"),
-                     g("encoder.enc_norm.bias"))
-    v = torch.clamp(values.unsqueeze(-1), max=512)
-    v = F.linear(F.relu(F.linear(v, g("value_encoder.linear1.weight"), g("value_encoder.linear1.bias"))),
-                 g("value_encoder.linear2.weight"), g("value_encoder.linear2.bias"))
-    x = x + F.layer_norm(v, (d,), g("value_encoder.norm.weight"), g("value_encoder.norm.bias"))
+    if x is None:
+        x = F.layer_norm(F.embedding(ids, g("encoder.embedding.weight")), (d,), g("encoder.enc_norm.weight"),
+                         g("encoder.enc_norm.bias"))
+        v = torch.clamp(values.unsqueeze(-1), max=512)
+        v = F.linear(F.relu(F.linear(v, g("value_encoder.linear1.weight"), g("value_encoder.linear1.bias"))),
+                     g("value_encoder.linear2.weight"), g("value_encoder.linear2.bias"))
+        x = x + F.layer_norm(v, (d,), g("value_encoder.norm.weight"), g("value_encoder.norm.bias"))
     outs = []
-    for i in range(args["nlayers"]):
+    for i in range(start, args["nlayers"]):
         layer = nn.TransformerEncoderLayer(d, args["nheads"], args["d_hid"], dropout=0.0, batch_first=True).eval()
         p = f"transformer_encoder.layers.{i}."
         layer.load_state_dict({
@@ -87,8 +90,9 @@ def test_scgpt_naming_variants_load_to_the_same_model(tiny):
     outs = []
     for variant in ("scgpt", "scgpt-pytorch", "scgpt-fa2"):
         adapter = models.load("scgpt", tiny / variant)
-        assert adapter.ignored_keys == sorted(f"{h}.{w}" for h in ("decoder.fc.0", "decoder.fc.2", "mvc_decoder.gene2query")
-                                              for w in ("weight", "bias"))
+        assert adapter.ignored_keys == ["flag_encoder.weight", "mvc_decoder.W.weight", "mvc_decoder.gene2query.bias",
+                                        "mvc_decoder.gene2query.weight"]
+        assert adapter.has_head
         prep = adapter.prepare(ds)
         outs.append(np.concatenate([c.acts[1] for c in models.stream(adapter, prep, [1], batch_size=2)]))
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
@@ -282,3 +286,178 @@ def test_read_h5ad_prefers_counts_and_refuses_normalised(tmp_path):
     a.write_h5ad(tmp_path / "ok.h5ad")
     ds = read_h5ad(tmp_path / "ok.h5ad")
     assert ds.counts_source == "layers['counts']" and ds.counts.toarray().tolist() == [[0, 3, 4], [1, 0, 0]]
+
+
+# --- output heads and running from a layer (what interventions use) ----------------------------------------
+
+def reference_expr_decoder(state: dict, x: torch.Tensor) -> torch.Tensor:
+    """scGPT's ExprDecoder written out: Linear, LeakyReLU, Linear, LeakyReLU, Linear(d -> 1)."""
+    g = lambda k: state[k].float()  # noqa: E731
+    for i in (0, 2):
+        x = F.leaky_relu(F.linear(x, g(f"decoder.fc.{i}.weight"), g(f"decoder.fc.{i}.bias")))
+    return F.linear(x, g("decoder.fc.4.weight"), g("decoder.fc.4.bias")).squeeze(-1)
+
+
+def test_scgpt_head_and_run_from_a_layer_match_the_reference(tiny):
+    ck = tiny / "scgpt-pytorch"
+    adapter = models.load("scgpt", ck)
+    state = torch.load(ck / "best_model.pt", weights_only=True)
+    args = json.loads((ck / "args.json").read_text())
+    assert tuple(state["decoder.fc.0.weight"].shape) == (64, 64) and tuple(state["decoder.fc.4.weight"].shape) == (1, 64)
+    prep = adapter.prepare(read_h5ad(SAMPLE, max_cells=3))
+    batch = adapter.collate([adapter.tokenize(prep, i) for i in range(3)])
+    mask = adapter.maskable(batch) & (torch.arange(batch["input_ids"].shape[1]) % 3 == 1)
+    masked = adapter.mask_inputs(batch, mask)
+    assert (masked["values"][mask] == -1).all() and torch.equal(masked["values"][~mask], batch["values"][~mask])
+    assert not adapter.maskable(batch)[:, 0].any(), "<cls> is never masked"
+    real = batch["input_ids"] != 0
+    with torch.no_grad():
+        ref_last = reference_scgpt(state, args, masked["input_ids"], masked["values"])[-1]
+        pred = adapter.predict(masked)
+        assert (pred[real] - reference_expr_decoder(state, ref_last)[real]).abs().max() <= 1e-4
+        # Replacing layer 0's output by itself changes nothing; by another state, the rest follows it.
+        h0 = adapter.layer_outputs(masked, [0])[0]
+        assert (adapter.predict(masked, layer=0, hidden=h0) - pred)[real].abs().max() <= 1e-5
+        delta = torch.randn(h0.shape, generator=torch.Generator().manual_seed(0))
+        ref = reference_scgpt(state, args, masked["input_ids"], None, start=1, x=h0 + delta)[-1]
+        got = adapter.predict(masked, layer=0, hidden=h0 + delta)
+        assert (got[real] - reference_expr_decoder(state, ref)[real]).abs().max() <= 1e-4
+        assert (got - pred)[real].abs().max() > 1e-3
+    # Gradients reach the replaced state (attribution patching).
+    h = h0.clone().requires_grad_(True)
+    adapter.predict(masked, layer=0, hidden=h)[mask].sum().backward()
+    assert h.grad is not None and h.grad.abs().sum() > 0
+
+
+def test_geneformer_head_matches_bert_for_masked_lm(tiny):
+    import transformers
+
+    for version in ("geneformer-v1", "geneformer-v2"):
+        adapter = models.load("geneformer", tiny / version)
+        assert adapter.has_head
+        ref = transformers.BertForMaskedLM.from_pretrained(tiny / version, local_files_only=True).eval()
+        prep = adapter.prepare(read_h5ad(SAMPLE, max_cells=3))
+        batch = adapter.collate([adapter.tokenize(prep, i) for i in range(3)])
+        mask = adapter.maskable(batch) & (torch.rand(batch["input_ids"].shape, generator=torch.Generator().manual_seed(1)) < 0.15)
+        masked = adapter.mask_inputs(batch, mask)
+        assert (masked["input_ids"][mask] == adapter.token_dict["<mask>"]).all()
+        real = batch["attention_mask"].bool()
+        with torch.no_grad():
+            logits = adapter.predict(masked)
+            expect = ref(**masked).logits
+            assert logits.shape == (3, batch["input_ids"].shape[1], len(adapter.token_dict))
+            assert (logits[real] - expect[real]).abs().max() <= 1e-4
+            # From layer 0 with a changed state: BERT's last layer and head applied by hand (one cell, no padding).
+            one = adapter.mask_inputs(adapter.collate([adapter.tokenize(prep, 0)]), mask[:1, : len(adapter.tokenize(prep, 0).ids)])
+            h0 = adapter.layer_outputs(one, [0])[0]
+            assert (adapter.predict(one, layer=0, hidden=h0) - ref(**one).logits).abs().max() <= 1e-4
+            changed = h0 + 0.5 * torch.randn(h0.shape, generator=torch.Generator().manual_seed(2))
+            by_hand = ref.cls(ref.bert.encoder.layer[1](changed))
+            assert (adapter.predict(one, layer=0, hidden=changed) - by_hand).abs().max() <= 1e-4
+
+
+def test_checkpoints_without_a_head_load_and_say_so(tmp_path):
+    ck = write_scgpt(tmp_path / "scgpt", n_genes=200)
+    state = torch.load(ck / "best_model.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ck / "best_model.pt")
+    adapter = models.load("scgpt", ck)
+    assert not adapter.has_head
+    batch = adapter.collate([adapter.tokenize(adapter.prepare(read_h5ad(SAMPLE, max_cells=1)), 0)])
+    with pytest.raises(AtlasError, match="no expression decoder"):
+        adapter.predict(batch)
+
+    gf = write_geneformer(tmp_path / "gf", version=2, n_genes=300)
+    weights = load_file(gf / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("cls.")}, gf / "model.safetensors",
+              metadata={"format": "pt"})
+    adapter = models.load("geneformer", gf)
+    assert not adapter.has_head and adapter.head is None
+    with pytest.raises(AtlasError, match="no masked-LM head"):
+        adapter.predict(adapter.collate([adapter.tokenize(adapter.prepare(read_h5ad(SAMPLE, max_cells=1)), 0)]))
+
+
+# --- model inputs (issue 16 point 11) -----------------------------------------------------------------------
+
+def test_geneformer_skips_cells_failing_filter_pass(tiny):
+    adapter = models.load("geneformer", tiny / "geneformer-v2")
+    ids = [g for g in adapter.token_dict if str(g).startswith("ENSG")][:3]
+    obs = pd.DataFrame({"filter_pass": pd.Series([1, 0, True, None, 1.0], dtype=object, index=list("abcde"))})
+    prep = adapter.prepare(make_dataset(np.full((5, 3), 2.0), ["A", "B", "C"], ids, obs=obs))
+    assert prep.extra["cells"].tolist() == [0, 2, 4] and prep.report["filtered_out"] == 2
+    assert len(adapter.tokenize(prep, 0).ids) == 5
+    for skipped in (1, 3):
+        assert adapter.tokenize(prep, skipped).ids.tolist() == [adapter.cls_id, adapter.eos_id]
+    rows = np.concatenate([c.cells for c in models.stream(adapter, prep, [0], cells=prep.extra["cells"])])
+    assert sorted(set(rows.tolist())) == [0, 2, 4]
+    no_column = adapter.prepare(make_dataset(np.full((2, 3), 2.0), ["A", "B", "C"], ids))
+    assert no_column.extra["cells"].tolist() == [0, 1] and no_column.report["filtered_out"] == 0
+
+
+def test_geneformer_drops_ids_missing_from_the_mapping_dictionary(tmp_path):
+    import pickle
+
+    ck = write_geneformer(tmp_path / "v2", version=2, n_genes=300)
+    path = next(ck.glob("ensembl_mapping_dict*.pkl"))
+    mapping = pickle.loads(path.read_bytes())
+    genes = sorted(mapping)[:4]
+    del mapping[genes[0]]  # in the token dictionary, but not in the mapping: the official tokenizer drops it
+    mapping[genes[1]] = genes[2]  # genes[1] collapses onto genes[2]: counts summed
+    path.write_bytes(pickle.dumps(mapping))
+    adapter = models.load("geneformer", ck)
+    prep = adapter.prepare(make_dataset([[5, 1, 2, 4]], list("ABCD"), genes))
+    assert prep.report["unmapped"] == 1 and prep.token_of_gene[0] == -1
+    assert prep.token_of_gene[1] == prep.token_of_gene[2] == adapter.token_dict[genes[2]]
+    got = [int(t) for t in adapter.tokenize(prep, 0).ids if t not in adapter.special_ids]
+    value = {genes[2]: 3 / adapter.median[genes[2]], genes[3]: 4 / adapter.median[genes[3]]}
+    assert got == [adapter.token_dict[g] for g in sorted(value, key=lambda g: -value[g])]
+
+
+# --- bad checkpoints (issue 12) -----------------------------------------------------------------------------
+
+def test_scgpt_refuses_a_non_float_tensor(tmp_path):
+    ck = write_scgpt(tmp_path / "ck", n_genes=200)
+    state = torch.load(ck / "best_model.pt", weights_only=True)
+    state["transformer_encoder.layers.0.linear1.weight"] = state["transformer_encoder.layers.0.linear1.weight"].long()
+    torch.save(state, ck / "best_model.pt")
+    with pytest.raises(AtlasError, match=r"best_model.pt: transformer_encoder.layers.0.linear1.weight has dtype "
+                                         r"torch.int64, expected floating-point weights"):
+        models.load("scgpt", ck)
+
+
+def test_geneformer_refuses_bad_weight_files_and_dictionaries(tmp_path):
+    import pickle
+
+    ck = write_geneformer(tmp_path / "v2", version=2, n_genes=300)
+    good = (ck / "model.safetensors").read_bytes()
+    weights = load_file(ck / "model.safetensors")
+    key = "bert.encoder.layer.0.output.dense.weight"
+    save_file({**weights, key: weights[key].to(torch.int32)}, ck / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AtlasError, match=f"model.safetensors: {key} has dtype I32, expected floating-point"):
+        models.load("geneformer", ck)
+    (ck / "model.safetensors").write_bytes(b"\xff" * 8 + good[8:])  # a header length beyond the file
+    with pytest.raises(AtlasError, match="model.safetensors: not a readable safetensors file"):
+        models.load("geneformer", ck)
+    (ck / "model.safetensors").write_bytes(good)
+
+    ck1 = write_geneformer(tmp_path / "v1", version=1, n_genes=300)
+    state = torch.load(ck1 / "pytorch_model.bin", weights_only=True)
+    state[key] = state[key].to(torch.int64)
+    torch.save(state, ck1 / "pytorch_model.bin")
+    with pytest.raises(AtlasError, match=f"pytorch_model.bin: {key} has dtype torch.int64"):
+        models.load("geneformer", ck1)
+
+    for pattern, change, message in (
+            ("gene_median_dictionary*.pkl", lambda d: d.update({next(iter(d)): "1.5"}), "expected a number"),
+            ("token_dictionary*.pkl", lambda d: d.update({"<pad>": "zero"}), "expected a token id"),
+            ("ensembl_mapping_dict*.pkl", lambda d: d.update({next(iter(d)): 7}), "expected an Ensembl id")):
+        path = next(ck.glob(pattern))
+        original = path.read_bytes()
+        value = pickle.loads(original)
+        change(value)
+        path.write_bytes(pickle.dumps(value))
+        with pytest.raises(AtlasError, match=f"{path.name}: the value of .* expected"):
+            models.load("geneformer", ck)
+        with pytest.raises(AtlasError, match=message):
+            models.load("geneformer", ck)
+        path.write_bytes(original)
+    models.load("geneformer", ck)  # restored: loads again

@@ -1,9 +1,10 @@
 """scGPT (whole-human layout: args.json, vocab.json, best_model.pt) and its official zero-shot input pipeline.
 
-The module below is scGPT's gene encoder, continuous value encoder and post-norm transformer encoder, with
-the checkpoint's own parameter names, so a checkpoint loads without translation tables beyond the three
-spellings of the attention projection. Layers are looped explicitly: PyTorch's nested-tensor fast path
-(`nn.TransformerEncoder` in eval mode) would change what padded batches compute.
+The module below is scGPT's gene encoder, continuous value encoder, post-norm transformer encoder and
+expression decoder (the masked-value head, loaded when the checkpoint has it), with the checkpoint's own
+parameter names, so a checkpoint loads without translation tables beyond the three spellings of the attention
+projection. Layers are looped explicitly: PyTorch's nested-tensor fast path (`nn.TransformerEncoder` in eval
+mode) would change what padded batches compute.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..errors import AtlasError
 from .base import CellTokens, Prepared, pad
 
 FILES = ("args.json", "vocab.json", "best_model.pt")
-PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")  # the encoder; everything else is a head
+PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")  # the encoder
+HEAD = "decoder."  # scGPT's ExprDecoder; other heads (mvc_decoder, cls_decoder, flag_encoder) are ignored
 
 
 class GeneEncoder(nn.Module):
@@ -82,6 +84,24 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
 
 
+def _mlp(d: int) -> nn.Sequential:
+    """Linear-LeakyReLU-Linear-LeakyReLU-Linear(d -> 1): indices 0, 2, 4 hold the weights, as in the checkpoint."""
+    return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, 1))
+
+
+class ExprDecoder(nn.Module):
+    """scGPT's expression head: each token's output vector -> its predicted expression value (a bin number).
+    Checkpoints trained with explicit_zero_prob also carry `zero_logit`, the probability that the value is 0."""
+
+    def __init__(self, d: int, zero_prob: bool = False):
+        super().__init__()
+        self.fc = _mlp(d)
+        self.zero_logit = _mlp(d) if zero_prob else None
+
+    def forward(self, x):  # (B, T, d) -> (B, T)
+        return self.fc(x).squeeze(-1)
+
+
 class Encoder(nn.Module):
     def __init__(self, d: int, heads: int, d_hid: int, n_layers: int):
         super().__init__()
@@ -89,15 +109,28 @@ class Encoder(nn.Module):
 
 
 class ScGPT(nn.Module):
-    def __init__(self, n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int):
+    def __init__(self, n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int,
+                 head: bool = False, zero_prob: bool = False):
         super().__init__()
+        assert d % heads == 0, f"width {d} must divide by the {heads} heads"
         self.encoder = GeneEncoder(n_tokens, d, pad_id)
         self.value_encoder = ContinuousValueEncoder(d)
         self.transformer_encoder = Encoder(d, heads, d_hid, n_layers)
+        self.decoder = ExprDecoder(d, zero_prob) if head else None
+
+    def embed(self, ids, values):
+        """Input of layer 0: gene embedding + value embedding, (B, T, d)."""
+        return self.encoder(ids) + self.value_encoder(values.to(self.encoder.embedding.weight.dtype))
+
+    def run(self, x, keep, start: int = 0, stop: int | None = None):
+        """Apply layers start..stop-1 to `x`, the input of layer `start`."""
+        for layer in self.transformer_encoder.layers[start:stop]:
+            x = layer(x, keep)
+        return x
 
     def forward(self, ids, values, keep, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Residual stream after each layer in `layers` (0-based); stops after the last one asked for."""
-        x = self.encoder(ids) + self.value_encoder(values.to(self.encoder.embedding.weight.dtype))
+        x = self.embed(ids, values)
         out = {}
         for i, layer in enumerate(self.transformer_encoder.layers[: max(layers) + 1]):
             x = layer(x, keep)
@@ -116,12 +149,16 @@ def canonical_key(key: str) -> str:
 
 
 def load_state(model: nn.Module, state: dict, where: Path) -> list[str]:
-    """Load strictly on the encoder: every weight present with its shape. Returns the ignored (head) keys."""
+    """Load strictly on the encoder (and the head, when the model has one): every weight present, floating point,
+    with its shape. Returns the ignored keys (other heads)."""
     ours = model.state_dict()
     found, ignored = {}, []
     for key, value in state.items():
         k = canonical_key(key)
         if k in ours:
+            if not torch.is_tensor(value) or not value.is_floating_point():
+                what = value.dtype if torch.is_tensor(value) else type(value).__name__
+                raise AtlasError(f"{where}: {key} has dtype {what}, expected floating-point weights")
             found[k] = value
         else:
             ignored.append(key)
@@ -137,6 +174,16 @@ def load_state(model: nn.Module, state: dict, where: Path) -> list[str]:
         raise AtlasError(f"{where}: unexpected encoder weight {stray[0]} (not part of the scGPT architecture in args.json)")
     model.load_state_dict(found, strict=True)
     return sorted(ignored)
+
+
+def _head_layout(state: dict, d: int) -> dict | None:
+    """The expression decoder the checkpoint holds, if it is the plain one (input = the d-wide token output);
+    decoders that take batch labels as well (fine-tuned models) are left out with the other heads."""
+    keys = {canonical_key(k): v for k, v in state.items() if canonical_key(k).startswith(HEAD)}
+    w = keys.get("decoder.fc.0.weight")
+    if w is None or tuple(w.shape) != (d, d):
+        return None
+    return {"zero_prob": "decoder.zero_logit.0.weight" in keys}
 
 
 def _read_json(path: Path):
@@ -200,9 +247,15 @@ class ScGPTAdapter:
         emb = next((v for k, v in state.items() if canonical_key(k) == "encoder.embedding.weight"), None)
         if emb is not None and emb.shape[0] != len(vocab):
             raise AtlasError(f"{checkpoint}: vocab.json has {len(vocab)} tokens but the embedding has {emb.shape[0]} rows")
-        self.model = ScGPT(len(vocab), d, heads, d_hid, n_layers, self.pad_id)
+        if d % heads:
+            raise AtlasError(f"{checkpoint / 'args.json'}: embsize {d} does not divide by nheads {heads}")
+        head = _head_layout(state, d)
+        self.model = ScGPT(len(vocab), d, heads, d_hid, n_layers, self.pad_id, head=head is not None,
+                           zero_prob=bool(head and head["zero_prob"]))
         self.ignored_keys = load_state(self.model, state, checkpoint / "best_model.pt")
         self.model.eval()
+        self.has_head = head is not None
+        self.mask_value = float(args.get("mask_value", -1))
 
         self.vocab = vocab
         self.n_layers, self.width = n_layers, d
@@ -244,3 +297,33 @@ class ScGPTAdapter:
     def layer_outputs(self, batch, layers):
         ids = batch["input_ids"]
         return self.model(ids, batch["values"], ids != self.pad_id, layers)
+
+    # --- what interventions need: masked inputs, the rest of the model from layer L, the head ---------------
+
+    def maskable(self, batch) -> torch.Tensor:
+        """(B, T) True at gene tokens: the positions pretraining masks (never <cls> or padding)."""
+        return ~torch.isin(batch["input_ids"], torch.tensor(sorted(self.special_ids), device=batch["input_ids"].device))
+
+    def mask_inputs(self, batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch with the values at `mask` replaced by mask_value (-1), as scGPT's masked-value training."""
+        values = batch["values"].clone()
+        values[mask] = self.mask_value
+        return {**batch, "values": values}
+
+    def final_hidden(self, batch, layer: int | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Output of the last layer, (B, T, d). With `layer` and `hidden`, `hidden` replaces the output of
+        layer `layer` and only the layers after it run."""
+        ids = batch["input_ids"]
+        keep = ids != self.pad_id
+        if layer is None:
+            return self.model.run(self.model.embed(ids, batch["values"]), keep)
+        if not 0 <= layer < self.n_layers or hidden is None or hidden.shape[:2] != ids.shape:
+            raise AtlasError(f"final_hidden: layer {layer} (0..{self.n_layers - 1}) needs a hidden state of shape "
+                             f"{tuple(ids.shape)} x {self.width}")
+        return self.model.run(hidden, keep, start=layer + 1)
+
+    def predict(self, batch, layer: int | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The expression head's predicted value (a bin number) per token, (B, T); see `final_hidden`."""
+        if not self.has_head:
+            raise AtlasError(f"{self.name}: the checkpoint has no expression decoder (decoder.fc.*)")
+        return self.model.decoder(self.final_hidden(batch, layer, hidden))

@@ -20,8 +20,10 @@ import torch
 from ..geneids import gencode
 from .scgpt import ScGPT
 
-# scGPT's head weights are kept in the file (the adapter lists and ignores them), as in best_model.pt.
-SCGPT_HEADS = ("decoder.fc.0", "decoder.fc.2", "mvc_decoder.gene2query")
+# Heads of the whole-human best_model.pt that the adapter lists and ignores, with their real shapes (d = width):
+# the generative flag embedding and the MVC decoder ("inner product" style).
+SCGPT_OTHER_HEADS = {"flag_encoder.weight": lambda d: (2, d), "mvc_decoder.gene2query.weight": lambda d: (d, d),
+                     "mvc_decoder.gene2query.bias": lambda d: (d,), "mvc_decoder.W.weight": lambda d: (d, d)}
 
 
 def write_scgpt(out: Path, n_layers: int = 2, width: int = 64, heads: int = 4, d_hid: int | None = None,
@@ -33,7 +35,7 @@ def write_scgpt(out: Path, n_layers: int = 2, width: int = 64, heads: int = 4, d
     vocab = {"<pad>": 0, "<cls>": 1, "<eoc>": 2} | {s: i + 3 for i, s in enumerate(symbols)}
     d_hid = d_hid or width
     torch.manual_seed(seed)
-    model = ScGPT(len(vocab), width, heads, d_hid, n_layers, pad_id=0)
+    model = ScGPT(len(vocab), width, heads, d_hid, n_layers, pad_id=0, head=True)  # with the expression decoder
     state = {}
     for k, v in model.state_dict().items():
         if attention == "fa2":
@@ -42,9 +44,8 @@ def write_scgpt(out: Path, n_layers: int = 2, width: int = 64, heads: int = 4, d
             k = k.replace("self_attn.Wqkv.weight", "self_attn.in_proj_weight").replace(
                 "self_attn.Wqkv.bias", "self_attn.in_proj_bias")
         state[k] = v.clone()
-    for head in SCGPT_HEADS:
-        state[f"{head}.weight"] = torch.randn(width, width) * 0.02
-        state[f"{head}.bias"] = torch.zeros(width)
+    for key, shape in SCGPT_OTHER_HEADS.items():
+        state[key] = torch.randn(shape(width)) * 0.02
     torch.save(state, out / "best_model.pt")
     args = {"embsize": width, "nheads": heads, "d_hid": d_hid, "nlayers": n_layers, "n_layers_cls": 3,
             "dropout": 0.2, "pad_token": "<pad>", "pad_value": -2, "mask_value": -1, "n_bins": 51,
