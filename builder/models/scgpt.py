@@ -69,19 +69,21 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-norm transformer layer with ReLU, as scGPT's FlashTransformerEncoderLayer and nn.TransformerEncoderLayer."""
+    """Post-norm transformer layer with ReLU, as scGPT's FlashTransformerEncoderLayer and nn.TransformerEncoderLayer.
+    Dropout (scGPT's three, in the same places) acts only in training mode: pretraining uses it, extraction not."""
 
-    def __init__(self, d: int, heads: int, d_hid: int):
+    def __init__(self, d: int, heads: int, d_hid: int, dropout: float = 0.0):
         super().__init__()
         self.self_attn = SelfAttention(d, heads)
         self.linear1 = nn.Linear(d, d_hid)
         self.linear2 = nn.Linear(d_hid, d)
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x, keep):
-        x = self.norm1(x + self.self_attn(x, keep))
-        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+        x = self.norm1(x + self.drop(self.self_attn(x, keep)))
+        return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
 
 
 def _mlp(d: int) -> nn.Sequential:
@@ -103,19 +105,19 @@ class ExprDecoder(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, d: int, heads: int, d_hid: int, n_layers: int):
+    def __init__(self, d: int, heads: int, d_hid: int, n_layers: int, dropout: float = 0.0):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d, heads, d_hid) for _ in range(n_layers))
+        self.layers = nn.ModuleList(EncoderLayer(d, heads, d_hid, dropout) for _ in range(n_layers))
 
 
 class ScGPT(nn.Module):
     def __init__(self, n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int,
-                 head: bool = False, zero_prob: bool = False):
+                 head: bool = False, zero_prob: bool = False, dropout: float = 0.0):
         super().__init__()
         assert d % heads == 0, f"width {d} must divide by the {heads} heads"
         self.encoder = GeneEncoder(n_tokens, d, pad_id)
         self.value_encoder = ContinuousValueEncoder(d)
-        self.transformer_encoder = Encoder(d, heads, d_hid, n_layers)
+        self.transformer_encoder = Encoder(d, heads, d_hid, n_layers, dropout)
         self.decoder = ExprDecoder(d, zero_prob) if head else None
 
     def embed(self, ids, values):

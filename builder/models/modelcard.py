@@ -1,0 +1,101 @@
+"""The model card and loss-curve SVG that `atlas pretrain` writes beside a checkpoint, from its pretrain.json record."""
+
+from __future__ import annotations
+
+from html import escape
+
+W, H, PAD = 480, 240, 44  # SVG size and margin, in px
+
+FAMILY = {"scgpt": "scGPT", "geneformer": "Geneformer (V2 layout)"}
+METRIC = {"scgpt": ("MSE of the predicted bin", "exact-bin accuracy"),
+          "geneformer": ("cross-entropy", "top-1 accuracy")}
+
+
+def _polyline(points, x, y, colour: str, dash: str = "") -> str:
+    path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
+    extra = f' stroke-dasharray="{dash}"' if dash else ""
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="2"{extra} points="{path}"/>'
+
+
+def loss_svg(record: dict) -> str:
+    """Training loss (mean over each interval) and held-out loss against the optimiser step."""
+    curve = record["curve"]
+    train = [(p["step"], p["train_loss"]) for p in curve if p["train_loss"] is not None]
+    held = [(p["step"], p["heldout_loss"]) for p in curve]
+    values = [v for _, v in train + held]
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1
+    last = max(curve[-1]["step"], 1)
+    x = lambda s: PAD + (W - 1.5 * PAD) * s / last  # noqa: E731
+    y = lambda v: H - PAD - (H - 1.6 * PAD) * (v - lo) / (hi - lo)  # noqa: E731
+    label = METRIC[record["family"]][0]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<rect width="{W}" height="{H}" fill="white"/>',
+             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD / 2}" y2="{H - PAD}" stroke="#444"/>',
+             f'<line x1="{PAD}" y1="{PAD * 0.6}" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>',
+             f'<text x="{W / 2}" y="{H - 10}" text-anchor="middle">optimiser step (0 .. {last})</text>',
+             f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{escape(label)}</text>',
+             f'<text x="{PAD - 4}" y="{y(hi) + 4:.1f}" text-anchor="end">{hi:.3g}</text>',
+             f'<text x="{PAD - 4}" y="{y(lo) + 4:.1f}" text-anchor="end">{lo:.3g}</text>',
+             _polyline(train, x, y, "#1f77b4"), _polyline(held, x, y, "#d62728", "5,3"),
+             f'<text x="{W - PAD}" y="{PAD * 0.6 + 4}" text-anchor="end" fill="#1f77b4">training (interval mean)</text>',
+             f'<text x="{W - PAD}" y="{PAD * 0.6 + 18}" text-anchor="end" fill="#d62728">held-out cells</text>',
+             "</svg>"]
+    return "\n".join(parts) + "\n"
+
+
+def _table(record: dict) -> list[str]:
+    fam, b = record["family"], record["baselines"]
+    loss, acc = METRIC[fam]
+    rows = [f"| model | held-out {loss} | held-out {acc} |", "|---|---|---|"]
+    if record["trained"]:
+        h = record["heldout"]
+        rows.append(f"| this checkpoint (step {h['step']}) | {h['heldout_loss']:.4f} | {h['heldout_accuracy']:.4f} |")
+    u = record["untrained"]
+    rows.append(f"| untrained twin (same seed, step 0) | {u['heldout_loss']:.4f} | {u['heldout_accuracy']:.4f} |")
+    if fam == "scgpt":
+        rows += [f"| baseline: most frequent bin ({b['most_frequent_bin']}) / mean bin | {b['mean_bin_mse']:.4f} | "
+                 f"{b['most_frequent_bin_accuracy']:.4f} |",
+                 f"| baseline: each gene's mean bin (no context) | {b['gene_mean_bin_mse']:.4f} | "
+                 f"{b['gene_mean_bin_accuracy']:.4f} |"]
+    else:
+        rows += [f"| baseline: gene frequencies (unigram) / most frequent gene ({b['most_frequent_gene']}) | "
+                 f"{b['unigram_loss']:.4f} | {b['most_frequent_gene_accuracy']:.4f} |"]
+    return rows
+
+
+def model_card(record: dict) -> str:
+    fam, cfg, data = record["family"], record["config"], record["data"]
+    kind = "pretrained" if record["trained"] else "untrained (randomly initialised twin)"
+    lines = [
+        f"# {FAMILY[fam]} demo model, {kind}",
+        "",
+        "A small model trained by this project's `atlas pretrain` on the cells named below; it is not a published "
+        "checkpoint and says nothing about the published models. It exists so that an atlas can be built and "
+        "checked on bundled data: its features can be compared with those of its untrained twin.",
+        "",
+        f"- **Architecture**: {cfg['layers']} layers, width {cfg['width']}, {cfg['heads']} heads, "
+        f"{record['parameters']:,} parameters; vocabulary: the {data['genes_in_vocabulary']} genes seen in training "
+        f"cells (var column `{data['gene_column']}`).",
+        f"- **Data**: `{data['file']}` (sha256 `{data['sha256'][:16]}...`), {data['cells']} cells with at least 2 "
+        f"genes: {data['train_cells']} for training, {len(data['heldout_cells'])} held out (listed in pretrain.json).",
+        f"- **Objective**: {record['objective']}.",
+        f"- **Training**: {cfg['steps']} AdamW steps of {cfg['batch_size']} cells, peak learning rate {cfg['lr']}, "
+        f"warm-up {cfg['warmup']:.0%} then linear decay, weight decay {cfg['weight_decay']}, dropout "
+        f"{cfg['dropout']}, gradient norm clipped at 1; seed {cfg['seed']}.",
+        "",
+        "## Held-out masked prediction",
+        "",
+        "Measured on the held-out cells with the same masked positions at every evaluation.",
+        "",
+        *_table(record),
+        "",
+    ]
+    if record["trained"]:
+        lines += ["## Loss curve", "", "![loss curve](loss_curve.svg)", ""]
+    if record.get("command"):
+        lines += ["## Command", "", "```", record["command"], "```", ""]
+    lines += ["The untrained twin: the same command with `--random-init` (same vocabulary, architecture and seed, "
+              "no step taken).", ""]
+    return "\n".join(lines)
