@@ -77,6 +77,18 @@ def test_untrained_twin_is_the_starting_point(runs, family):
         assert (digest(twin)[name] == digest(trained)[name]) == (name != weights), name
 
 
+def test_twin_of_a_checkpoint_reproduces_its_starting_point(runs, tmp_path):
+    from builder.models.pretrain import twin_of
+
+    trained, _, twin, _, _ = runs["geneformer"]
+    twin_of(trained, DATA, tmp_path / "again")
+    assert digest(tmp_path / "again") == digest(twin)
+    with pytest.raises(AtlasError, match="not the data"):
+        twin_of(trained, "atlas_data/inputs/immune_sample.h5ad", tmp_path / "other")
+    with pytest.raises(AtlasError, match="not a pretrain record"):
+        twin_of(tmp_path, DATA, tmp_path / "none")
+
+
 def test_heldout_cells_are_disjoint_and_seeded(runs, tmp_path):
     rec = runs["scgpt"][3]
     names = read_h5ad(DATA).obs.index.astype(str)

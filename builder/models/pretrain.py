@@ -370,3 +370,20 @@ def write_random_init(family: str, data: Path, out: Path, cfg: PretrainConfig, c
     """The untrained twin of `pretrain(family, data, out, cfg)`: same vocabulary, architecture and seed, so the
     same initial weights, and no step taken (issue 16's random_init_model baseline)."""
     return pretrain(family, data, out, replace(cfg, steps=0), command, replace_out=replace_out)
+
+
+def twin_of(checkpoint: Path, data: Path, out: Path, replace_out: bool = False) -> dict:
+    """The untrained twin of a checkpoint that `atlas pretrain` wrote: its recorded family and options on the
+    same data (checked by hash), no step taken. Refused for checkpoints from elsewhere (no pretrain.json)."""
+    import json
+
+    path = Path(checkpoint) / "pretrain.json"
+    try:
+        rec = json.loads(path.read_text())
+        family, cfg, digest = rec["family"], PretrainConfig(**rec["config"]), rec["data"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AtlasError(f"{path}: not a pretrain record of `atlas pretrain` ({type(e).__name__}: {e}); a random "
+                         f"twin needs the options the checkpoint was trained with") from None
+    if sha256_file(data) != digest:
+        raise AtlasError(f"{data}: not the data {checkpoint} was trained on (sha256 differs from {path})")
+    return write_random_init(family, data, out, cfg, replace_out=replace_out)
