@@ -132,6 +132,7 @@ def _geneformer_model(n_tokens: int, cfg: PretrainConfig):
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # save_pretrained's shard bar is noise on the CLI
     config = transformers.BertConfig(
         vocab_size=n_tokens, hidden_size=cfg.width, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
         intermediate_size=2 * cfg.width, hidden_act="relu", max_position_embeddings=4096,  # V2's input size
