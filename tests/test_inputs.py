@@ -68,11 +68,15 @@ def test_bundled_dataset_is_reproduced_from_scanpy():
     rebuilt = make.build(make.source_path())
     ours = ad.read_h5ad(bundled.DATA)
     assert (rebuilt.X != ours.X).nnz == 0
-    assert rebuilt.obs.equals(ours.obs) and rebuilt.var.equals(ours.var)
-    # And the counts give back scanpy's stored values to within its rounding (half of 0.001).
+    for a, b in ((rebuilt.obs, ours.obs), (rebuilt.var, ours.var)):  # anndata stores text columns as categories
+        assert list(a.index) == list(b.index) and list(a.columns) == list(b.columns)
+        for c in a.columns:
+            assert np.array_equal(np.asarray(a[c], dtype=object), np.asarray(b[c], dtype=object)), c
+    # And the counts give back scanpy's stored values to within its rounding (half of 0.001; re-rounding would
+    # move values that sit on a half step).
     src = ad.read_h5ad(make.source_path())
-    assert np.abs(make.normalise(ours.X.toarray(), ours.obs["n_counts"].to_numpy())
-                  - src.raw.X.toarray()).max() <= 0.0005 + 1e-6
+    exact = np.log1p(ours.X.toarray().astype(np.float64) * 1e4 / ours.obs["n_counts"].to_numpy()[:, None])
+    assert np.abs(exact - src.raw.X.toarray()).max() <= 0.0005 + 1e-6
 
 
 def test_checksums_match_and_damage_is_named(tmp_path):
