@@ -69,10 +69,15 @@ def _check_weights(folder: Path) -> None:
         bad = {k: t for k, t in dtypes.items() if t not in ("F16", "BF16", "F32", "F64")}
     else:
         path = folder / "pytorch_model.bin"
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
-            raise AtlasError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
+        state = None
+        for mmap in (True, False):  # mmap reads only the headers, but files in the pre-zip format cannot be mapped
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+                break
+            except Exception as e:
+                error = e
+        if state is None:
+            raise AtlasError(f"{path}: not a readable PyTorch state dict ({type(error).__name__}: {error})") from None
         if not isinstance(state, dict):
             raise AtlasError(f"{path}: expected a state dict, found {type(state).__name__}")
         bad = {k: v.dtype for k, v in state.items() if torch.is_tensor(v) and not v.is_floating_point()
