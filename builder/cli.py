@@ -497,6 +497,7 @@ def pretrain(family, data, out, layers, width, heads, steps, batch_size, lr, hol
     from .models.pretrain import PretrainConfig
     from .models.pretrain import pretrain as run
 
+    check_disjoint([("--out", out)], [("--data", data)])
     cfg = PretrainConfig(layers=layers, width=width, heads=heads, steps=0 if random_init else steps,
                          batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
     command = "atlas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else None

@@ -143,7 +143,7 @@ def test_pretrain_cli_refusals_write_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_pretrain_cli_runs_end_to_end_and_keeps_an_existing_folder(tmp_path):
+def test_pretrain_cli_runs_end_to_end_and_replaces_only_its_own_output(tmp_path):
     import subprocess
     import sys
 
@@ -155,6 +155,13 @@ def test_pretrain_cli_runs_end_to_end_and_keeps_an_existing_folder(tmp_path):
     assert "pretrained 2 steps: geneformer 1 x 16 on 630 cells (70 held out)" in res.stdout
     card = (out / "MODEL_CARD.md").read_text()
     assert "atlas pretrain --model geneformer" in card and "most frequent gene" in card
-    again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
-        f"error: {out}: already exists and is not empty; pass --replace to overwrite it"]
+    before = digest(out)
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0  # an earlier output: replaced
+    assert digest(out) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    res = subprocess.run([*cmd[:9], str(other), *cmd[10:]], capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "is not a checkpoint folder of atlas pretrain (no pretrain.json)" in res.stderr
+    assert (other / "notes.txt").read_text() == "mine" and len(list(other.iterdir())) == 1
