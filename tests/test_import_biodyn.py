@@ -99,3 +99,126 @@ def test_bad_source_is_refused_with_one_line_and_nothing_written(tmp_path, setup
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "data" / "x").exists()
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
+
+
+def geneformer_like_source(folder, n=6):
+    """A small folder in the published Geneformer atlas' shapes (Biodyn-AI/geneformer-atlas public/data): the
+    causal and perturbation files carry no layer, the annotations of some layers are absent, the tracking and
+    cluster files are the raw analysis output. Written here; no third-party data is stored in the repository."""
+    folder.mkdir()
+    labels = {0: "Cell Cycle, Mitotic R-HSA-69278", 3: "pairwise_enrichment", 4: "transcription_factors"}
+    for lay in range(3):
+        feats = [{"i": i, "d": i == 5, "f": 0.01 * (i + 1), "ma": 0.02, "fc": 100 + i, "na": 2 if i in labels else 0,
+                  "m": i % 2 if i < 5 else -1, "sv": i == 1,
+                  "lb": (labels.get(i, "") if lay == 1 else ("DNA Repair (GO:0006281)" if i == 0 else "")),
+                  "to": "Reactome" if i in labels else "none",
+                  "tg": [{"n": f"GENE{i}{j}", "a": 2.0 - j / 10} for j in range(5)] if i < 5 else []}
+                 for i in range(n)]
+        write(folder, f"layer_{lay:02d}_features.json", feats)
+        write(folder, f"layer_{lay:02d}_positions.json", [[i * 1.5, -i] for i in range(n)])
+        write(folder, f"layer_{lay:02d}_celltypes.json", {
+            "summary": {"n_cells": 2000, "tissues": ["immune", "kidney", "lung"], "n_cell_types": 40,
+                        "n_features_with_enrichment": 3},
+            "cell_type_meta": {"T cell": {"n": 500, "t": ["immune"]}},
+            "features": {str(i): {"ct": [{"c": "T cell", "p": 1e-8, "or": 4.5, "n": 12},
+                                         {"c": "B cell", "p": 0.01, "or": 1.5, "n": 3}],
+                                  "ti": [{"t": "immune", "p": 1e-3, "or": 2.0}],
+                                  "tc": [{"ct": "T cell", "t": "immune", "a": 3.2}]} for i in range(3)}})
+    write(folder, "layer_01_annotations.json", {
+        "0": {"genes": [{"n": "GENE00", "a": 2.0, "fc": 3}, {"n": "GENE01", "a": 1.9, "fc": 40}],
+              "anns": [{"o": "Reactome", "t": "Cell Cycle, Mitotic R-HSA-69278", "p": 1e-9, "or": 12.0, "n": 4,
+                        "g": ["GENE00", "GENE01"]}]},
+        "3": {"genes": [], "anns": [{"o": "STRING_edges", "t": "pairwise_enrichment", "p": 0.005263, "or": 0, "n": 1, "g": []},
+                                    {"o": "GO_BP", "t": "Translation (GO:0006412)", "p": 0.002, "or": 5.0, "n": 3, "g": ["GENE30"]}]},
+        "4": {"genes": [], "anns": [{"o": "TRRUST_TF_enrichment", "t": "transcription_factors", "p": 0.01, "or": 3.0, "n": 3, "g": []}]}})
+    write(folder, "global_summary.json", {"total_features": 3 * n, "n_layers": 3, "layers": [
+        {"layer": lay, "alive": n - 1, "dead": 1, "annotated": 3 if lay == 1 else 0, "annotation_rate": 0.5,
+         "n_modules": 2, "n_svd_aligned": 1, "n_novel": 4, "ontology_counts": {"GO_BP": 1, "KEGG": 0},
+         "mean_feature_cosine": 0.03, "variance_explained": 0.84} for lay in range(3)]})
+    write(folder, "modules.json", [{"layer": lay, "id": m, "n": 2, "features": [m, m + 2],
+                                    "top_anns": [{"t": "transcription_factors", "c": 2}, {"t": "Translation", "c": 1}]}
+                                   for lay in range(3) for m in range(2)])
+    write(folder, "cross_layer_graph.json", {"L00_L01": {
+        "summary": {"n_alive_a": 5, "n_alive_b": 5, "n_features_with_deps": 2, "mean_max_pmi": 6.6,
+                    "median_max_pmi": 6.7, "n_highways": 2},
+        "deps": [{"a": 0, "deps": [{"b": 1, "pmi": 11.1, "lb": "unlabeled"}, {"b": 2, "pmi": 8.0, "lb": "unlabeled"}]}]}})
+    write(folder, "causal_patching.json", {
+        "summary": {"n_features_with_activity": 2, "mean_specificity_ratio": 8.9, "frac_specific": 0.6},
+        "features": [{"i": 0, "lb": labels[0], "na": 100, "af": 0.09, "tg": ["CENPE", "PLK1"], "td": -2.8, "od": -0.37, "sr": 7.63},
+                     {"i": 1, "lb": "", "na": 3, "af": 0.01, "tg": ["MCM2"], "td": 0.13, "od": 0.09, "sr": 1.37}]})
+    write(folder, "perturbation_response.json", {
+        "summary": {"n_targets_processed": 2, "n_trrust_tfs": 1},
+        "targets": [{"gene": "GATA1", "tf": True, "nk": 57, "nr": 20, "ns": 0,
+                     "top": [{"i": 0, "es": 8.734, "lb": labels[0]}, {"i": 2, "es": 1.8, "lb": "unlabeled"}]},
+                    {"gene": "AATF", "tf": True, "nk": 5, "nr": 0, "ns": 0, "top": []}]})
+    write(folder, "svd_comparison.json", {
+        "aggregate": {"total_features": 15, "total_svd_aligned": 3, "pct_novel": 99.7},
+        "per_layer": {str(lay): {"svd_variance": 0.31, "sae_variance": 0.84, "gain": 2.67, "n_aligned": 1, "n_novel": 4}
+                      for lay in range(3)}})
+    write(folder, "cross_layer_tracking.json", {
+        "config": {"match_threshold": 0.7, "high_match_threshold": 0.9, "n_layers": 3, "reference_layer": 0},
+        "adjacent_persistence": [{"from_layer": lay, "to_layer": lay + 1, "n_matches": 2, "n_high_matches": 1,
+                                  "persistence_rate": 0.4, "high_persistence_rate": 0.2, "mean_match_cosine": 0.8,
+                                  "n_alive_from": 5} for lay in range(2)],
+        "long_range_persistence": [{"target_layer": lay, "n_matches": 5 - lay, "persistence_rate": 1.0 / (lay + 1),
+                                    "mean_cosine": 0.9} for lay in range(3)],
+        "lifecycle_summary": {"n_ref_features": 6, "n_transient": 5, "n_moderate": 1, "n_persistent": 0,
+                              "span_histogram": {"1": 5, "2": 1}},
+        "persistence_vs_biology": {"transient": {"n_features": 5, "annotation_rate": 0.6, "mean_enrichments": 5.4}},
+        "timestamp": "2026-02-26 21:35:56"})
+    write(folder, "novel_clusters.json", {"0": {
+        "summary": {"n_annotated": 2, "n_unannotated": 3, "n_novel_clusters": 1},
+        "clusters": [{"cluster_id": 0, "n_features": 2, "features": [1, 2], "n_unique_genes": 9,
+                      "n_consensus_genes": 2, "consensus_genes": ["RPL13", "RPS3"], "mean_jaccard": 0.15,
+                      "mean_activation_freq": 0.0075}]}})
+    return folder
+
+
+def test_geneformer_shapes_import_every_file_kind(tmp_path):
+    src = geneformer_like_source(tmp_path / "src")
+    out, report = import_biodyn(src, tmp_path / "out", "gf")
+    a = read_atlas(out)
+    assert validate(out) == []
+    causal = a.table("causal_patching").to_pylist()
+    # No layer in the file: the layer whose labels match every record (layer 1 here, as layer 11 there).
+    assert {r["layer"] for r in causal} == {1} and [r["n_cells"] for r in causal] == [None, None]
+    pert = a.table("perturbation").to_pylist()
+    assert {r["layer"] for r in pert} == {1} and [r["gene"] for r in pert] == ["GATA1", "GATA1"]
+    assert pert[1]["label"] is None  # "unlabeled" is no label
+    assert a.table("svd_comparison").num_rows == 15 and a.table("persistence").num_rows == 5
+    assert a.table("novel_clusters").column("consensus_genes").to_pylist() == ['["RPL13", "RPS3"]']
+    assert a.manifest["extras"]["persistence"]["lifecycle_summary"]["n_transient"] == 5
+    assert a.manifest["extras"]["novel_clusters"]["0"]["n_novel_clusters"] == 1
+    feats = {(r["layer"], r["feature"]): r for r in a.table("features").to_pylist()}
+    # Placeholders are not labels: a better real term takes over, or the feature stays unlabelled.
+    assert feats[(1, 3)]["label"] == "Translation (GO:0006412)" and feats[(1, 3)]["label_database"] == "GO_BP"
+    assert feats[(1, 4)]["label"] is None
+    assert a.table("modules").column("label").to_pylist() == ["Translation"] * 6
+    assert a.table("edges").num_rows == 2
+    assert "layer_00_annotations.json: absent" in "\n".join(report.skipped)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("causal_patching.json", {"features": [{"i": 0, "lb": "No such label", "td": 1, "od": 1, "sr": 1}]},
+     "causal_patching.json: field 'layer' missing, and the feature labels ('lb') match no layer"),
+    ("causal_patching.json", {"features": [{"lb": "x"}]}, "causal_patching.json: feature record 0: missing field 'i'"),
+    ("causal_patching.json", {"features": [{"i": 0, "td": "big", "od": 1, "sr": 1}]}, "field 'td' is \"big\", expected a number"),
+    ("causal_patching.json", {"layer": "eleven", "features": []}, "field 'layer' is \"eleven\", expected an integer"),
+    ("perturbation_response.json", {"targets": [{"gene": "X", "top": [{"es": 1}]}]}, "target record 0 (X): top entry 1: missing field 'i'"),
+    ("perturbation_response.json", {"targets": {"gene": "X"}}, "field 'targets' is"),
+    ("svd_comparison.json", {"per_layer": {"zero": {}}}, "svd_comparison.json: per_layer entry 'zero'"),
+    ("cross_layer_tracking.json", {"adjacent_persistence": [1, 2]}, "field 'adjacent_persistence': expected an array of objects"),
+    ("novel_clusters.json", {"0": {"clusters": {"a": 1}}}, "layer 0: field 'clusters': expected an array of objects"),
+    ("cross_layer_graph.json", {"L00_L01": {"deps": [{"deps": [{"b": 1}]}]}}, "cross_layer_graph.json: unexpected content (KeyError"),
+    ("modules.json", [{"layer": 0, "id": 0, "features": [1], "top_anns": "x"}], None),
+])
+def test_unexpected_content_is_one_line_naming_file_and_field(tmp_path, name, content, message):
+    src = geneformer_like_source(tmp_path / "src")
+    write(src, name, content)
+    if message is None:  # tolerated: a malformed optional list is ignored
+        import_biodyn(src, tmp_path / "out", "gf")
+        return
+    with pytest.raises(AtlasError) as e:
+        import_biodyn(src, tmp_path / "out", "gf")
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert not (tmp_path / "out").exists()

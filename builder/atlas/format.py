@@ -65,6 +65,7 @@ SCHEMA: dict[str, TableSpec] = {
     )),
     "feature_genes": TableSpec(("layer", "feature", "rank"), LF + (
         _c("rank", I16), _c("gene", STR), _c("activation", F64, True), _c("fire_count", I64, True),
+        _c("gene_tokens", I64, True), _c("score", F64, True),
     )),
     "enrichments": TableSpec(("layer", "feature", "database", "term"), LF + (
         _c("database", STR), _c("term", STR), _c("p", F64, True), _c("q", F64, True),
@@ -73,6 +74,7 @@ SCHEMA: dict[str, TableSpec] = {
     )),
     "celltypes": TableSpec(("layer", "feature", "level", "name"), LF + (
         _c("level", STR), _c("name", STR), _c("q", F64, True), _c("odds_ratio", F64, True), _c("n_top", I32, True),
+        _c("p", F64, True), _c("auc", F64, True), _c("n_cells", I32, True), _c("n_firing", I32, True),
     )),
     "top_cells": TableSpec(("layer", "feature", "rank"), LF + (
         _c("rank", I16), _c("cell_type", STR), _c("tissue", STR, True), _c("activation", F64),
@@ -90,22 +92,31 @@ SCHEMA: dict[str, TableSpec] = {
     )),
     # Optional side analyses of the published atlases.
     "causal_patching": TableSpec(("layer", "feature"), LF + (
-        _c("n_cells", I32), _c("target_change", F64), _c("other_change", F64), _c("specificity", F64),
+        _c("n_cells", I32, True), _c("target_change", F64), _c("other_change", F64), _c("specificity", F64),
         _c("top_genes", STRS),
     ), required=False),
     "perturbation": TableSpec(("gene", "rank"), (
         _c("gene", STR), _c("rank", I16), _c("is_tf", BOOL, True), _c("n_known", I32, True),
         _c("n_responding", I32, True), _c("n_significant", I32, True), _c("feature", I32),
-        _c("effect", F64), _c("label", STR, True),
+        _c("effect", F64), _c("label", STR, True), _c("layer", I16, True),
     ), required=False),
     "svd_comparison": TableSpec(("layer", "metric"), (
         _c("layer", I16), _c("metric", STR), _c("value", F64, True),
     ), required=False),
     # The null beside every rate a built atlas reports (annotation, modules, cross-layer edges, SVD).
-    "null_baseline": TableSpec(("layer", "analysis", "measure"), (
+    "null_baseline": TableSpec(("layer", "analysis", "measure", "baseline"), (
         _c("layer", I16), _c("analysis", STR), _c("measure", STR), _c("observed", F64, True),
-        _c("expected", F64, True), _c("note", STR, True),
+        _c("expected", F64, True), _c("note", STR, True), _c("baseline", STR, True),
     ), required=False),
+    # The cell map: the dataset's cells in 2-D (manifest dataset.cell_map says which embedding), and on a bounded
+    # display sample of them, per-cell feature activations and top-gene expression (non-zero values only).
+    "cells": TableSpec(("cell",), (
+        _c("cell", I32), _c("cell_id", STR), _c("cell_type", STR, True), _c("x", F32), _c("y", F32),
+    ), required=False),
+    "cell_activations": TableSpec(("layer", "feature", "cell"), LF + (_c("cell", I32), _c("value", F32)),
+                                  required=False),
+    "cell_expression": TableSpec(("gene", "cell"), (_c("gene", STR), _c("cell", I32), _c("value", F32)),
+                                 required=False),
     "persistence": TableSpec(("kind", "row"), (_c("kind", STR), _c("row", I32)), required=False, free_form=True),
     "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
 }
@@ -129,9 +140,10 @@ FEATURE_REFS = {
     "feature_genes": [("layer", "feature")], "enrichments": [("layer", "feature")],
     "celltypes": [("layer", "feature")], "top_cells": [("layer", "feature")],
     "module_members": [("layer", "feature")], "causal_patching": [("layer", "feature")],
+    "cell_activations": [("layer", "feature")],
     "edges": [("layer_a", "feature_a"), ("layer_b", "feature_b")],
 }
-UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q"]}
+UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"]}
 
 
 @dataclass
@@ -155,14 +167,23 @@ class Atlas:
                 spec = SCHEMA[name]
                 self._tables[name] = spec.schema().empty_table()
             else:
-                self._tables[name] = pq.read_table(self.path / f"{name}.parquet")
+                self._tables[name] = with_optional_columns(name, pq.read_table(self.path / f"{name}.parquet"))
         return self._tables[name]
+
+
+def with_optional_columns(name: str, table: pa.Table) -> pa.Table:
+    """Nullable columns added to the schema after a table was written read as all-null columns."""
+    for c in SCHEMA[name].columns:
+        if c.nullable and c.name not in table.column_names:
+            table = table.append_column(pa.field(c.name, c.type, True), pa.nulls(table.num_rows, c.type))
+    return table
 
 
 def conform(name: str, table: pa.Table) -> pa.Table:
     """Cast a table to its schema (free-form tables keep their extra columns) and sort it by its key."""
     spec = SCHEMA[name]
     cols = [c.name for c in spec.columns]
+    table = with_optional_columns(name, table)
     missing = [c for c in cols if c not in table.column_names]
     if missing:
         raise AtlasError(f"table {name}: missing column(s) {', '.join(missing)}")
@@ -326,7 +347,8 @@ def _check_columns(file: Path, spec: TableSpec, t: pa.Table) -> list[str]:
                 for c in t.column_names if c not in known]
     for c in spec.columns:
         if c.name not in t.column_names:
-            out.append(f"{file}: missing column {c.name!r} ({c.type})")
+            if not c.nullable:  # a nullable column may postdate the file: it reads as empty
+                out.append(f"{file}: missing column {c.name!r} ({c.type})")
             continue
         actual = t.schema.field(c.name).type
         if actual != c.type:
@@ -382,6 +404,8 @@ def _check_consistency(path: Path, manifest: dict, tables: dict[str, pa.Table]) 
         if name not in tables:
             continue
         for col in cols:
+            if col not in tables[name].column_names:
+                continue
             vals = [v for v in tables[name].column(col).to_pylist() if v is not None]
             bad = [v for v in vals if not (0.0 <= v <= 1.0) or math.isnan(v)]
             if bad:

@@ -28,6 +28,9 @@ GLOBAL_FILES = ("global_summary.json", "modules.json", "cross_layer_graph.json",
 DERIVED_FILES = {"gene_index.json": "derived from the feature gene lists",
                  "ontology_index.json": "derived from the enrichments"}
 EDGE_COUNT_DBS = {"STRING_edges", "TRRUST_edges"}  # their `p` is an edge density, not a p-value
+# The predecessor's placeholder "terms": a TF-list test and edge counts, not gene sets. They never become labels.
+PLACEHOLDER_TERMS = {"transcription_factors", "pairwise_enrichment"}
+PLACEHOLDER_DBS = EDGE_COUNT_DBS | {"TRRUST_TF_enrichment"}
 
 
 @dataclass
@@ -113,17 +116,16 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     rows = defaultdict(list)  # table name -> list of row dicts
     dataset = {}
     for lay in layers:
-        _import_layer(reader, lay, layer_files[lay], rows, dataset)
-    modules = _import_modules(reader, names, rows, set(layers))
-    pairs = _import_cross_layer(reader, names, rows)
+        _guard(f"layer {lay} files (layer_{lay:02d}_*.json)", _import_layer, reader, lay, layer_files[lay], rows, dataset)
+    modules = _guard(src / "modules.json", _import_modules, reader, names, rows, set(layers))
+    pairs = _guard(src / "cross_layer_graph.json", _import_cross_layer, reader, names, rows)
     extras = _import_extras(reader, names, rows)
     summary = reader.load("global_summary.json", dict) if "global_summary.json" in names else None
     if summary is None:
         report.skipped.append("global_summary.json: absent, per-layer summary computed from the features")
     rows["layers"] = _layer_rows(layers, rows, modules, summary, report)
 
-    tables = {name: pa.Table.from_pylist(r, schema=SCHEMA[name].schema()) if not SCHEMA[name].free_form
-              else _free_form(r) for name, r in rows.items()}
+    tables = {name: _table(name, r) for name, r in rows.items()}
     for name in ("celltypes", "top_cells", "module_members", "modules", "edges"):
         tables.setdefault(name, SCHEMA[name].schema().empty_table())
     n_feat = sum(1 for _ in rows["features"])
@@ -145,10 +147,30 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
         "notes": ["q is the published p_adjusted (Benjamini-Hochberg as run by the predecessor); raw p-values "
                   "and term sizes were not published, so p and set_size are empty.",
                   "STRING_edges and TRRUST_edges rows are the predecessor's edge counts among top genes: "
-                  "edge_density holds the published value, and no p-value is given."],
+                  "edge_density holds the published value, and no p-value is given.",
+                  "The published labels 'transcription_factors' and 'pairwise_enrichment' are placeholders (a "
+                  "TF-list test and edge counts), not gene-set terms: such a feature is labelled by its best "
+                  "gene-set term, or left unlabelled."],
     }
     write_atlas(out, manifest, tables)
     return out, report
+
+
+def _guard(where, fn, *args):
+    """Run one file's import; content of a shape the checks did not foresee becomes one line naming the file."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise AtlasError(f"{where}: unexpected content ({type(e).__name__}: {e})") from None
+
+
+def _table(name: str, records: list[dict]) -> pa.Table:
+    if SCHEMA[name].free_form:
+        return _free_form(records)
+    try:
+        return pa.Table.from_pylist(records, schema=SCHEMA[name].schema())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise AtlasError(f"table {name}: the source gave a value of the wrong kind ({e})") from None
 
 
 def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, dataset: dict) -> None:
@@ -175,6 +197,10 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
         # The published label is the term with the smallest adjusted p; ties made it ambiguous, so match by name.
         best = next((a for a in enr if a.get("t") == label), None) or (
             min(enr, key=lambda a: a.get("p", 1.0)) if enr else None)
+        if label in PLACEHOLDER_TERMS:  # label by the best real gene-set term instead, if there is one
+            real = [a for a in enr if a.get("o") not in PLACEHOLDER_DBS and _num(a.get("p")) is not None]
+            best = min(real, key=lambda a: a["p"]) if real else None
+            label = best.get("t") if best else None
         xy = pos[i] if pos and 0 <= i < len(pos) else None
         if xy is not None and not (isinstance(xy, list) and len(xy) == 2):
             raise AtlasError(f"{reader.src / files['positions']}: entry {i} is not an [x, y] pair")
@@ -257,9 +283,10 @@ def _import_modules(reader, names, rows, layers) -> dict[int, int]:
             reader.report.skipped.append(f"modules.json: module {mid} of layer {lay} has no layer data, ignored")
             continue
         members = _field(m, "features", "list", where)
-        top = [t for t in m.get("top_anns", []) if isinstance(t, dict) and "t" in t]
+        top = [t for t in m.get("top_anns", []) if isinstance(t, dict) and isinstance(t.get("t"), str)]
+        real = [t["t"] for t in top if t["t"] not in PLACEHOLDER_TERMS]
         rows["modules"].append({"layer": lay, "module": mid, "n_features": len(members),
-                                "label": top[0]["t"] if top else None, "top_terms": [t["t"] for t in top],
+                                "label": real[0] if real else None, "top_terms": [t["t"] for t in top],
                                 "top_term_counts": [int(t.get("c", 0)) for t in top]})
         rows["module_members"] += [{"layer": lay, "module": mid, "feature": f} for f in sorted(set(members))]
         per_layer[lay] += 1
@@ -294,46 +321,126 @@ def _import_cross_layer(reader, names, rows) -> list[dict]:
 def _import_extras(reader, names, rows) -> dict:
     """Side analyses: causal patching (both atlases) and the Geneformer atlas' extra files."""
     extras = {}
-    if "causal_patching.json" in names:
-        data = reader.load("causal_patching.json", dict)
-        lay = data.get("layer")
-        for f in data.get("features", []):
-            rows["causal_patching"].append({"layer": lay, "feature": f["i"], "n_cells": f.get("nc", 0),
-                                            "target_change": _num(f.get("td")), "other_change": _num(f.get("od")),
-                                            "specificity": _num(f.get("sr")), "top_genes": f.get("tg", [])})
-        extras["causal_patching"] = _clean(data.get("summary", {}))
-    if "svd_comparison.json" in names:
-        data = reader.load("svd_comparison.json", dict)
-        for lay, metrics in sorted((data.get("per_layer") or {}).items(), key=lambda kv: int(kv[0])):
-            for metric, v in sorted(metrics.items()):
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    rows["svd_comparison"].append({"layer": int(lay), "metric": metric, "value": _num(v)})
-        extras["svd_comparison"] = _clean(data.get("aggregate", {}))
-    if "cross_layer_tracking.json" in names:
-        data = reader.load("cross_layer_tracking.json", dict)
-        for kind in ("adjacent_persistence", "long_range_persistence"):
-            for n, r in enumerate(data.get(kind) or []):
-                rows["persistence"].append({"kind": kind, "row": n, **_flat(r)})
-        extras["persistence"] = {}
-    if "novel_clusters.json" in names:
-        data = reader.load("novel_clusters.json", dict)
-        for lay, block in sorted(data.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
-            if not lay.isdigit():
-                reader.report.skipped.append(f"novel_clusters.json: entry {lay!r} is not a layer, ignored")
-                continue
-            for n, r in enumerate(block.get("clusters", [])):
-                rows["novel_clusters"].append({"layer": int(lay), "row": n, **_flat(r)})
-        extras["novel_clusters"] = {}
-    if "perturbation_response.json" in names:
-        data = reader.load("perturbation_response.json", dict)
-        for t in data.get("targets", []):
-            for rank, hit in enumerate(t.get("top", []), 1):
-                rows["perturbation"].append({"gene": t["gene"], "rank": rank, "is_tf": t.get("tf"),
-                                             "n_known": t.get("nk"), "n_responding": t.get("nr"),
-                                             "n_significant": t.get("ns"), "feature": hit["i"],
-                                             "effect": _num(hit.get("es")), "label": hit.get("lb") or None})
-        extras["perturbation"] = _clean(data.get("summary", {}))
+    for name, fn in (("causal_patching.json", _causal), ("svd_comparison.json", _svd),
+                     ("cross_layer_tracking.json", _tracking), ("novel_clusters.json", _novel),
+                     ("perturbation_response.json", _perturbation)):
+        if name in names:
+            try:
+                fn(reader, name, rows, extras)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:  # any shape the checks did not foresee
+                raise AtlasError(f"{reader.src / name}: unexpected content ({type(e).__name__}: {e})") from None
     return extras
+
+
+def _label(lb):
+    """The predecessor writes "unlabeled" or "" for a feature without a label."""
+    return None if lb in (None, "", "unlabeled", "unlabelled") else lb
+
+
+def _infer_layer(rows, records, path, what) -> int:
+    """A file without a `layer` field: the one layer whose feature labels match every record's `lb`."""
+    labels = {(f["layer"], f["feature"]): f["label"] for f in rows["features"]}
+    layers = sorted({lay for lay, _ in labels})
+    fits = [lay for lay in layers
+            if records and all((lay, i) in labels and labels[(lay, i)] == _label(lb) for i, lb in records)]
+    if len(fits) != 1:
+        found = "no layer" if not fits else f"layers {', '.join(map(str, fits))}"
+        raise AtlasError(f"{path}: field 'layer' missing, and the {what} labels ('lb') match {found} "
+                         "(expected exactly one)")
+    return fits[0]
+
+
+def _causal(reader, name, rows, extras):
+    path = reader.src / name
+    data = reader.load(name, dict)
+    feats = _field(data, "features", "list", str(path))
+    recs = []
+    for n, f in enumerate(feats):
+        where = f"{path}: feature record {n}"
+        recs.append((_field(f, "i", "int", where), f.get("lb")))
+        for key in ("td", "od", "sr"):
+            _field(f, key, "num", where)
+    lay = data.get("layer", (data.get("summary") or {}).get("layer"))
+    if lay is None:
+        lay = _infer_layer(rows, recs, path, "feature")
+    elif not isinstance(lay, int) or isinstance(lay, bool):
+        raise AtlasError(f"{path}: field 'layer' is {json.dumps(lay)[:40]}, expected an integer")
+    for f in feats:
+        top = f.get("tg", [])
+        if not isinstance(top, list) or not all(isinstance(g, str) for g in top):
+            raise AtlasError(f"{path}: feature {f['i']}: field 'tg' is not a list of gene names")
+        rows["causal_patching"].append({"layer": lay, "feature": f["i"],
+                                        "n_cells": f.get("nc") if isinstance(f.get("nc"), int) else None,
+                                        "target_change": _num(f["td"]), "other_change": _num(f["od"]),
+                                        "specificity": _num(f["sr"]), "top_genes": top})
+    extras["causal_patching"] = {**_clean(data.get("summary") or {}), "layer": lay}
+
+
+def _svd(reader, name, rows, extras):
+    path = reader.src / name
+    data = reader.load(name, dict)
+    per_layer = _field(data, "per_layer", "dict", str(path))
+    for lay, metrics in sorted(per_layer.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
+        if not lay.isdigit() or not isinstance(metrics, dict):
+            raise AtlasError(f"{path}: per_layer entry {lay!r}: expected a layer number with an object of metrics")
+        for metric, v in sorted(metrics.items()):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                rows["svd_comparison"].append({"layer": int(lay), "metric": metric, "value": _num(v)})
+    extras["svd_comparison"] = _clean(data.get("aggregate") or {})
+
+
+def _tracking(reader, name, rows, extras):
+    path = reader.src / name
+    data = reader.load(name, dict)
+    for kind in ("adjacent_persistence", "long_range_persistence"):
+        recs = data.get(kind) or []
+        if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
+            raise AtlasError(f"{path}: field {kind!r}: expected an array of objects")
+        for n, r in enumerate(recs):
+            rows["persistence"].append({"kind": kind, "row": n, **_flat(r)})
+    extras["persistence"] = {k: _clean(data[k]) for k in ("config", "lifecycle_summary", "persistence_vs_biology")
+                             if isinstance(data.get(k), dict)}
+
+
+def _novel(reader, name, rows, extras):
+    path = reader.src / name
+    data = reader.load(name, dict)
+    summaries = {}
+    for lay, block in sorted(data.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
+        if not lay.isdigit():
+            reader.report.skipped.append(f"{name}: entry {lay!r} is not a layer, ignored")
+            continue
+        clusters = block.get("clusters", []) if isinstance(block, dict) else None
+        if not isinstance(clusters, list) or not all(isinstance(c, dict) for c in clusters):
+            raise AtlasError(f"{path}: layer {lay}: field 'clusters': expected an array of objects")
+        for n, r in enumerate(clusters):
+            rows["novel_clusters"].append({"layer": int(lay), "row": n, **_flat(r)})
+        summaries[lay] = _clean(block.get("summary") or {})
+    extras["novel_clusters"] = summaries
+
+
+def _perturbation(reader, name, rows, extras):
+    path = reader.src / name
+    data = reader.load(name, dict)
+    targets = _field(data, "targets", "list", str(path))
+    hits = []
+    for n, t in enumerate(targets):
+        where = f"{path}: target record {n}"
+        gene = _field(t, "gene", "str", where)
+        for rank, hit in enumerate(_field(t, "top", "list", where), 1):
+            hw = f"{where} ({gene}): top entry {rank}"
+            hits.append((gene, rank, t, _field(hit, "i", "int", hw), _num(_field(hit, "es", "num", hw)), hit.get("lb")))
+    lay = data.get("layer")
+    if lay is None and hits:
+        try:
+            lay = _infer_layer(rows, sorted({(i, lb) for *_, i, _, lb in hits}), path, "response")
+        except AtlasError as e:  # the table has room for an unknown layer; the site then shows feature ids only
+            reader.report.skipped.append(f"{name}: layer unknown ({str(e).split(': ', 1)[1]})")
+    for gene, rank, t, i, es, lb in hits:
+        rows["perturbation"].append({"gene": gene, "rank": rank, "is_tf": t.get("tf"), "n_known": t.get("nk"),
+                                     "n_responding": t.get("nr"), "n_significant": t.get("ns"), "feature": i,
+                                     "effect": es, "label": _label(lb), "layer": lay})
+    extras["perturbation"] = {**_clean(data.get("summary") or {}), "layer": lay}
 
 
 def _clean(obj):
