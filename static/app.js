@@ -1,5 +1,5 @@
 // Hash router: each view is an ES module loaded on first visit; every view state is a link.
-import { h } from "./lib/dom.js";
+import { h, fill } from "./lib/dom.js";
 
 const ROUTES = [
   [/^\/?$/, "overview"],
@@ -7,8 +7,12 @@ const ROUTES = [
   [/^\/feature\/(\d+)\/(\d+)$/, "feature"],
   [/^\/genes(?:\/(.*))?$/, "genes"],
   [/^\/terms(?:\/(.*))?$/, "terms"],
+  [/^\/celltypes(?:\/(.*))?$/, "celltypes"],
   [/^\/modules(?:\/(\d+))?$/, "modules"],
   [/^\/flow$/, "flow"],
+  [/^\/comparisons$/, "comparisons"],
+  [/^\/about$/, "about"],
+  [/^\/glossary(?:\/(.*))?$/, "glossary"],
 ];
 
 const main = document.getElementById("main");
@@ -19,9 +23,13 @@ function parse() {
   const path = location.hash.replace(/^#/, "") || "/";
   for (const [re, name] of ROUTES) {
     const m = path.match(re);
-    if (m) return { name, params: m.slice(1).map((p) => (p == null ? null : decodeURIComponent(p))) };
+    if (m) return { name, params: m.slice(1).map((p) => (p == null ? null : safeDecode(p))) };
   }
   return { name: null, params: [path] };
+}
+
+function safeDecode(p) {
+  try { return decodeURIComponent(p); } catch { return p; }
 }
 
 async function route() {
@@ -31,7 +39,8 @@ async function route() {
     if (a.dataset.view === name) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  if (!name) return show(h("div", {}, h("h1", {}, "Page not found"), h("p", {}, "No view at ", h("code", {}, params[0]), ". ", h("a", { href: "#/" }, "Back to the overview"))));
+  closeMenu();
+  if (!name) return show(notFound(params[0]));
   // A view that can update in place (e.g. search results) keeps its input focus and scroll.
   if (current.name === name && current.view && current.view.update) return current.view.update(...params);
   try {
@@ -44,18 +53,35 @@ async function route() {
   } catch (err) {
     if (mine !== seq) return;
     current = { name: null, view: null };
-    show(h("div", {}, h("h1", {}, "Could not show this page"), h("p", { class: "warn" }, String(err.message || err))));
+    show(h("div", {}, h("h1", {}, "Could not show this page"), h("p", { class: "warn" }, String(err && err.message ? err.message : err)),
+      h("p", {}, h("a", { href: "#/" }, "Back to the overview"))));
   }
 }
 
+function notFound(path) {
+  return h("div", {}, h("h1", {}, "Page not found"),
+    h("p", {}, "This atlas has no page at ", h("code", {}, path), ". ", h("a", { href: "#/" }, "Back to the overview"), "."));
+}
+
 function show(el) {
-  main.replaceChildren(el);
+  fill(main, el);
   window.scrollTo(0, 0);
   const focus = el.querySelector("[data-autofocus]");
   if (focus) focus.focus();
   const title = el.querySelector("h1");
   document.title = `${title ? title.textContent + " · " : ""}${document.querySelector(".brand").textContent}`;
 }
+
+// "Skip to content" moves focus to the main region instead of changing the route.
+document.querySelector("[data-skip]").addEventListener("click", (ev) => { ev.preventDefault(); main.focus(); });
+
+const menu = document.getElementById("menu");
+function closeMenu() { menu.setAttribute("aria-expanded", "false"); document.body.classList.remove("menu-open"); }
+menu.addEventListener("click", () => {
+  const open = menu.getAttribute("aria-expanded") !== "true";
+  menu.setAttribute("aria-expanded", String(open));
+  document.body.classList.toggle("menu-open", open);
+});
 
 document.getElementById("theme").addEventListener("click", () => {
   const root = document.documentElement;
@@ -65,5 +91,5 @@ document.getElementById("theme").addEventListener("click", () => {
   window.dispatchEvent(new Event("themechange"));
 });
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => { if (location.hash !== "#main") route(); });
 route();

@@ -61,7 +61,7 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
     weights = 1.0 / np.arange(1, len(vocab) + 1) ** 0.2
     weights /= weights.sum()
     rows = {name: [] for name in ("features", "feature_genes", "enrichments", "celltypes", "top_cells",
-                                  "modules", "module_members", "edges", "layers")}
+                                  "modules", "module_members", "edges", "layers", "null_baseline", "svd_comparison")}
     for lay in range(n_layers):
         n_mod = max(2, n_features // 340)
         centers = rng.normal(0, 6, size=(n_mod, 2))
@@ -75,8 +75,11 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                 genes[:len(HOSTILE)] = np.arange(len(HOSTILE))
             acts = np.sort(rng.gamma(3.0, 1.5, size=20))[::-1]
             for r, (g, a) in enumerate(zip(genes, acts), 1):
+                support = int(rng.integers(1, 3000)) if r < 18 else int(rng.integers(1, 8))  # a few below 5
                 rows["feature_genes"].append({"layer": lay, "feature": f, "rank": r, "gene": vocab[g],
-                                              "activation": float(a), "fire_count": int(rng.integers(1, 3000))})
+                                              "activation": float(a), "fire_count": support,
+                                              "gene_tokens": support + int(rng.integers(0, 5000)),
+                                              "score": float(a) * (21 - r) / 20})
             n_enr = int(rng.poisson(7)) if alive[f] and (rng.random() < 0.32 or (hostile and f == 0)) else 0
             picked = sorted(set(rng.choice(len(terms), size=n_enr, replace=False).tolist())) if n_enr else []
             if hostile and f == 0:
@@ -104,9 +107,12 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
             if alive[f]:
                 for ct in rng.choice(len(CELL_TYPES), size=int(rng.integers(0, 5)), replace=False):
                     name = HOSTILE[0] if hostile and f == 0 and ct == 0 else CELL_TYPES[ct]
+                    q = float(10 ** -rng.uniform(1.5, 30))
+                    n_cells = int(rng.integers(40, 600))
                     rows["celltypes"].append({"layer": lay, "feature": f, "level": "cell_type", "name": name,
-                                              "q": float(10 ** -rng.uniform(1.5, 30)),
-                                              "odds_ratio": float(rng.uniform(1.2, 40)), "n_top": int(rng.integers(3, 200))})
+                                              "q": q, "p": q / 10, "auc": float(rng.uniform(0.55, 0.98)),
+                                              "odds_ratio": float(rng.uniform(1.2, 40)), "n_top": int(rng.integers(1, 10)),
+                                              "n_cells": n_cells, "n_firing": int(rng.integers(1, n_cells))})
                 for r in range(1, 6):
                     rows["top_cells"].append({"layer": lay, "feature": f, "rank": r,
                                               "cell_type": CELL_TYPES[int(rng.integers(len(CELL_TYPES)))],
@@ -130,9 +136,12 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                                "annotated": annotated, "n_modules": n_mod,
                                "variance_explained": float(rng.uniform(0.8, 0.95)), "mean_feature_cosine": None,
                                "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08))})
+        rows["null_baseline"] += _nulls(rng, lay, annotated / max(1, int(alive.sum())))
+        rows["svd_comparison"] += _svd(rng, lay)
     from .format import SCHEMA
 
     tables = {name: pa.Table.from_pylist(r, schema=SCHEMA[name].schema()) for name, r in rows.items()}
+    tables.update(_cells(rng, n_layers, n_features, tables["feature_genes"], hostile))
     manifest = {
         "atlas": {"id": "synthetic", "title": title or ("Hostile <b>names</b> test atlas" if hostile else
                                                         "Demo atlas (synthetic data)"),
@@ -140,9 +149,71 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                                  "not what any model learned."},
         "model": {"family": "synthetic", "name": None, "n_layers": n_layers, "layers": list(range(n_layers))},
         "sae": {"kind": "synthetic", "n_features": n_features * n_layers},
-        "dataset": {"cells": None},
+        "dataset": {"cells": tables["cells"].num_rows, "cell_map": {
+            "embedding": "synthetic 2-D positions, one cluster per cell type", "display_cells": tables["cells"].num_rows,
+            "activations": "non-zero values of each feature on the display cells"}},
         "genesets": [{"name": db, "version": "synthetic"} for db in DATABASES],
         "parameters": {"seed": seed, "n_layers": n_layers, "n_features": n_features, "hostile": hostile},
         "notes": ["Every number in this atlas is random (builder/synthetic.py)."],
     }
     return manifest, tables
+
+
+# (analysis, measure, baselines): every rate of a built atlas beside each null it was measured against.
+NULLS = (("annotation", "annotated_share", ("random_genes", "random_init_model", "pca", "coexpression")),
+         ("modules", "modules", ("within_gene_shuffle",)),
+         ("cross_layer", "edges", ("within_gene_shuffle",)),
+         ("svd", "share_aligned", ("random_direction",)))
+
+
+def _nulls(rng, lay: int, annotated_share: float) -> list[dict]:
+    out = []
+    for analysis, measure, baselines in NULLS:
+        observed = annotated_share if analysis == "annotation" else float(rng.uniform(2, 40))
+        for b in baselines:
+            out.append({"layer": lay, "analysis": analysis, "measure": measure, "baseline": b, "observed": observed,
+                        "expected": observed * float(rng.uniform(0.05, 0.9)), "note": f"synthetic null ({b})"})
+    return out
+
+
+def _svd(rng, lay: int, d: int = 512) -> list[dict]:
+    out = []
+    for k in (10, 50):
+        out += [{"layer": lay, "metric": f"decoder_norm_top{k}_pcs", "value": float(rng.uniform(k / d, 0.6))},
+                {"layer": lay, "metric": f"decoder_norm_top{k}_pcs_random", "value": k / d},
+                {"layer": lay, "metric": f"r2_top{k}_pc_scores", "value": float(rng.uniform(0.1, 0.7))}]
+    return out
+
+
+def _cells(rng, n_layers, n_features, gene_table, hostile) -> dict[str, pa.Table]:
+    """A display sample of cells in 2-D with per-cell activations and top-gene expression (non-zero only)."""
+    n_cells = 300 if n_features <= 256 else 1500
+    types = rng.integers(0, len(CELL_TYPES), size=n_cells)
+    centers = rng.normal(0, 8, size=(len(CELL_TYPES), 2))
+    xy = (centers[types] + rng.normal(0, 1.2, size=(n_cells, 2))).astype(np.float32)
+    names = [CELL_TYPES[t] for t in types]
+    if hostile:
+        names[0] = HOSTILE[0]
+    cells = pa.table({"cell": pa.array(np.arange(n_cells), pa.int32()),
+                      "cell_id": [f"cell_{c:05d}" for c in range(n_cells)], "cell_type": names,
+                      "x": xy[:, 0], "y": xy[:, 1]})
+    # Each feature fires on most cells of one preferred type and on a few others.
+    cols = {"layer": [], "feature": [], "cell": []}
+    by_type = [np.flatnonzero(types == t) for t in range(len(CELL_TYPES))]
+    for lay in range(n_layers):
+        prefer = rng.integers(0, len(CELL_TYPES), size=n_features)
+        for f in range(n_features):
+            pool = by_type[prefer[f]]
+            hit = np.unique(np.concatenate([pool[rng.random(len(pool)) < 0.6],
+                                            rng.integers(0, n_cells, size=int(rng.integers(0, 12)))]))
+            cols["layer"].append(np.full(len(hit), lay, np.int16))
+            cols["feature"].append(np.full(len(hit), f, np.int32))
+            cols["cell"].append(hit.astype(np.int32))
+    cols = {k: np.concatenate(v) for k, v in cols.items()}
+    acts = pa.table({**cols, "value": rng.gamma(2.0, 1.5, size=len(cols["cell"])).astype(np.float32)})
+    genes = sorted(set(gene_table.column("gene").to_pylist()))
+    mask = rng.random((len(genes), n_cells)) < 0.06
+    g_idx, c_idx = np.nonzero(mask)
+    expr = pa.table({"gene": pa.array(np.array(genes, dtype=object)[g_idx], pa.string()),
+                     "cell": c_idx.astype(np.int32), "value": rng.gamma(1.5, 1.0, size=len(c_idx)).astype(np.float32)})
+    return {"cells": cells, "cell_activations": acts, "cell_expression": expr}

@@ -24,7 +24,8 @@ from ..atlas.format import Atlas, read_atlas
 from ..jsonio import dumps_json
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
-from .shards import BUCKET, TERM_BUCKET, build_shards
+from .indexes import TERM_BUCKET
+from .shards import BUCKET, build_shards
 
 PKG = Path(__file__).resolve().parent.parent  # the builder package
 
@@ -52,8 +53,9 @@ def _hash_files(files: dict[str, bytes]) -> str:
 
 def static_files() -> dict[str, bytes]:
     root = _resource("static")
+    # Scripts beside vendored files (how to reproduce them) are not part of the site.
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and not p.name.startswith(".") and p.suffix != ".sh"}
 
 
 def render(atlas_dir: Path, site_root: Path) -> Path:
@@ -70,6 +72,9 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(blob)
         downloads = _write_downloads(atlas, tmp / "downloads")
+        listing = _env().get_template("downloads.html").render(title=atlas.manifest.get("atlas", {}).get("title")
+                                                               or atlas.name, names=downloads)
+        (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
         gene_keys = sorted(p[len("genes/n/"):-5] for p in shards if p.startswith("genes/n/"))
         boot = bootstrap(atlas, data_dir, downloads, gene_keys)
         html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
@@ -84,26 +89,49 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
     """What the first paint needs, inlined into index.html: titles, per-layer summary, where shards live."""
     m = atlas.manifest
     layers = atlas.table("layers").to_pylist()
+    for r in layers:
+        r["annotated_rate"] = round(r["annotated"] / r["alive"], 4) if r["alive"] else None
     totals = {k: sum(r[k] for r in layers) for k in ("n_features", "alive", "annotated", "n_modules")}
     totals["layers"] = len(layers)
+    totals["annotated_rate"] = round(totals["annotated"] / totals["alive"], 4) if totals["alive"] else None
     return {
         "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
         "description": m.get("atlas", {}).get("description") or "",
         "model": m.get("model", {}), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
         "genesets": m.get("genesets", []), "notes": m.get("notes", []),
         "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
-        "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "has_map": atlas.table("features").column("map_x").null_count
-        < atlas.table("features").num_rows,
+        "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "db_counts": _db_counts(atlas),
+        "has_map": atlas.table("features").column("map_x").null_count < atlas.table("features").num_rows,
+        "has_cells": atlas.has("cells") and atlas.table("cells").num_rows > 0,
+        "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_patching")),
+        "parameters": m.get("parameters", {}), "source": _source(m),
     }
 
 
+def _source(m: dict) -> dict:
+    """What the About page says about an import: the origin's kind and what was skipped (no hashes)."""
+    src = m.get("source") or {}
+    return {"kind": src.get("kind"), "skipped": src.get("skipped", [])[:50]} if src else {}
+
+
+def _db_counts(atlas: Atlas) -> dict:
+    """Enrichments per database and layer (overview chart), counted here, not in the browser."""
+    t = atlas.table("enrichments")
+    counts = t.group_by(["layer", "database"]).aggregate([([], "count_all")]).to_pylist()
+    dbs = sorted({r["database"] for r in counts})
+    layers = sorted({r["layer"] for r in counts})
+    cell = {(r["layer"], r["database"]): r["count_all"] for r in counts}
+    return {"databases": dbs, "layers": layers, "counts": [[cell.get((lay, d), 0) for d in dbs] for lay in layers]}
+
+
 def _nulls(atlas: Atlas) -> list:
-    """The null_baseline rows, [layer, analysis, measure, observed, expected, note]: small, so inlined."""
+    """The null_baseline rows, [layer, analysis, measure, baseline, observed, expected, note]: small, so inlined."""
     if not atlas.has("null_baseline"):
         return []
     t = atlas.table("null_baseline").to_pylist()
-    r = lambda v: None if v is None else round(v, 4)  # noqa: E731
-    return [[x["layer"], x["analysis"], x["measure"], r(x["observed"]), r(x["expected"]), x["note"]] for x in t]
+    r = lambda v: None if v is None else float(f"{v:.4g}")  # noqa: E731
+    return [[x["layer"], x["analysis"], x["measure"], x["baseline"], r(x["observed"]), r(x["expected"]), x["note"]]
+            for x in t]
 
 
 def _csv_ready(t: pa.Table) -> pa.Table:
@@ -134,5 +162,5 @@ def render_index(site_root: Path) -> None:
         info = d / "atlas.json"
         if info.is_file():
             entries.append({"path": f"{d.name}/", **orjson.loads(info.read_bytes())})
-    html = _env().get_template("index.html").render(atlases=entries, assets=None)
+    html = _env().get_template("index.html").render(atlases=entries, title="Feature atlases")
     atomic_write(site_root / "index.html", html.encode("utf-8"))

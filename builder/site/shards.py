@@ -3,29 +3,34 @@
 Layout (paths relative to the site's data folder):
   layer/L.json            columnar table of every feature of layer L (layer explorer, feature map)
   feat/L/B.json           details of features B*BUCKET .. B*BUCKET+BUCKET-1 of layer L (feature page)
-  genes/n/K.json          gene names starting with K, with their feature counts (search suggestions)
-  genes/p/KK.json         postings of the genes whose first two characters map to KK (search results);
-                          a gene with very many postings has its own file, named in its genes/n entry
-  terms/index.json        every enriched term with its database and feature count (term search)
-  terms/p/B.json          postings of terms B*TERM_BUCKET .. (term results)
-  modules.json, flow.json modules and cross-layer edges
-Numbers are rounded to what the page shows, so shards stay small and byte-stable.
+  genes/..., terms/..., celltypes/...   search indexes and postings (indexes.py)
+  cells.json, cellact/..., cellexpr/... the cell map (cellmap.py)
+  modules.json, flow.json, comparisons.json   modules, cross-layer links, side analyses
+Numbers are rounded to what the page shows, so shards stay small and byte-stable. Every rate and total the
+site shows is computed here, not in the browser.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pyarrow as pa
 
 from ..atlas.format import Atlas
+from .cellmap import cell_shards
+from .indexes import celltype_shards, gene_shards, term_shards
 
 BUCKET = 32          # features per feature-detail shard: one shard is a few KB gzipped
-TERM_BUCKET = 256    # terms per term-postings shard
 MAP_GRID = 4095      # map coordinates quantized to 12 bits
-LABEL_CHARS = 80     # labels in search results are cut here (the feature page shows them whole)
-OWN_SHARD = 400      # a gene with more postings than this gets its own postings file
+MIN_SUPPORT = 5      # a top gene seen on fewer firing tokens than this is flagged as weakly supported
+# The predecessor's placeholder "terms" (a TF-list test, edge counts among top genes): shown for what they are.
+PLACEHOLDERS = {
+    ("TRRUST_TF_enrichment", "transcription_factors"): "transcription factors over-represented among the top genes "
+                                                       "(a TF-list test, not a gene set)",
+    ("STRING_edges", "pairwise_enrichment"): "STRING interactions among the top genes (an edge count, not a gene set)",
+    ("TRRUST_edges", "pairwise_enrichment"): "TRRUST regulatory links among the top genes (an edge count, not a gene set)",
+}
 
 
 def sig(v, digits=4):
@@ -41,44 +46,35 @@ def sig(v, digits=4):
     return v
 
 
-def shard_key(ch: str) -> str:
-    """File-safe key of one character of a gene name: A-Z and 0-9 as themselves, anything else `_`."""
-    c = ch.upper()
-    return c if ("A" <= c <= "Z" or "0" <= c <= "9") else "_"
-
-
-def gene_keys(name: str) -> tuple[str, str]:
-    k1 = shard_key(name[0]) if name else "_"
-    k2 = k1 + (shard_key(name[1]) if len(name) > 1 else "_")
-    return k1, k2
-
-
-def _cols(t: pa.Table) -> dict[str, list]:
+def cols(t: pa.Table) -> dict[str, list]:
     return {c: t.column(c).to_pylist() for c in t.column_names}
 
 
-def _group(t: pa.Table, fields: list[str], fn) -> dict[tuple[int, int], list]:
+def group(t: pa.Table, fields: list[str], fn) -> dict[tuple[int, int], list]:
     """(layer, feature) -> list of fn(row) for the rows of a table, in its stored (sorted) order."""
-    cols = _cols(t)
+    c = cols(t)
     out = defaultdict(list)
     for i in range(t.num_rows):
-        out[(cols["layer"][i], cols["feature"][i])].append(fn(*(cols[f][i] for f in fields)))
+        out[(c["layer"][i], c["feature"][i])].append(fn(*(c[f][i] for f in fields)))
     return out
 
 
 def build_shards(atlas: Atlas) -> dict[str, object]:
-    feats = _cols(atlas.table("features"))
+    feats = cols(atlas.table("features"))
     n = len(feats["layer"])
     labels = {(feats["layer"][i], feats["feature"][i]): feats["label"][i] for i in range(n)}
-    genes = _group(atlas.table("feature_genes"), ["gene", "activation", "fire_count"],
-                   lambda g, a, fc: [g, sig(a), fc])
+    genes = group(atlas.table("feature_genes"), ["gene", "activation", "fire_count", "gene_tokens", "score"],
+                  lambda g, a, fc, gt, sc: [g, sig(a), fc, gt, sig(sc, 3), int(fc is not None and fc < MIN_SUPPORT)])
     shards: dict[str, object] = {}
     shards.update(_layer_shards(feats, genes))
     shards.update(_feature_shards(atlas, feats, genes, labels))
-    shards.update(_gene_shards(atlas, labels))
-    shards.update(_term_shards(atlas))
+    shards.update(gene_shards(atlas, labels))
+    shards.update(term_shards(atlas, PLACEHOLDERS))
+    shards.update(celltype_shards(atlas, labels))
+    shards.update(cell_shards(atlas, BUCKET))
     shards["modules.json"] = _modules(atlas)
     shards["flow.json"] = _flow(atlas, labels)
+    shards["comparisons.json"] = _comparisons(atlas)
     return shards
 
 
@@ -101,6 +97,7 @@ def _layer_shards(feats, genes) -> dict[str, object]:
     for lay, idx in by_layer.items():
         q = _map_quantizer([feats["map_x"][i] for i in idx], [feats["map_y"][i] for i in idx])
         xy = [q(feats["map_x"][i], feats["map_y"][i]) for i in idx]
+        sv = [feats["svd_aligned"][i] for i in idx]
         out[f"layer/{lay}.json"] = {
             "layer": lay,
             "feature": [feats["feature"][i] for i in idx],
@@ -112,6 +109,7 @@ def _layer_shards(feats, genes) -> dict[str, object]:
             "module": [feats["module"][i] for i in idx],
             "label": [feats["label"][i] or "" for i in idx],
             "database": [feats["label_database"][i] or "" for i in idx],
+            "svd": [None if v is None else int(v) for v in sv] if any(v is not None for v in sv) else None,
             "genes": [[g[0] for g in genes.get((lay, feats["feature"][i]), [])[:5]] for i in idx],
             "x": [p[0] if p else None for p in xy],
             "y": [p[1] if p else None for p in xy],
@@ -119,17 +117,30 @@ def _layer_shards(feats, genes) -> dict[str, object]:
     return out
 
 
+def _effect(row):
+    """Cell-type rows sort by effect: AUC where measured, else the odds ratio (infinite first)."""
+    auc, odds = row[6], row[3]
+    return (-(auc if auc is not None else -1), -(math.inf if odds == "inf" else (odds or 0)), row[1])
+
+
 def _feature_shards(atlas, feats, genes, labels) -> dict[str, object]:
-    enr = _group(atlas.table("enrichments"),
-                 ["database", "term", "p", "q", "odds_ratio", "overlap", "overlap_genes", "set_size", "edge_density"],
-                 lambda d, t, p, q, o, ov, og, ss, ed: [d, t, sig(p, 3), sig(q, 3), sig(o, 4), ov, og, ss, sig(ed, 3)])
-    cts = _group(atlas.table("celltypes"), ["level", "name", "q", "odds_ratio", "n_top"],
-                 lambda lv, nm, q, o, nt: [lv, nm, sig(q, 3), sig(o, 4), nt])
-    tcs = _group(atlas.table("top_cells"), ["cell_type", "tissue", "activation"],
-                 lambda c, t, a: [c, t, sig(a)])
+    enr = group(atlas.table("enrichments"),
+                ["database", "term", "p", "q", "odds_ratio", "overlap", "overlap_genes", "set_size", "edge_density"],
+                lambda d, t, p, q, o, ov, og, ss, ed: [d, t, sig(p, 3), sig(q, 3), sig(o, 4), ov, og, ss, sig(ed, 3),
+                                                       PLACEHOLDERS.get((d, t))])
+    cts = group(atlas.table("celltypes"), ["level", "name", "q", "odds_ratio", "n_top", "p", "auc", "n_cells", "n_firing"],
+                lambda lv, nm, q, o, nt, p, auc, nc, nf: [lv, nm, sig(q, 3), sig(o, 4), nt, sig(p, 3), sig(auc, 3),
+                                                          nc, nf])
+    tcs = group(atlas.table("top_cells"), ["cell_type", "tissue", "activation"], lambda c, t, a: [c, t, sig(a)])
+    causal = group(atlas.table("causal_patching"), ["n_cells", "target_change", "other_change", "specificity", "top_genes"],
+                   lambda n, t, o, s, g: [n, sig(t), sig(o), sig(s, 3), g])
+    pert = defaultdict(list)
+    for r in atlas.table("perturbation").to_pylist():
+        if r["layer"] is not None:
+            pert[(r["layer"], r["feature"])].append([r["gene"], sig(r["effect"], 3), r["is_tf"]])
     mods = {(r["layer"], r["module"]): r for r in atlas.table("modules").to_pylist()}
     xl = defaultdict(list)
-    e = _cols(atlas.table("edges"))
+    e = cols(atlas.table("edges"))
     for i in range(len(e["kind"])):
         a, b = (e["layer_a"][i], e["feature_a"][i]), (e["layer_b"][i], e["feature_b"][i])
         w, kind = sig(e["weight"][i]), e["kind"][i]
@@ -141,81 +152,89 @@ def _feature_shards(atlas, feats, genes, labels) -> dict[str, object]:
         m = feats["module"][i]
         mod = mods.get((lay, m)) if m is not None else None
         rec = {
-            "alive": feats["alive"][i], "frequency": sig(feats["frequency"][i]),
+            "alive": feats["alive"][i], "frequency": sig(feats["frequency"][i], 3),
             "mean_activation": sig(feats["mean_activation"][i]), "fire_count": feats["fire_count"][i],
             "label": feats["label"][i], "database": feats["label_database"][i], "q": sig(feats["label_q"][i], 3),
             "svd_aligned": feats["svd_aligned"][i],
             "module": None if mod is None else [m, mod["label"], mod["n_features"]],
-            "genes": genes.get(key, []), "enrichments": enr.get(key, []), "celltypes": cts.get(key, []),
-            "top_cells": tcs.get(key, []),
-            "neighbours": sorted(xl.get(key, []), key=lambda r: (-(r[4] if isinstance(r[4], float) else 0), r[2], r[3])),
+            "genes": genes.get(key, []), "enrichments": enr.get(key, []),
+            "celltypes": sorted(cts.get(key, []), key=_effect), "top_cells": tcs.get(key, []),
+            "neighbours": sorted(xl.get(key, []), key=lambda r: (r[0], -(r[4] if isinstance(r[4], float) else 0), r[2], r[3])),
         }
+        if key in causal:
+            rec["causal"] = causal[key][0]
+        if key in pert:
+            rec["perturbation"] = sorted(pert[key], key=lambda r: -abs(r[1] or 0))
         shard = out.setdefault(f"feat/{lay}/{f // BUCKET}.json", {"layer": lay, "features": {}})
         shard["features"][str(f)] = rec
     return out
 
 
-def _gene_shards(atlas, labels) -> dict[str, object]:
-    g = _cols(atlas.table("feature_genes"))
-    postings = defaultdict(list)
-    for i in range(len(g["gene"])):
-        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], sig(g["activation"][i])))
-    names = defaultdict(list)
-    post = defaultdict(lambda: {"labels": [], "genes": {}})
-    label_ids: dict[str, dict[str, int]] = defaultdict(dict)
-    own = defaultdict(int)
-    for gene in sorted(postings):
-        k1, k2 = gene_keys(gene)
-        if len(postings[gene]) > OWN_SHARD:
-            # A gene that tops very many features gets a file of its own, so its neighbours stay small.
-            own[k2] += 1
-            k2 = f"{k2}-{own[k2]}"
-            names[k1].append([gene, len(postings[gene]), k2])
-        else:
-            names[k1].append([gene, len(postings[gene])])
-        shard, ids = post[k2], label_ids[k2]
-        rows = []
-        for lay, f, rank, act in sorted(postings[gene]):
-            lb = (labels.get((lay, f)) or "")[:LABEL_CHARS]
-            if lb not in ids:
-                ids[lb] = len(shard["labels"])
-                shard["labels"].append(lb)
-            rows.append([lay, f, rank, act, ids[lb]])
-        shard["genes"][gene] = rows
-    out = {f"genes/n/{k}.json": v for k, v in names.items()}
-    out.update({f"genes/p/{k}.json": v for k, v in post.items()})
-    return out
-
-
-def _term_shards(atlas) -> dict[str, object]:
-    e = _cols(atlas.table("enrichments"))
-    by_term = defaultdict(list)
-    for i in range(len(e["term"])):
-        by_term[(e["database"][i], e["term"][i])].append(
-            [e["layer"][i], e["feature"][i], sig(e["q"][i], 3), sig(e["odds_ratio"][i], 4), e["overlap"][i]])
-    index, out = [], {}
-    for n, key in enumerate(sorted(by_term, key=lambda k: (k[1].lower(), k[0]))):
-        rows = sorted(by_term[key])
-        index.append([key[1], key[0], len(rows)])
-        shard = out.setdefault(f"terms/p/{n // TERM_BUCKET}.json", {})
-        shard[str(n)] = rows
-    out["terms/index.json"] = index
-    return out
-
-
 def _modules(atlas) -> list:
     members = defaultdict(list)
-    mm = _cols(atlas.table("module_members"))
+    mm = cols(atlas.table("module_members"))
     for i in range(len(mm["layer"])):
         members[(mm["layer"][i], mm["module"][i])].append(mm["feature"][i])
-    return [[r["layer"], r["module"], r["n_features"], r["label"], list(zip(r["top_terms"], r["top_term_counts"])),
+    return [[r["layer"], r["module"], r["n_features"], r["label"],
+             [[t, c, int(t in {k[1] for k in PLACEHOLDERS})] for t, c in zip(r["top_terms"], r["top_term_counts"])],
              members[(r["layer"], r["module"])]] for r in atlas.table("modules").to_pylist()]
 
 
 def _flow(atlas, labels) -> dict:
-    e = _cols(atlas.table("edges"))
+    """Cross-layer links: every edge with its kind, per-pair summaries, and module-to-module link counts."""
+    e = cols(atlas.table("edges"))
     rows = [[e["kind"][i], e["layer_a"][i], e["feature_a"][i], e["layer_b"][i], e["feature_b"][i],
              sig(e["weight"][i]), e["count"][i], sig(e["null_p"][i], 3)] for i in range(len(e["kind"]))]
+    module_of = {k: m for k, m in zip(zip(*(cols(atlas.table("features"))[c] for c in ("layer", "feature"))),
+                                      atlas.table("features").column("module").to_pylist()) if m is not None}
+    pairs, links = defaultdict(lambda: {"edges": 0, "up": set(), "down": set(), "w": []}), Counter()
+    for kind, la, fa, lb, fb, w, _, _ in rows:
+        p = pairs[(kind, la, lb)]
+        p["edges"] += 1
+        p["up"].add(fa)
+        p["down"].add(fb)
+        if isinstance(w, float):
+            p["w"].append(w)
+        ma, mb = module_of.get((la, fa)), module_of.get((lb, fb))
+        if ma is not None and mb is not None:
+            links[(kind, la, ma, lb, mb)] += 1
+    published = {(p.get("layer_a"), p.get("layer_b")): p for p in atlas.manifest.get("cross_layer_pairs", [])}
+    summary = []
+    for (kind, la, lb), p in sorted(pairs.items()):
+        pub = published.get((la, lb), {}) if kind == "cross_layer_pmi" else {}
+        summary.append({"kind": kind, "layer_a": la, "layer_b": lb, "edges": p["edges"], "features_a": len(p["up"]),
+                        "features_b": len(p["down"]), "mean_weight": sig(sum(p["w"]) / len(p["w"]), 3) if p["w"] else None,
+                        "max_weight": sig(max(p["w"]), 3) if p["w"] else None,
+                        "published": {k: sig(v, 3) for k, v in pub.items() if k not in ("layer_a", "layer_b")}})
     used = {(r[1], r[2]) for r in rows} | {(r[3], r[4]) for r in rows}
-    return {"pairs": atlas.manifest.get("cross_layer_pairs", []), "edges": rows,
+    return {"pairs": summary, "edges": rows, "module_links": [[*k, n] for k, n in sorted(links.items())],
             "labels": {f"{k[0]}:{k[1]}": labels[k] for k in sorted(used) if labels.get(k)}}
+
+
+def _comparisons(atlas) -> dict:
+    """Side analyses for the comparisons page: SVD/PCA vs SAE metrics with their baselines, persistence, causal."""
+    svd = defaultdict(dict)
+    for r in atlas.table("svd_comparison").to_pylist():
+        svd[r["metric"]][str(r["layer"])] = sig(r["value"], 4)
+    metrics = []
+    for m in sorted(svd):
+        if _baseline_of(m, svd) is not None:
+            continue  # shown beside the metric it is the baseline of
+        base = next((b for b in (f"{m}_random", f"{m}_expected", "share_expected_random" if m == "share_aligned" else "")
+                     if b in svd), None)
+        metrics.append({"metric": m, "values": svd[m], "baseline": base, "baseline_values": svd.get(base, {})})
+    out = {"svd": metrics, "persistence": [], "causal": [], "extras": atlas.manifest.get("extras", {})}
+    if atlas.has("persistence"):
+        out["persistence"] = [{k: sig(v, 4) for k, v in r.items() if v is not None}
+                              for r in atlas.table("persistence").to_pylist()]
+    for r in atlas.table("causal_patching").to_pylist():
+        out["causal"].append([r["layer"], r["feature"], sig(r["specificity"], 3), sig(r["target_change"], 3),
+                              sig(r["other_change"], 3), r["n_cells"]])
+    return out
+
+
+def _baseline_of(metric: str, svd: dict):
+    for suffix in ("_random", "_expected"):
+        if metric.endswith(suffix) and metric[: -len(suffix)] in svd:
+            return metric[: -len(suffix)]
+    return "share_aligned" if metric == "share_expected_random" and "share_aligned" in svd else None

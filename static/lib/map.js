@@ -1,22 +1,34 @@
-// Feature map on one canvas: points binned into a grid for hover lookup, one reused tooltip element.
-import { h } from "./dom.js";
+// A point map on one canvas (features of a layer, or cells): colour by a category or a number, a legend,
+// points binned into a grid for hover lookup, one reused tooltip, and keyboard access (arrows move, Enter picks).
+import { h, fill } from "./dom.js";
+import { num } from "./format.js";
 
-const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#86bcb6", "#d37295", "#8cd17d"];
 const GRID = 64;
 
-export function featureMap({ points, label, onPick }) {
-  // points: [{x, y (0..4095), color index or null, text, id}]
-  const canvas = h("canvas", { role: "img", "aria-label": label, tabindex: "-1" });
+// Sequential scale (light to dark blue-purple), readable in both themes.
+export function ramp(t) {
+  const a = [0.93, 0.9, 0.98], b = [0.27, 0.0, 0.55];
+  const c = a.map((v, i) => Math.round(255 * (v + (b[i] - v) * Math.max(0, Math.min(1, t)))));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+// points: [{id, x, y (0..max), text}]; colour(p) -> {cat: index|null} or {value: 0..1|null}
+export function pointMap({ points, label, max = 4095, onPick, size = 3 }) {
+  const canvas = h("canvas", { role: "img", "aria-label": label, tabindex: "0" });
   const tip = h("div", { class: "tip", hidden: true });
-  const el = h("div", { class: "map-wrap" }, canvas, tip);
-  let highlight = null; // Set of ids, or null for all
-  let scale = null;
+  const legendEl = h("div", { class: "map-legend", "aria-live": "polite" });
+  const status = h("p", { class: "sr-only", "aria-live": "polite" });
+  const el = h("div", { class: "map-box" }, h("div", { class: "map-wrap" }, canvas, tip), legendEl, status);
+  let highlight = null, colour = () => ({}), scale = null, cursor = -1;
   const grid = new Map();
-  for (const p of points) {
-    const k = ((p.x * GRID) >> 12) * GRID + ((p.y * GRID) >> 12);
+  points.forEach((p, i) => {
+    p.i = i;
+    const k = ((p.x * GRID / (max + 1)) | 0) * GRID + ((p.y * GRID / (max + 1)) | 0);
     if (!grid.has(k)) grid.set(k, []);
     grid.get(k).push(p);
-  }
+  });
+  const order = points.slice().sort((a, b) => a.x - b.x || a.y - b.y); // keyboard walks left to right
 
   function draw() {
     const r = canvas.getBoundingClientRect();
@@ -27,17 +39,26 @@ export function featureMap({ points, label, onPick }) {
     const ctx = canvas.getContext("2d");
     ctx.scale(dpr, dpr);
     const pad = 8, w = r.width - 2 * pad, hgt = r.height - 2 * pad;
-    scale = { px: (x) => pad + (x / 4095) * w, py: (y) => pad + (1 - y / 4095) * hgt, w, hgt, pad };
-    const muted = getComputedStyle(canvas).getPropertyValue("--muted") || "#888";
-    // Dim points first, highlighted ones on top.
-    for (const pass of [0, 1]) {
+    scale = { px: (x) => pad + (x / max) * w, py: (y) => pad + (1 - y / max) * hgt, w, hgt, pad };
+    const muted = getComputedStyle(canvas).getPropertyValue("--muted").trim() || "#888";
+    for (const pass of [0, 1, 2]) {
       for (const p of points) {
         const on = !highlight || highlight.has(p.id);
-        if ((pass === 1) !== on) continue;
-        ctx.globalAlpha = on ? 0.85 : 0.12;
-        ctx.fillStyle = p.color == null ? muted : PALETTE[p.color % PALETTE.length];
-        ctx.fillRect(scale.px(p.x) - 1.5, scale.py(p.y) - 1.5, 3, 3);
+        const c = colour(p);
+        const coloured = c.cat != null || c.value != null;
+        // Dimmed points first, then uncoloured, then coloured on top.
+        if (pass !== (on ? (coloured ? 2 : 1) : 0)) continue;
+        ctx.globalAlpha = on ? 0.9 : 0.12;
+        ctx.fillStyle = c.cat != null ? PALETTE[c.cat % PALETTE.length] : c.value != null ? ramp(c.value) : muted;
+        ctx.fillRect(scale.px(p.x) - size / 2, scale.py(p.y) - size / 2, size, size);
       }
+    }
+    const cur = order[cursor];
+    if (cur) {
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = getComputedStyle(canvas).getPropertyValue("--fg").trim() || "#000";
+      ctx.lineWidth = 2;
+      ctx.strokeRect(scale.px(cur.x) - 5, scale.py(cur.y) - 5, 10, 10);
     }
   }
 
@@ -57,17 +78,57 @@ export function featureMap({ points, label, onPick }) {
     return best ? { p: best, mx, my } : null;
   }
 
+  function showTip(p, mx, my) {
+    tip.hidden = false;
+    tip.textContent = p.text;
+    tip.style.transform = `translate(${Math.max(0, Math.min(mx + 12, canvas.clientWidth - 200))}px, ${my + 12}px)`;
+  }
+
   canvas.addEventListener("mousemove", (ev) => {
     const hit = nearest(ev);
     tip.hidden = !hit;
-    if (hit) {
-      tip.textContent = hit.p.text;
-      tip.style.transform = `translate(${Math.min(hit.mx + 12, canvas.clientWidth - 200)}px, ${hit.my + 12}px)`;
-    }
+    if (hit) showTip(hit.p, hit.mx, hit.my);
   });
   canvas.addEventListener("mouseleave", () => (tip.hidden = true));
-  canvas.addEventListener("click", (ev) => { const hit = nearest(ev); if (hit) onPick(hit.p); });
+  canvas.addEventListener("click", (ev) => { const hit = nearest(ev); if (hit && onPick) onPick(hit.p); });
+  canvas.addEventListener("keydown", (ev) => {
+    const visible = order.filter((p) => !highlight || highlight.has(p.id));
+    if (!visible.length) return;
+    const at = visible.indexOf(order[cursor]);
+    const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1, PageDown: 25, PageUp: -25 }[ev.key];
+    if (step) {
+      ev.preventDefault();
+      const next = visible[Math.max(0, Math.min(visible.length - 1, (at < 0 ? 0 : at + step)))];
+      cursor = order.indexOf(next);
+      draw();
+      status.textContent = next.text;
+      if (scale) showTip(next, scale.px(next.x), scale.py(next.y));
+    } else if (ev.key === "Enter" && at >= 0 && onPick) {
+      onPick(order[cursor]);
+    } else if (ev.key === "Escape") {
+      cursor = -1; tip.hidden = true; draw();
+    }
+  });
+  canvas.addEventListener("blur", () => (tip.hidden = true));
   new ResizeObserver(() => draw()).observe(canvas);
   window.addEventListener("themechange", draw);
-  return { el, setHighlight(ids) { highlight = ids; draw(); } };
+
+  return {
+    el,
+    setHighlight(ids) { highlight = ids; draw(); },
+    // legend: {kind: "cat", items: [[index, text]]} or {kind: "num", lo, hi, title}
+    setColour(fn, legend) { colour = fn; renderLegend(legend); draw(); },
+  };
+
+  function renderLegend(lg) {
+    if (!lg) return fill(legendEl);
+    if (lg.kind === "cat") {
+      fill(legendEl, h("span", { class: "muted" }, `${lg.title}: `), h("ul", { class: "legend" },
+        lg.items.map(([i, text]) => h("li", {}, h("span", { class: "swatch", style: `background:${i == null ? "var(--muted)" : PALETTE[i % PALETTE.length]}` }), text))));
+    } else {
+      fill(legendEl, h("span", { class: "muted" }, `${lg.title}: `),
+        h("span", {}, lg.lo == null ? "" : num(lg.lo)), h("span", { class: "ramp", "aria-hidden": "true" }), h("span", {}, lg.hi == null ? "" : num(lg.hi)),
+        lg.none ? h("span", { class: "muted" }, ` · grey: ${lg.none}`) : null);
+    }
+  }
 }
