@@ -28,7 +28,11 @@ def make_handler(root: Path):
         def log_message(self, fmt, *args):  # quiet: the preview prints its URL once
             pass
 
-        def do_GET(self):
+        def do_HEAD(self):  # what link checkers and `curl -I` send: the GET headers, no body
+            self.do_GET(head=True)
+
+        def do_GET(self, head=False):
+            self.head = head
             rel = posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)).lstrip("/")
             path = (root / rel).resolve()
             if root not in path.parents and path != root:
@@ -56,7 +60,8 @@ def make_handler(root: Path):
                 self.send_header("Content-Encoding", "gzip")
                 self.send_header("Vary", "Accept-Encoding")
             self.end_headers()
-            self.wfile.write(body)
+            if not getattr(self, "head", False):
+                self.wfile.write(body)
 
     return Handler
 
