@@ -1,0 +1,89 @@
+"""Gene and term indexes of the site at Geneformer scale: today's pyarrow + Python grouping vs DuckDB.
+
+    python bench/index_bench.py bench/out/atlas_data/geneformer-scale [--engine python|duckdb]
+
+Each engine runs in a process of its own (peak RSS is per process); both must give identical shards.
+"""
+
+import argparse
+import hashlib
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+from builder.atlas.format import read_atlas
+from builder.site.indexes import LABEL_CHARS, OWN_SHARD, _Labels, _sig, gene_keys, term_shards
+from builder.site.shards import PLACEHOLDERS
+
+
+def duckdb_gene_shards(atlas) -> dict:
+    """The same shards as indexes.gene_shards, with the join, label cut and sort done by DuckDB."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    rows = con.execute(f"""
+        SELECT g.gene, g.layer, g.feature, g.rank, g.activation, left(coalesce(f.label, ''), {LABEL_CHARS}) AS label,
+               count(*) OVER (PARTITION BY g.gene) AS n
+        FROM read_parquet('{atlas.path / "feature_genes.parquet"}') g
+        JOIN read_parquet('{atlas.path / "features.parquet"}') f USING (layer, feature)
+        ORDER BY g.gene, g.layer, g.feature, g.rank""").arrow()
+    c = {k: rows.column(k).to_pylist() for k in rows.column_names}
+    names, post, own = defaultdict(list), defaultdict(lambda: {"labels": _Labels(), "genes": {}}), defaultdict(int)
+    i, total = 0, len(c["gene"])
+    while i < total:
+        gene, n = c["gene"][i], c["n"][i]
+        k1, k2 = gene_keys(gene)
+        if n > OWN_SHARD:
+            own[k2] += 1
+            k2 = f"{k2}-{own[k2]}"
+            names[k1].append([gene, n, k2])
+        else:
+            names[k1].append([gene, n])
+        shard = post[k2]
+        shard["genes"][gene] = [[c["layer"][j], c["feature"][j], c["rank"][j], _sig(c["activation"][j]),
+                                 shard["labels"].id(c["label"][j])] for j in range(i, i + n)]
+        i += n
+    out = {f"genes/n/{k}.json": v for k, v in names.items()}
+    out.update({f"genes/p/{k}.json": {"labels": v["labels"].list, "genes": v["genes"]} for k, v in post.items()})
+    return out
+
+
+def run(path: Path, engine: str) -> None:
+    from builder.site.indexes import gene_shards
+
+    atlas = read_atlas(path, check=False)
+    t0 = time.perf_counter()
+    if engine == "python":
+        f = atlas.table("features")
+        labels = dict(zip(zip(f.column("layer").to_pylist(), f.column("feature").to_pylist()), f.column("label").to_pylist()))
+        shards = gene_shards(atlas, labels)
+    else:
+        shards = duckdb_gene_shards(atlas)
+    t_genes = time.perf_counter() - t0
+    shards.update(term_shards(atlas, PLACEHOLDERS))
+    t_all = time.perf_counter() - t0
+    digest = hashlib.sha256(b"".join(k.encode() + orjson.dumps(shards[k], option=orjson.OPT_SORT_KEYS) for k in sorted(shards))).hexdigest()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{engine}: gene index {t_genes:.1f} s, gene + term indexes {t_all:.1f} s, peak RSS {rss:.0f} MB, "
+          f"{len(shards)} shards, sha256 {digest[:16]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("atlas", type=Path)
+    ap.add_argument("--engine", choices=["python", "duckdb"])
+    a = ap.parse_args()
+    if a.engine:
+        return run(a.atlas, a.engine)
+    for engine in ("python", "duckdb", "python", "duckdb"):  # interleaved, one process each
+        subprocess.run([sys.executable, __file__, str(a.atlas), "--engine", engine], check=True)
+
+
+if __name__ == "__main__":
+    main()
