@@ -1,5 +1,6 @@
 // Hash router: each view is an ES module loaded on first visit; every view state is a link.
 import { h, fill } from "./lib/dom.js";
+import { boot, prefetch, featurePath, shardKey } from "./lib/data.js";
 
 const ROUTES = [
   [/^\/?$/, "overview"],
@@ -43,6 +44,7 @@ async function route() {
   if (!name) return show(notFound(params[0]));
   // A view that can update in place (e.g. search results) keeps its input focus and scroll.
   if (current.name === name && current.view && current.view.update) return current.view.update(...params);
+  warm(name, params);
   try {
     const mod = await import(`./views/${name}.js`);
     const el = h("div", { class: `view-${name}` });
@@ -57,6 +59,25 @@ async function route() {
       h("p", {}, h("a", { href: "#/" }, "Back to the overview"))));
   }
 }
+
+// Ask for the view's modules and its first data file together, so a cold page needs one round trip for both.
+const preloaded = new Set();
+function warm(name, params) {
+  for (const dep of [`views/${name}.js`, ...(boot.deps[name] || [])]) {
+    if (preloaded.has(dep)) continue;
+    preloaded.add(dep);
+    document.head.append(h("link", { rel: "modulepreload", href: new URL(`./${dep}`, import.meta.url).href }));
+  }
+  const data = {
+    layer: ([l]) => (info(l) ? `layer/${l}.json` : null),
+    feature: ([l, f]) => (info(l) && Number(f) < info(l).n_features ? featurePath(Number(l), Number(f)) : null), modules: () => "modules.json",
+    flow: () => "flow.json", comparisons: () => "comparisons.json", celltypes: () => "celltypes/index.json",
+    genes: ([s]) => (s && boot.gene_keys.includes(shardKey(s[0])) ? `genes/n/${shardKey(s[0])}.json` : null),
+  }[name];
+  const path = data && data(params);
+  if (path) prefetch(path);
+}
+const info = (l) => boot.layers.find((x) => String(x.layer) === String(l));
 
 function notFound(path) {
   return h("div", {}, h("h1", {}, "Page not found"),

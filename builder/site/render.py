@@ -11,6 +11,8 @@ The whole folder is built aside and swapped in, so a failed render leaves the pr
 from __future__ import annotations
 
 import hashlib
+import posixpath
+import re
 import shutil
 from pathlib import Path
 
@@ -77,6 +79,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
         gene_keys = sorted(p[len("genes/n/"):-5] for p in shards if p.startswith("genes/n/"))
         boot = bootstrap(atlas, data_dir, downloads, gene_keys)
+        boot["deps"] = module_deps(assets)
         html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "atlas.json").write_bytes(dumps_json({k: boot[k] for k in ("id", "title", "description", "totals")},
@@ -106,6 +109,27 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_patching")),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
+
+
+IMPORT = re.compile(r'^import [^;]*? from "(\.{1,2}/[\w/]+\.js)";', re.M)
+
+
+def module_deps(assets: dict[str, bytes]) -> dict[str, list[str]]:
+    """Every view module's transitive imports, so the router can preload them with the view in one round trip."""
+    def direct(name):
+        base = posixpath.dirname(name)
+        return {posixpath.normpath(posixpath.join(base, m)) for m in IMPORT.findall(assets[name].decode())}
+
+    out = {}
+    for name in sorted(n for n in assets if n.startswith("views/") and n.endswith(".js")):
+        seen, todo = set(), list(direct(name))
+        while todo:
+            dep = todo.pop()
+            if dep not in seen and dep in assets:
+                seen.add(dep)
+                todo += direct(dep)
+        out[name[len("views/"):-3]] = sorted(seen - {"lib/dom.js", "lib/data.js", "lib/format.js"})  # preloaded by the shell
+    return out
 
 
 def _source(m: dict) -> dict:
