@@ -27,12 +27,12 @@ def duckdb_gene_shards(atlas) -> dict:
 
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    rows = con.execute(f"""
+    rows = con.sql(f"""
         SELECT g.gene, g.layer, g.feature, g.rank, g.activation, left(coalesce(f.label, ''), {LABEL_CHARS}) AS label,
                count(*) OVER (PARTITION BY g.gene) AS n
         FROM read_parquet('{atlas.path / "feature_genes.parquet"}') g
         JOIN read_parquet('{atlas.path / "features.parquet"}') f USING (layer, feature)
-        ORDER BY g.gene, g.layer, g.feature, g.rank""").arrow()
+        ORDER BY g.gene, g.layer, g.feature, g.rank""").to_arrow_table()
     c = {k: rows.column(k).to_pylist() for k in rows.column_names}
     names, post, own = defaultdict(list), defaultdict(lambda: {"labels": _Labels(), "genes": {}}), defaultdict(int)
     i, total = 0, len(c["gene"])
