@@ -124,3 +124,76 @@ def test_serve_answers_head_and_lists_downloads(site):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def demo_shards(synthetic_data):
+    from builder.atlas.format import read_atlas
+    from builder.site.shards import build_shards
+
+    atlas = read_atlas(synthetic_data / "demo")
+    return atlas, build_shards(atlas)
+
+
+def test_feature_shards_sort_cell_types_by_effect_and_flag_low_support(demo_shards):
+    atlas, shards = demo_shards
+    feats = [rec for path, s in shards.items() if path.startswith("feat/") for rec in s["features"].values()]
+    cts = [f["celltypes"] for f in feats if len(f["celltypes"]) > 1]
+    assert cts and all([c[6] for c in rows] == sorted((c[6] for c in rows), reverse=True) for rows in cts)  # AUC, descending
+    genes = [g for f in feats for g in f["genes"]]
+    assert {g[5] for g in genes} == {0, 1} and all(g[5] == int(g[2] < 5) for g in genes)
+
+
+def test_flow_summaries_keep_edge_kinds_apart(synthetic_data, tmp_path):
+    from builder.atlas.format import read_atlas, write_atlas
+    from builder.atlas.synthetic import make_synthetic
+    from builder.site.shards import build_shards
+
+    manifest, tables = make_synthetic(3, 40, seed=2)
+    e = tables["edges"]
+    cos = [dict(r, kind="decoder_cosine", weight=0.9, count=None, null_p=None) for r in e.slice(0, 5).to_pylist()]
+    tables["edges"] = pa.Table.from_pylist(e.to_pylist() + cos, schema=e.schema)
+    shards = build_shards(write_atlas(tmp_path / "a", manifest, tables))
+    pairs = shards["flow.json"]["pairs"]
+    kinds = {(p["kind"], p["layer_a"], p["layer_b"]): p for p in pairs}
+    assert ("decoder_cosine", 0, 1) in kinds and ("cross_layer_pmi", 0, 1) in kinds
+    assert kinds[("decoder_cosine", 0, 1)]["max_weight"] == 0.9
+    n_pmi = sum(1 for r in e.to_pylist() if (r["layer_a"], r["layer_b"]) == (0, 1))
+    assert kinds[("cross_layer_pmi", 0, 1)]["edges"] == n_pmi  # built atlases get pair rows too (no manifest pairs)
+    links = shards["flow.json"]["module_links"]
+    assert sum(n for kind, *_, n in links if kind == "cross_layer_pmi") <= len(e)
+
+
+def test_comparisons_pair_metrics_with_their_baselines(demo_shards):
+    _, shards = demo_shards
+    svd = {m["metric"]: m for m in shards["comparisons.json"]["svd"]}
+    assert svd["decoder_norm_top10_pcs"]["baseline"] == "decoder_norm_top10_pcs_random"
+    assert "decoder_norm_top10_pcs_random" not in svd and svd["r2_top10_pc_scores"]["baseline"] is None
+
+
+def test_placeholders_are_described_not_shown_as_terms(tmp_path):
+    from builder.atlas.format import read_atlas
+    from builder.atlas.import_biodyn import import_biodyn
+    from builder.site.shards import build_shards
+    from test_import_biodyn import geneformer_like_source
+
+    out, _ = import_biodyn(geneformer_like_source(tmp_path / "src"), tmp_path / "gf", "gf")
+    shards = build_shards(read_atlas(out))
+    index = {(t[1], t[0]): t[3] for t in shards["terms/index.json"]}
+    assert "not a gene set" in index[("STRING_edges", "pairwise_enrichment")]
+    assert index[("GO_BP", "Translation (GO:0006412)")] is None
+    mods = shards["modules.json"]
+    assert all(flag == (term == "transcription_factors") for m in mods for term, _, flag in m[4])
+
+
+def test_cell_map_shards_quantize_values_and_cover_every_bucket(demo_shards):
+    atlas, shards = demo_shards
+    cells = shards["cells.json"]
+    assert len(cells["x"]) == atlas.table("cells").num_rows and max(cells["x"]) == 1023 and min(cells["y"]) == 0
+    f = atlas.table("features")
+    buckets = {f"cellact/{lay}/{x // 32}.json" for lay, x in zip(f.column("layer").to_pylist(), f.column("feature").to_pylist())}
+    assert buckets <= set(shards)
+    act = atlas.table("cell_activations").to_pylist()
+    mine = [r for r in act if (r["layer"], r["feature"]) == (0, 3)]
+    cs, vals, top = shards["cellact/0/0.json"]["3"]
+    assert len(cs) == len(mine) and max(vals) == 255 and top == pytest.approx(max(r["value"] for r in mine), rel=1e-3)
