@@ -66,7 +66,7 @@ function nullTable(rows) {
     h("p", {}, "How to read this: each cell is “observed / baseline” for one layer. The baseline is the same measure where no biology should be found (named in the Baseline column; hover a row for how it is made). An observed value close to its baseline says the atlas finds about as much there as chance would."),
     table({ caption: "Observed values beside their chance baselines", cls: "nulls",
       columns: [{ label: "Analysis" }, { label: "Measure" }, { label: "Baseline" }, ...layers.map((l) => ({ label: `Layer ${l}`, num: true }))],
-      rows: keys.map(([, analysis, measure, baseline]) => [analysis.replace(/_/g, " "), measure.replace(/_/g, " "), (baseline || "—").replace(/_/g, " "),
+      rows: keys.map(([, analysis, measure, baseline]) => [analysis, measure.replace(/_/g, " "), (baseline || "—").replace(/_/g, " "),
         ...layers.map((l) => {
           const r = find.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
           return r ? h("span", { title: r[6] || "" }, `${cell(r[4], share(analysis, measure))} / ${cell(r[5], share(analysis, measure))}`) : "—";
