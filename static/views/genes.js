@@ -33,7 +33,13 @@ async function findEntry(sym) {
   return list.find((e) => e[0] === sym) || list.find((e) => e[0].toUpperCase() === sym.toUpperCase());
 }
 
+let warmed = false;
 async function warm(sym) {
+  if (!warmed) { // first suggestions shown: fetch the other (small) name lists while the reader is idle
+    warmed = true;
+    const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 200));
+    idle(() => boot.gene_keys.forEach((k) => prefetch(`genes/n/${k}.json`)));
+  }
   const e = await findEntry(sym);
   if (e) prefetch(postingsPath(e));
 }
@@ -41,9 +47,6 @@ async function warm(sym) {
 export async function render(el, symbol) {
   const box = searchBox({ id: "gene-search", label: "Search a gene symbol", placeholder: "Gene symbol, e.g. CD74", suggest: names,
     pick: (name) => (location.hash = `#/genes/${encodeURIComponent(name)}`), hover: (name) => warm(name) });
-  // The name lists are small: fetch them while the reader is idle, so each keystroke needs no request.
-  const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 300));
-  idle(() => boot.gene_keys.forEach((k) => prefetch(`genes/n/${k}.json`)));
   const results = h("section", { class: "results", "aria-live": "polite" });
   append(el, h("h1", {}, "Gene search"),
     h("p", { class: "muted" }, `Every feature that has the gene among its top genes, over ${plural(boot.totals.layers, "layer")}. Case does not matter.`),
