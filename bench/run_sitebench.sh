@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Measure our site with ../shared/tools/sitebench.py: gzip on, Fast 3G, the predecessor's scenarios.
-#   bash bench/run_sitebench.sh            # imported scGPT atlas + synthetic Geneformer-scale atlas
-# Writes bench/out/*.md and *.json; the tables are copied into bench/README.md by hand.
+# Measure our site with ../shared/tools/sitebench.py: gzip on, Fast 3G, the predecessor's scenarios plus ours.
+#   bash bench/run_sitebench.sh            # imported scGPT atlas + synthetic Geneformer-scale atlas + demo
+# Runs against this checkout (PYTHONPATH), installs nothing. Writes bench/out/*.md and *.json; the tables are
+# copied into bench/README.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD
 SHARED=${SHARED:-../shared}
 RUNS=${RUNS:-3}
 OUT=bench/out
 mkdir -p "$OUT"
-python3 -m pip install -q -e '.[test]'
-atlas import biodyn "$SHARED/reference/scgpt-atlas" --atlas scgpt --title "scGPT whole-human feature atlas" --model scgpt --data-dir "$OUT/atlas_data" >/dev/null
-/usr/bin/time -v python3 bench/make_synthetic_atlas.py --layers 18 --features 4608 --out "$OUT/atlas_data/geneformer-scale" 2> "$OUT/synth.time"
-for a in scgpt geneformer-scale; do
-  /usr/bin/time -v atlas render --atlas "$a" --data-dir "$OUT/atlas_data" --site "$OUT/site" 2> "$OUT/render-$a.time" | tee "$OUT/render-$a.txt"
+python3 -m builder.cli import biodyn "$SHARED/reference/scgpt-atlas" --atlas scgpt --title "scGPT whole-human feature atlas" --model scgpt --data-dir "$OUT/atlas_data" >/dev/null
+[ -d "$OUT/atlas_data/geneformer-scale" ] || /usr/bin/time -v python3 bench/make_synthetic_atlas.py --layers 18 --features 4608 --out "$OUT/atlas_data/geneformer-scale" 2> "$OUT/synth.time"
+cp -r atlas_data/demo "$OUT/atlas_data/" 2>/dev/null || true
+for a in scgpt geneformer-scale demo; do
+  /usr/bin/time -v python3 -m builder.cli render --atlas "$a" --data-dir "$OUT/atlas_data" --site "$OUT/site" 2> "$OUT/render-$a.time" | tee "$OUT/render-$a.txt"
   grep -E "Maximum resident|Elapsed" "$OUT/render-$a.time" | tee -a "$OUT/render-$a.txt"
 done
 python3 "$SHARED/tools/sitebench.py" serve "$OUT/site" --port 8770 --gzip --cache-control max-age=600 >/dev/null 2>&1 &
 SERVER=$!
 trap 'kill $SERVER' EXIT
 sleep 1
-for a in scgpt geneformer-scale; do
-  scenarios=bench/scenarios/our_atlas.json
-  [ "$a" = scgpt ] || scenarios=bench/scenarios/our_atlas_synthetic.json
+for a in scgpt geneformer-scale demo; do
+  scenarios=bench/scenarios/our_atlas_synthetic.json
+  [ "$a" = scgpt ] && scenarios=bench/scenarios/our_atlas.json
   python3 "$SHARED/tools/sitebench.py" run "$scenarios" --base-url "http://127.0.0.1:8770/$a/" \
     --runs "$RUNS" --network fast3g --interleave --label "ours: $a, gzip, Fast 3G" --out "$OUT/$a-fast3g.json" --md "$OUT/$a-fast3g.md"
 done
