@@ -452,8 +452,7 @@ FAULTS = [
     Fault("unknown-command", "publish", ("No such command 'publish'",)),
 ]
 
-# Damaged predecessor files the importer (import_biodyn.py, the site helper's) still answers with an
-# "internal error" line (exit 1) instead of naming the file: strict, so each turns red once it is fixed.
+# Damaged predecessor files: the importer names the file (and where it can, the field).
 IMPORTER_GAPS = [
     Fault("import-module-members-objects", IMPORT, ("modules.json",),
           source_json("modules.json", first(lambda r: {**r, "features": [{"x": 1}]}))),
@@ -499,9 +498,7 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, ckpt, fault, capsys):
     check_fault(ws, ckpt, fault, capsys)
 
 
-@pytest.mark.parametrize("fault", [pytest.param(f, marks=pytest.mark.xfail(
-    strict=True, reason="import_biodyn.py gives an internal error here (listed for the site helper)")) for f in IMPORTER_GAPS],
-    ids=[f.id for f in IMPORTER_GAPS])
+@pytest.mark.parametrize("fault", IMPORTER_GAPS, ids=[f.id for f in IMPORTER_GAPS])
 def test_importer_names_the_damaged_file(ws, ckpt, fault, capsys):
     check_fault(ws, ckpt, fault, capsys)
 

@@ -116,14 +116,16 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     rows = defaultdict(list)  # table name -> list of row dicts
     dataset = {}
     for lay in layers:
-        _guard(f"layer {lay} files (layer_{lay:02d}_*.json)", _import_layer, reader, lay, layer_files[lay], rows, dataset)
+        if lay > 32767:  # layer is int16 in the atlas format
+            raise AtlasError(f"{src / layer_files[lay]['features']}: layer {lay} is beyond 32767 (the format's int16)")
+        _guard(src / layer_files[lay]["features"], _import_layer, reader, lay, layer_files[lay], rows, dataset)
     modules = _guard(src / "modules.json", _import_modules, reader, names, rows, set(layers))
     pairs = _guard(src / "cross_layer_graph.json", _import_cross_layer, reader, names, rows)
     extras = _import_extras(reader, names, rows)
     summary = reader.load("global_summary.json", dict) if "global_summary.json" in names else None
     if summary is None:
         report.skipped.append("global_summary.json: absent, per-layer summary computed from the features")
-    rows["layers"] = _layer_rows(layers, rows, modules, summary, report)
+    rows["layers"] = _guard(src / "global_summary.json", _layer_rows, layers, rows, modules, summary, report)
 
     tables = {name: _table(name, r) for name, r in rows.items()}
     for name in ("celltypes", "top_cells", "module_members", "modules", "edges"):
@@ -188,6 +190,8 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
     for n, rec in enumerate(feats):
         where = f"{reader.src / fname}: feature record {n}"
         i = _field(rec, "i", "int", where)
+        if not 0 <= i < 2**31:  # feature is int32 in the atlas format
+            raise AtlasError(f"{where}: field 'i' is {i}, expected 0 to {2**31 - 1}")
         if i in ids:
             raise AtlasError(f"{where}: duplicate feature index {i}")
         ids.add(i)
@@ -202,8 +206,9 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
             best = min(real, key=lambda a: a["p"]) if real else None
             label = best.get("t") if best else None
         xy = pos[i] if pos and 0 <= i < len(pos) else None
-        if xy is not None and not (isinstance(xy, list) and len(xy) == 2):
-            raise AtlasError(f"{reader.src / files['positions']}: entry {i} is not an [x, y] pair")
+        if xy is not None and not (isinstance(xy, list) and len(xy) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in xy)):
+            raise AtlasError(f"{reader.src / files['positions']}: entry {i} is not an [x, y] pair of numbers")
         module = rec.get("m", -1)
         rows["features"].append({
             "layer": lay, "feature": i, "alive": not _field(rec, "d", "bool", where),
@@ -239,7 +244,7 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
         if not key.isdigit() or int(key) not in ids:
             reader.report.skipped.append(f"{files['annotations']}: entry {key!r} names no feature, ignored")
     if "celltypes" in files:
-        _import_celltypes(reader, lay, files["celltypes"], ids, rows, dataset)
+        _guard(reader.src / files["celltypes"], _import_celltypes, reader, lay, files["celltypes"], ids, rows, dataset)
     else:
         reader.report.skipped.append(f"layer_{lay:02d}_celltypes.json: absent, layer {lay} has no cell-type data")
 

@@ -1,0 +1,134 @@
+"""Search indexes the site fetches piece by piece: genes, enriched terms, cell types.
+
+  genes/n/K.json          gene names starting with K, with their feature counts (search suggestions)
+  genes/p/KK.json         postings of the genes whose first two characters map to KK (search results);
+                          a gene with very many postings has its own file, named in its genes/n entry
+  terms/index.json        every enriched term with its database and feature count (term search)
+  terms/p/B.json          postings of terms B*TERM_BUCKET ..
+  celltypes/index.json    every cell type with its marker-feature counts per layer
+  celltypes/p/N.json      the strongest marker features of cell type N (by effect)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import pyarrow as pa
+
+TERM_BUCKET = 256    # terms per term-postings shard
+LABEL_CHARS = 80     # labels in search results are cut here (the feature page shows them whole)
+OWN_SHARD = 400      # a gene with more postings than this gets its own postings file
+CELLTYPE_TOP = 400   # marker features listed per cell type (all are counted)
+
+
+def _sig(v, digits=4):
+    if v is None or not isinstance(v, float):
+        return v
+    if math.isnan(v):
+        return None
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(f"{v:.{digits}g}")
+
+
+def _cols(t: pa.Table) -> dict[str, list]:
+    return {c: t.column(c).to_pylist() for c in t.column_names}
+
+
+def shard_key(ch: str) -> str:
+    """File-safe key of one character of a gene name: A-Z and 0-9 as themselves, anything else `_`."""
+    c = ch.upper()
+    return c if ("A" <= c <= "Z" or "0" <= c <= "9") else "_"
+
+
+def gene_keys(name: str) -> tuple[str, str]:
+    k1 = shard_key(name[0]) if name else "_"
+    k2 = k1 + (shard_key(name[1]) if len(name) > 1 else "_")
+    return k1, k2
+
+
+class _Labels:
+    """Labels deduplicated per shard: rows point at an index instead of repeating long strings."""
+
+    def __init__(self):
+        self.list, self.ids = [], {}
+
+    def id(self, label: str) -> int:
+        if label not in self.ids:
+            self.ids[label] = len(self.list)
+            self.list.append(label)
+        return self.ids[label]
+
+
+def gene_shards(atlas, labels) -> dict[str, object]:
+    g = _cols(atlas.table("feature_genes"))
+    postings = defaultdict(list)
+    for i in range(len(g["gene"])):
+        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], _sig(g["activation"][i])))
+    names = defaultdict(list)
+    post = defaultdict(lambda: {"labels": _Labels(), "genes": {}})
+    own = defaultdict(int)
+    for gene in sorted(postings):
+        k1, k2 = gene_keys(gene)
+        if len(postings[gene]) > OWN_SHARD:
+            # A gene that tops very many features gets a file of its own, so its neighbours stay small.
+            own[k2] += 1
+            k2 = f"{k2}-{own[k2]}"
+            names[k1].append([gene, len(postings[gene]), k2])
+        else:
+            names[k1].append([gene, len(postings[gene])])
+        shard = post[k2]
+        shard["genes"][gene] = [[lay, f, rank, act, shard["labels"].id((labels.get((lay, f)) or "")[:LABEL_CHARS])]
+                                for lay, f, rank, act in sorted(postings[gene])]
+    out = {f"genes/n/{k}.json": v for k, v in names.items()}
+    out.update({f"genes/p/{k}.json": {"labels": v["labels"].list, "genes": v["genes"]} for k, v in post.items()})
+    return out
+
+
+def term_shards(atlas, placeholders) -> dict[str, object]:
+    """Index rows: [term, database, features, note]; note explains a placeholder that is not a gene set."""
+    e = _cols(atlas.table("enrichments"))
+    by_term = defaultdict(list)
+    for i in range(len(e["term"])):
+        by_term[(e["database"][i], e["term"][i])].append(
+            [e["layer"][i], e["feature"][i], _sig(e["q"][i], 3), _sig(e["odds_ratio"][i], 4), e["overlap"][i],
+             _sig(e["edge_density"][i], 3)])
+    index, out = [], {}
+    for n, key in enumerate(sorted(by_term, key=lambda k: (k[1].lower(), k[0]))):
+        rows = sorted(by_term[key])
+        index.append([key[1], key[0], len(rows), placeholders.get(key)])
+        shard = out.setdefault(f"terms/p/{n // TERM_BUCKET}.json", {})
+        shard[str(n)] = rows
+    out["terms/index.json"] = index
+    return out
+
+
+def celltype_shards(atlas, labels) -> dict[str, object]:
+    """Per cell type: marker features of every layer, strongest effect first (AUC where measured, else odds ratio)."""
+    t = atlas.table("celltypes")
+    c = _cols(t)
+    by_type = defaultdict(list)
+    for i in range(t.num_rows):
+        if c["level"][i] == "tissue":
+            continue
+        by_type[c["name"][i]].append([c["layer"][i], c["feature"][i], _sig(c["auc"][i], 3), _sig(c["odds_ratio"][i], 4),
+                                      _sig(c["q"][i], 3), c["n_firing"][i], c["n_cells"][i], c["n_top"][i]])
+
+    def effect(r):
+        odds = math.inf if r[3] == "inf" else (r[3] or 0)
+        return (-(r[2] if r[2] is not None else -1), -odds, r[0], r[1])
+
+    index, out = [], {}
+    for n, name in enumerate(sorted(by_type, key=str.lower)):
+        rows = sorted(by_type[name], key=effect)
+        per_layer = defaultdict(int)
+        for r in rows:
+            per_layer[r[0]] += 1
+        lab = _Labels()
+        top = [r + [lab.id((labels.get((r[0], r[1])) or "")[:LABEL_CHARS])] for r in rows[:CELLTYPE_TOP]]
+        index.append([name, len(rows), len(per_layer)])
+        out[f"celltypes/p/{n}.json"] = {"name": name, "n": len(rows), "per_layer": sorted(per_layer.items()),
+                                        "labels": lab.list, "rows": top}
+    out["celltypes/index.json"] = index
+    return out

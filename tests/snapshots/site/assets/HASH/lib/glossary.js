@@ -1,0 +1,31 @@
+// What every statistic on the site means: one entry per term, linked from column headers and numbers.
+export const GLOSSARY = {
+  frequency: ["Activation frequency", "The share of the dataset's gene tokens on which the feature fires (is among a token's top-k SAE features with a value above 0)."],
+  mean_activation: ["Mean activation", "The feature's activation averaged over all tokens of the dataset, zeros included."],
+  fire_count: ["Fires", "How many gene tokens the feature fires on."],
+  activation: ["Top-gene activation", "For a top gene: the feature's mean activation on the tokens of that gene where it fires."],
+  support: ["Support", "For a top gene: how many firing tokens of the feature are tokens of that gene. Below 5, the gene's place in the list rests on very few tokens and is flagged “low support”."],
+  gene_tokens: ["Gene tokens", "How many tokens of that gene the dataset has, firing or not."],
+  score: ["Ranking score", "The score the top genes are ranked by (built atlases: activation weighted by support; see the atlas parameters on the About page)."],
+  p: ["p-value", "The probability of an overlap at least this large if the feature's top genes were a random draw from the gene universe (one-sided hypergeometric / Fisher test)."],
+  q: ["q-value", "The p-value adjusted for testing many terms (Benjamini–Hochberg false discovery rate). A q of 0.01 means about 1% of results this strong are expected to be false. Values below the smallest representable number are shown as “< 1e-300”."],
+  odds_ratio: ["Odds ratio", "How much more likely a top gene is to be in the term than a gene outside the top list. ∞ means no gene outside the top list is in the term."],
+  overlap: ["Overlap", "How many of the feature's top genes belong to the term."],
+  set_size: ["Term size", "How many genes of the universe the term holds."],
+  edge_density: ["Edge density", "For the predecessor's STRING/TRRUST “pairwise_enrichment” rows: the share of possible links among the top genes that the database lists. It is a count, not a test: one link among 20 genes is a density of 0.005."],
+  auc: ["AUC", "How well the feature's activation separates cells of this type from the other cells: 0.5 is chance, 1 is perfect."],
+  n_firing: ["Cells firing", "Cells of this type on which the feature fires, out of all cells of this type in the dataset."],
+  n_top: ["In top cells", "How many of the feature's most active cells are of this type."],
+  module: ["Module", "A group of features that fire on the same tokens more often than chance (co-activation graph, Leiden clustering)."],
+  pmi: ["PMI", "Pointwise mutual information of two features firing on the same token: log of observed co-firing over what independence predicts. log 2 ≈ 0.69 means twice as often as chance."],
+  null_p: ["Null p", "For a cross-layer edge: the probability of this much co-firing if layer b's tokens were shuffled among tokens of the same gene (gene identity alone)."],
+  decoder_cosine: ["Decoder cosine", "Cosine similarity of two features' decoder directions: how much they write the same direction into the residual stream."],
+  svd_aligned: ["SVD-aligned", "The feature's decoder direction lies close (|cos| above the threshold) to one of the layer's top principal axes."],
+  annotated_rate: ["Annotation rate", "The share of alive features with at least one enriched term."],
+  baseline: ["Null baseline", "The same measure computed where no biology should be found (random gene lists, a random-weight model, shuffled codes, random directions…). An observed value is only meaningful next to its baseline."],
+  specificity: ["Causal specificity", "From activation patching: the change in the target genes' output divided by the change for other genes. Above 1, the feature acts more on its own genes."],
+  variance_explained: ["Variance explained", "The share of the layer's activation variance that the SAE reconstructs."],
+  label: ["Label", "The feature's most significant enriched term (lowest q). Placeholders of the predecessor (a TF-list test, edge counts) are never labels."],
+};
+
+export const entry = (key) => GLOSSARY[key];

@@ -1,0 +1,83 @@
+// #/genes and #/genes/SYMBOL : gene search over every top gene of every feature (case-insensitive), a layer x
+// rank chart, the features table and the gene's expression on the cell map.
+import { h, fill, append } from "../lib/dom.js";
+import { boot, load, shardKey, labelOf, prefetch } from "../lib/data.js";
+import { int, num, plural } from "../lib/format.js";
+import { vtable } from "../lib/vtable.js";
+import { searchBox } from "../lib/search.js";
+import { dotChart } from "../lib/chart.js";
+import { cellMapSection } from "../lib/cells.js";
+
+const COLUMNS = [
+  { key: "layer", label: "Layer", width: "3.6rem", num: true, text: (r) => r.layer },
+  { key: "f", label: "Feature", width: "4.6rem", num: true, text: (r) => `F${r.f}`, sort: (r) => r.f },
+  { key: "rank", label: "Rank", width: "3.6rem", num: true, text: (r) => r.rank },
+  { key: "act", label: "Activation", width: "5.6rem", num: true, text: (r) => num(r.act), sort: (r) => r.act },
+  { key: "label", label: "Label", width: "minmax(6rem, 1fr)", text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
+];
+
+const nameList = async (q) => (boot.gene_keys.includes(shardKey(q[0])) ? load(`genes/n/${shardKey(q[0])}.json`) : []);
+const postingsPath = (entry) => `genes/p/${entry[2] || shardKey(entry[0][0]) + shardKey(entry[0][1])}.json`;
+
+async function names(q) {
+  const list = await nameList(q);
+  const Q = q.toUpperCase();
+  const hits = list.filter(([name]) => name.toUpperCase().startsWith(Q));
+  hits.sort((a, b) => (b[0].toUpperCase() === Q) - (a[0].toUpperCase() === Q) || a[0].length - b[0].length || (a[0] < b[0] ? -1 : 1));
+  return hits.map(([name, n]) => ({ value: name, text: name, note: plural(n, "feature") }));
+}
+
+// A symbol typed or linked in any case finds the gene: an exact match first, else the one case-insensitive match.
+async function findEntry(sym) {
+  const list = await nameList(sym);
+  return list.find((e) => e[0] === sym) || list.find((e) => e[0].toUpperCase() === sym.toUpperCase());
+}
+
+let warmed = false;
+async function warm(sym) {
+  if (!warmed) { // first suggestions shown: fetch the other (small) name lists while the reader is idle
+    warmed = true;
+    const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 200));
+    idle(() => boot.gene_keys.forEach((k) => prefetch(`genes/n/${k}.json`)));
+  }
+  const e = await findEntry(sym);
+  if (e) prefetch(postingsPath(e));
+}
+
+export async function render(el, symbol) {
+  const box = searchBox({ id: "gene-search", label: "Search a gene symbol", placeholder: "Gene symbol, e.g. CD74", suggest: names,
+    pick: (name) => (location.hash = `#/genes/${encodeURIComponent(name)}`), hover: (name) => warm(name) });
+  const results = h("section", { class: "results", "aria-live": "polite" });
+  append(el, h("h1", {}, "Gene search"),
+    h("p", { class: "muted" }, `Every feature that has the gene among its top genes, over ${plural(boot.totals.layers, "layer")}. Case does not matter.`),
+    box.input, box.list, results);
+
+  async function show(sym) {
+    if (!sym) return fill(results);
+    box.clear();
+    const entry = await findEntry(sym);
+    const shard = entry ? await load(postingsPath(entry)) : null;
+    const rows = shard && shard.genes[entry[0]];
+    if (box.input.value.trim() !== sym) box.input.value = entry ? entry[0] : sym;
+    if (!rows) return fill(results, h("p", { class: "warn" }, `No feature has ${sym} among its top genes.`));
+    const gene = entry[0];
+    const data = rows.map(([layer, f, rank, act, lb]) => ({ layer, f, rank, act, label: shard.labels[lb] }));
+    const layers = new Set(data.map((r) => r.layer)).size;
+    const table = vtable({ columns: COLUMNS, rows: data, label: `Features with ${gene} among their top genes`, height: Math.min(480, 30 * data.length + 4),
+      href: (r) => `#/feature/${r.layer}/${r.f}`, sort: { key: "layer", dir: 1 } });
+    const ids = boot.layers.map((l) => l.layer);
+    const maxRank = Math.max(5, ...data.map((r) => r.rank));
+    fill(results, h("h2", {}, gene),
+      h("p", { class: "summary" }, `${gene} is a top gene of ${plural(data.length, "feature")} in ${plural(layers, "layer")}.`),
+      h("figure", {}, h("figcaption", {}, `Where ${gene} ranks among each feature's top genes (1 = strongest); a dot opens its feature`),
+        dotChart({ title: `Rank of ${gene} by layer`, labels: ids.map(String), xTitle: "Layer", yTitle: "Rank", yMax: maxRank,
+          points: data.slice(0, 600).map((r) => ({ x: ids.indexOf(r.layer), y: r.rank, text: `L${r.layer}:F${r.f}, rank ${r.rank}: ${labelOf(r.label)}`, r })),
+          onPick: (p) => (location.hash = `#/feature/${p.r.layer}/${p.r.f}`) })),
+      table.el,
+      cellMapSection({ heading: `Expression of ${gene} on the cell map`, what: "expression",
+        source: boot.has_cells && load(`cellexpr/${shardKey(gene[0])}${shardKey(gene[1])}.json`).then((s) => s[gene]) }));
+  }
+  await show(symbol);
+  if (!symbol) box.input.dataset.autofocus = "";
+  return { update: (sym) => show(sym) };
+}

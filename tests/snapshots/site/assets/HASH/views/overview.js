@@ -1,0 +1,74 @@
+// #/ : what the atlas is, per-layer statistics and charts, each rate beside its null baselines.
+import { h, link, help, table, append } from "../lib/dom.js";
+import { boot } from "../lib/data.js";
+import { int, num, pct } from "../lib/format.js";
+import { barChart, lineChart } from "../lib/chart.js";
+import { PALETTE } from "../lib/map.js";
+
+export function render(el) {
+  const t = boot.totals, layers = boot.layers;
+  const labels = layers.map((l) => String(l.layer));
+  const rate = layers.map((l) => l.annotated_rate);
+  const nullRate = layers.map((l) => l.annotated_null_rate);
+  const hasNull = nullRate.some((v) => v != null) || boot.nulls.length > 0;
+  const card = (value, what) => h("div", { class: "card" }, h("b", {}, value), h("span", {}, what));
+  const rateMax = Math.max(0.05, ...rate.filter((v) => v != null), ...nullRate.filter((v) => v != null));
+  append(el, 
+    h("h1", {}, boot.title),
+    boot.description ? h("p", { class: "muted" }, boot.description) : null,
+    h("div", { class: "cards" },
+      card(int(t.layers), "layers"), card(int(t.n_features), "features"), card(int(t.alive), "alive features"),
+      card(int(t.annotated), "annotated features"), card(pct(t.annotated_rate), "annotated of alive"),
+      card(int(t.n_modules), "modules")),
+    hasNull ? null : h("p", { class: "notice" },
+      "Chance baseline: not measured for this atlas. Annotation rates here cannot be compared with what random gene lists would reach, so a high rate alone does not show that features are biological."),
+    h("div", { class: "grid2" },
+      h("figure", {}, h("figcaption", {}, "Alive and annotated features per layer"),
+        barChart({ title: "Alive and annotated features per layer", labels, format: int, yTitle: "Features",
+          series: [{ name: "alive", color: "var(--bar)", values: layers.map((l) => l.alive) },
+                   { name: "annotated", color: "var(--bar2)", values: layers.map((l) => l.annotated) }] })),
+      h("figure", {}, h("figcaption", {}, "Annotated share of alive features", hasNull ? ", and the share expected by chance" : "", " ", help("annotated_rate", "the annotation rate")),
+        lineChart({ title: "Annotation rate per layer", labels, format: pct, max: rateMax, yTitle: "Share of alive",
+          series: [{ name: "annotated", color: "var(--bar2)", values: rate },
+                   { name: "expected by chance", color: "var(--muted)", dash: "4 3", values: nullRate }] }))),
+    dbChart(),
+    boot.nulls.length ? nullTable(boot.nulls) : null,
+    h("h2", {}, "Layers"),
+    table({ caption: "Per-layer summary", columns: [{ label: "Layer" }, { label: "Features", num: true }, { label: "Alive", num: true },
+      { label: "Annotated", num: true }, { label: "Rate", num: true, help: ["annotated_rate", "the annotation rate"] },
+      { label: "By chance", num: true, help: ["baseline", "a null baseline"] }, { label: "Modules", num: true },
+      { label: "Var. explained", num: true, help: ["variance_explained", "variance explained"] }],
+    rows: layers.map((l) => [link(`#/layer/${l.layer}`, `Layer ${l.layer}`), int(l.n_features), int(l.alive), int(l.annotated),
+      pct(l.annotated_rate), pct(l.annotated_null_rate), int(l.n_modules), pct(l.variance_explained)]) }),
+    h("p", {}, "Methods, parameters and downloads: ", link("#/about", "About this atlas"), "."),
+  );
+}
+
+function dbChart() {
+  const d = boot.db_counts;
+  if (!d || !d.databases.length) return null;
+  const byLayer = new Map(d.layers.map((l, i) => [l, d.counts[i]]));
+  const labels = boot.layers.map((l) => String(l.layer));
+  return h("figure", {}, h("figcaption", {}, "Enrichments per database and layer"),
+    barChart({ title: "Enrichments per database and layer", labels, format: int, yTitle: "Enrichments",
+      series: d.databases.map((db, j) => ({ name: db, color: PALETTE[j % PALETTE.length], values: boot.layers.map((l) => (byLayer.get(l.layer) || [])[j] || 0) })) }));
+}
+
+// Every measure beside each of its nulls: one row per analysis, measure and baseline, one cell per layer.
+function nullTable(rows) {
+  const layers = [...new Set(rows.map((r) => r[0]))].sort((a, b) => a - b);
+  const keys = [...new Map(rows.map((r) => [`${r[1]}\u0000${r[2]}\u0000${r[3]}`, r])).values()];
+  const share = (analysis, measure) => analysis === "annotation" || analysis === "svd" || /share|rate/.test(measure);
+  const cell = (v, s) => (v == null ? "—" : s ? pct(v) : Number.isInteger(v) ? int(v) : num(v));
+  const find = new Map(rows.map((r) => [`${r[0]}\u0000${r[1]}\u0000${r[2]}\u0000${r[3]}`, r]));
+  return h("section", {},
+    h("h2", {}, "Observed vs chance ", help("baseline", "a null baseline")),
+    h("p", {}, "How to read this: each cell is “observed / baseline” for one layer. The baseline is the same measure where no biology should be found (named in the Baseline column; hover a row for how it is made). An observed value close to its baseline says the atlas finds about as much there as chance would."),
+    table({ caption: "Observed values beside their chance baselines", cls: "nulls",
+      columns: [{ label: "Analysis" }, { label: "Measure" }, { label: "Baseline" }, ...layers.map((l) => ({ label: `Layer ${l}`, num: true }))],
+      rows: keys.map(([, analysis, measure, baseline]) => [analysis, measure.replace(/_/g, " "), (baseline || "—").replace(/_/g, " "),
+        ...layers.map((l) => {
+          const r = find.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
+          return r ? h("span", { title: r[6] || "" }, `${cell(r[4], share(analysis, measure))} / ${cell(r[5], share(analysis, measure))}`) : "—";
+        })]) }));
+}
