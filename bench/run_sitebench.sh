@@ -21,7 +21,7 @@ python3 "$SHARED/tools/sitebench.py" serve "$OUT/site" --port 8770 --gzip --cach
 SERVER=$!
 trap 'kill $SERVER' EXIT
 sleep 1
-for a in scgpt geneformer-scale demo; do
+for a in scgpt geneformer-scale; do  # the demo's 4 layers lack the scenarios' layer 7
   scenarios=bench/scenarios/our_atlas_synthetic.json
   [ "$a" = scgpt ] && scenarios=bench/scenarios/our_atlas.json
   python3 "$SHARED/tools/sitebench.py" run "$scenarios" --base-url "http://127.0.0.1:8770/$a/" \

@@ -79,6 +79,8 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
         gene_keys = sorted(p[len("genes/n/"):-5] for p in shards if p.startswith("genes/n/"))
         boot = bootstrap(atlas, data_dir, downloads, gene_keys)
+        # Cell-type names in shard order, so a cell type's page fetches its shard without the index first.
+        boot["celltypes"] = [r[0] for r in orjson.loads(shards["celltypes/index.json"])]
         boot["deps"] = module_deps(assets)
         html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
         (tmp / "index.html").write_text(html, encoding="utf-8")

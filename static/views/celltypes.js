@@ -15,16 +15,17 @@ const COLUMNS = [
 ];
 
 export async function render(el, name) {
-  const index = await load("celltypes/index.json"); // [[name, features, layers]]
   append(el, h("h1", {}, name ? name : "Cell types"));
-  if (!index.length) return append(el, h("p", { class: "muted" }, "This atlas records no cell-type enrichment."));
+  if (!boot.celltypes.length) return append(el, h("p", { class: "muted" }, "This atlas records no cell-type enrichment."));
   if (!name) {
+    const index = await load("celltypes/index.json"); // [[name, features, layers]]
     append(el, h("p", { class: "muted" }, "Features enriched in each cell type of the dataset (their most active cells are of that type more often than chance). Pick a cell type to see its marker features, strongest first."),
       table({ caption: "Cell types", columns: [{ label: "Cell type" }, { label: "Marker features", num: true }, { label: "Layers", num: true }],
         rows: index.map(([n, k, l]) => [link(`#/celltypes/${encodeURIComponent(n)}`, n), int(k), int(l)]) }));
     return;
   }
-  const at = index.findIndex((r) => r[0] === name) >= 0 ? index.findIndex((r) => r[0] === name) : index.findIndex((r) => r[0].toLowerCase() === name.toLowerCase());
+  const names = boot.celltypes; // in shard order
+  const at = names.includes(name) ? names.indexOf(name) : names.findIndex((n) => n.toLowerCase() === name.toLowerCase());
   if (at < 0) return append(el, h("p", { class: "warn" }, `No feature marks a cell type called “${name}”.`), h("p", {}, link("#/celltypes", "All cell types")));
   const d = await load(`celltypes/p/${at}.json`);
   const rows = d.rows.map(([layer, f, auc, or, q, nf, nc, nt, lb]) => ({ layer, f, auc, or, q, label: d.labels[lb] }));

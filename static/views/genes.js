@@ -35,13 +35,13 @@ async function findEntry(sym) {
 
 let warmed = false;
 async function warm(sym) {
-  if (!warmed) { // first suggestions shown: fetch the other (small) name lists while the reader is idle
+  const e = await findEntry(sym);
+  const postings = e ? load(postingsPath(e)).catch(() => {}) : Promise.resolve();
+  if (!warmed) { // after the likely pick's postings: the other (small) name lists, while the reader is idle
     warmed = true;
     const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 200));
-    idle(() => boot.gene_keys.forEach((k) => prefetch(`genes/n/${k}.json`)));
+    postings.then(() => idle(() => boot.gene_keys.forEach((k) => prefetch(`genes/n/${k}.json`))));
   }
-  const e = await findEntry(sym);
-  if (e) prefetch(postingsPath(e));
 }
 
 export async function render(el, symbol) {

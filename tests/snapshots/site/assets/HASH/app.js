@@ -71,7 +71,8 @@ function warm(name, params) {
   const data = {
     layer: ([l]) => (info(l) ? `layer/${l}.json` : null),
     feature: ([l, f]) => (info(l) && Number(f) < info(l).n_features ? featurePath(Number(l), Number(f)) : null), modules: () => "modules.json",
-    flow: () => "flow.json", comparisons: () => "comparisons.json", celltypes: () => "celltypes/index.json",
+    flow: () => "flow.json", comparisons: () => "comparisons.json",
+    celltypes: ([n]) => (n && boot.celltypes.includes(n) ? `celltypes/p/${boot.celltypes.indexOf(n)}.json` : "celltypes/index.json"),
     genes: ([s]) => (s && boot.gene_keys.includes(shardKey(s[0])) ? `genes/n/${shardKey(s[0])}.json` : null),
   }[name];
   const path = data && data(params);
