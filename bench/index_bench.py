@@ -1,4 +1,4 @@
-"""Gene and term indexes of the site at Geneformer scale: today's pyarrow + Python grouping vs DuckDB.
+"""Gene and term indexes of the site at Geneformer scale: the earlier pyarrow + Python grouping vs DuckDB (used now).
 
     python bench/index_bench.py bench/out/atlas_data/geneformer-scale [--engine python|duckdb]
 
@@ -17,54 +17,42 @@ from pathlib import Path
 import orjson
 
 from builder.atlas.format import read_atlas
-from builder.site.indexes import LABEL_CHARS, OWN_SHARD, _Labels, _sig, gene_keys, term_shards
+from builder.site.indexes import LABEL_CHARS, OWN_SHARD, _Labels, _sig, gene_keys, gene_shards, term_shards
 from builder.site.shards import PLACEHOLDERS
 
 
-def duckdb_gene_shards(atlas) -> dict:
-    """The same shards as indexes.gene_shards, with the join, label cut and sort done by DuckDB."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET threads = 2")
-    rows = con.sql(f"""
-        SELECT g.gene, g.layer, g.feature, g.rank, g.activation, left(coalesce(f.label, ''), {LABEL_CHARS}) AS label,
-               count(*) OVER (PARTITION BY g.gene) AS n
-        FROM read_parquet('{atlas.path / "feature_genes.parquet"}') g
-        JOIN read_parquet('{atlas.path / "features.parquet"}') f USING (layer, feature)
-        ORDER BY g.gene, g.layer, g.feature, g.rank""").to_arrow_table()
-    c = {k: rows.column(k).to_pylist() for k in rows.column_names}
+def python_gene_shards(atlas, labels) -> dict:
+    """The pyarrow + Python grouping the site used before DuckDB (the baseline)."""
+    g = {c: atlas.table("feature_genes").column(c).to_pylist() for c in ("gene", "layer", "feature", "rank", "activation")}
+    postings = defaultdict(list)
+    for i in range(len(g["gene"])):
+        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], _sig(g["activation"][i])))
     names, post, own = defaultdict(list), defaultdict(lambda: {"labels": _Labels(), "genes": {}}), defaultdict(int)
-    i, total = 0, len(c["gene"])
-    while i < total:
-        gene, n = c["gene"][i], c["n"][i]
+    for gene in sorted(postings):
         k1, k2 = gene_keys(gene)
-        if n > OWN_SHARD:
+        if len(postings[gene]) > OWN_SHARD:
             own[k2] += 1
             k2 = f"{k2}-{own[k2]}"
-            names[k1].append([gene, n, k2])
+            names[k1].append([gene, len(postings[gene]), k2])
         else:
-            names[k1].append([gene, n])
+            names[k1].append([gene, len(postings[gene])])
         shard = post[k2]
-        shard["genes"][gene] = [[c["layer"][j], c["feature"][j], c["rank"][j], _sig(c["activation"][j]),
-                                 shard["labels"].id(c["label"][j])] for j in range(i, i + n)]
-        i += n
+        shard["genes"][gene] = [[lay, f, rank, act, shard["labels"].id((labels.get((lay, f)) or "")[:LABEL_CHARS])]
+                                for lay, f, rank, act in sorted(postings[gene])]
     out = {f"genes/n/{k}.json": v for k, v in names.items()}
     out.update({f"genes/p/{k}.json": {"labels": v["labels"].list, "genes": v["genes"]} for k, v in post.items()})
     return out
 
 
 def run(path: Path, engine: str) -> None:
-    from builder.site.indexes import gene_shards
-
     atlas = read_atlas(path, check=False)
     t0 = time.perf_counter()
     if engine == "python":
         f = atlas.table("features")
         labels = dict(zip(zip(f.column("layer").to_pylist(), f.column("feature").to_pylist()), f.column("label").to_pylist()))
-        shards = gene_shards(atlas, labels)
+        shards = python_gene_shards(atlas, labels)
     else:
-        shards = duckdb_gene_shards(atlas)
+        shards = gene_shards(atlas)
     t_genes = time.perf_counter() - t0
     shards.update(term_shards(atlas, PLACEHOLDERS))
     t_all = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import duckdb
 import pyarrow as pa
 
 TERM_BUCKET = 256    # terms per term-postings shard
@@ -61,26 +62,35 @@ class _Labels:
         return self.ids[label]
 
 
-def gene_shards(atlas, labels) -> dict[str, object]:
-    g = _cols(atlas.table("feature_genes"))
-    postings = defaultdict(list)
-    for i in range(len(g["gene"])):
-        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], _sig(g["activation"][i])))
-    names = defaultdict(list)
-    post = defaultdict(lambda: {"labels": _Labels(), "genes": {}})
-    own = defaultdict(int)
-    for gene in sorted(postings):
+def gene_shards(atlas) -> dict[str, object]:
+    """Postings of every top gene, joined with feature labels and sorted by DuckDB (bench/index_bench.py: at
+    Geneformer scale 1.9x faster than grouping in Python, with a lower peak, and the same bytes)."""
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    genes, feats = (str(atlas.path / f"{t}.parquet").replace("'", "''") for t in ("feature_genes", "features"))
+    rows = con.sql(f"""
+        SELECT g.gene, g.layer, g.feature, g.rank, g.activation, left(coalesce(f.label, ''), {LABEL_CHARS}) AS label,
+               count(*) OVER (PARTITION BY g.gene) AS n
+        FROM read_parquet('{genes}') g JOIN read_parquet('{feats}') f USING (layer, feature)
+        ORDER BY g.gene, g.layer, g.feature, g.rank""").to_arrow_table()
+    c = _cols(rows)
+    con.close()
+    names, post, own = defaultdict(list), defaultdict(lambda: {"labels": _Labels(), "genes": {}}), defaultdict(int)
+    i = 0
+    while i < len(c["gene"]):
+        gene, n = c["gene"][i], c["n"][i]
         k1, k2 = gene_keys(gene)
-        if len(postings[gene]) > OWN_SHARD:
+        if n > OWN_SHARD:
             # A gene that tops very many features gets a file of its own, so its neighbours stay small.
             own[k2] += 1
             k2 = f"{k2}-{own[k2]}"
-            names[k1].append([gene, len(postings[gene]), k2])
+            names[k1].append([gene, n, k2])
         else:
-            names[k1].append([gene, len(postings[gene])])
+            names[k1].append([gene, n])
         shard = post[k2]
-        shard["genes"][gene] = [[lay, f, rank, act, shard["labels"].id((labels.get((lay, f)) or "")[:LABEL_CHARS])]
-                                for lay, f, rank, act in sorted(postings[gene])]
+        shard["genes"][gene] = [[c["layer"][j], c["feature"][j], c["rank"][j], _sig(c["activation"][j]),
+                                 shard["labels"].id(c["label"][j])] for j in range(i, i + n)]
+        i += n
     out = {f"genes/n/{k}.json": v for k, v in names.items()}
     out.update({f"genes/p/{k}.json": {"labels": v["labels"].list, "genes": v["genes"]} for k, v in post.items()})
     return out

@@ -68,7 +68,7 @@ def build_shards(atlas: Atlas) -> dict[str, object]:
     shards: dict[str, object] = {}
     shards.update(_layer_shards(feats, genes))
     shards.update(_feature_shards(atlas, feats, genes, labels))
-    shards.update(gene_shards(atlas, labels))
+    shards.update(gene_shards(atlas))
     shards.update(term_shards(atlas, PLACEHOLDERS))
     shards.update(celltype_shards(atlas, labels))
     shards.update(cell_shards(atlas, BUCKET))
