@@ -1,25 +1,61 @@
-"""Model adapters, one module per family; `load` picks one by name."""
+"""Model adapters, one module per family, and the registry of families the build and the CLI read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AtlasError
-from .base import Adapter, Chunk, Prepared, check_layers, default_batch_size, pick_device, stream
+from .base import Adapter, Chunk, Prepared, check_layers, default_batch_size, gene_token_count, pick_device, stream
 
-FAMILIES = ("scgpt", "geneformer")
 
-__all__ = ["FAMILIES", "Adapter", "Chunk", "Prepared", "check_layers", "default_batch_size", "load", "pick_device", "stream"]
+@dataclass(frozen=True)
+class Family:
+    """What the build needs of a model family: how to load it and how to write a tiny checkpoint of it."""
+
+    name: str
+    load: Callable[[Path, int], Adapter]  # (checkpoint folder, seed) -> adapter
+    write_tiny: Callable[..., Path]  # (out folder, **sizes) -> checkpoint folder with random weights
+    checkpoint_files: str  # what the checkpoint folder holds, for help texts
+
+
+def _scgpt(checkpoint: Path, seed: int) -> Adapter:
+    from .scgpt import ScGPTAdapter
+
+    return ScGPTAdapter(checkpoint, seed=seed)
+
+
+def _geneformer(checkpoint: Path, seed: int) -> Adapter:
+    from .geneformer import GeneformerAdapter
+
+    return GeneformerAdapter(checkpoint)
+
+
+def _tiny_scgpt(out: Path, **kw) -> Path:
+    from .tiny import write_scgpt
+
+    return write_scgpt(out, **kw)
+
+
+def _tiny_geneformer(out: Path, **kw) -> Path:
+    from .tiny import write_geneformer
+
+    return write_geneformer(out, **kw)
+
+
+FAMILIES: dict[str, Family] = {
+    "scgpt": Family("scgpt", _scgpt, _tiny_scgpt, "args.json, vocab.json, best_model.pt"),
+    "geneformer": Family("geneformer", _geneformer, _tiny_geneformer,
+                         "config.json, weights, token and gene median dictionaries"),
+}
+
+__all__ = ["FAMILIES", "Adapter", "Chunk", "Family", "Prepared", "check_layers", "default_batch_size",
+           "gene_token_count", "load", "pick_device", "stream"]
 
 
 def load(family: str, checkpoint: Path, seed: int = 0) -> Adapter:
     """Load the checkpoint folder of a model family (local files only)."""
-    if family == "scgpt":
-        from .scgpt import ScGPTAdapter
-
-        return ScGPTAdapter(checkpoint, seed=seed)
-    if family == "geneformer":
-        from .geneformer import GeneformerAdapter
-
-        return GeneformerAdapter(checkpoint)
-    raise AtlasError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    if family not in FAMILIES:
+        raise AtlasError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    return FAMILIES[family].load(Path(checkpoint), seed)

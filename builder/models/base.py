@@ -122,22 +122,22 @@ def stream(adapter: Adapter, prepared: Prepared, layers: Sequence[int], batch_si
            device: torch.device | None = None, cells: Sequence[int] | None = None) -> Iterator[Chunk]:
     """Run the model over `cells` (default: all) in batches; yield the gene-token rows of each batch.
 
-    Batches are formed longest cells first, so rows come in that order, not the dataset's.
+    Every cell of `cells` is tokenized first (callers pass a shard, so this stays small); batches are formed
+    longest cells first, so rows come in that order, not the dataset's.
     """
     device = device or torch.device("cpu")
     dtype = dtype_for(device)
     adapter.model.to(device=device, dtype=dtype).eval()
     special = torch.tensor(sorted(adapter.special_ids), dtype=torch.long)
     order = np.arange(prepared.dataset.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
+    tokens = [adapter.tokenize(prepared, int(i)) for i in order]
     # Longest cells first, so a batch holds cells of similar length: less padding, and a memory error, if
-    # any, comes at once. Length = known non-zero genes, capped at the model's input size.
-    counts = prepared.dataset.counts[:, prepared.token_of_gene >= 0]
-    length = np.minimum(np.diff(counts.indptr), adapter.max_tokens)
-    order = order[np.argsort(-length[order], kind="stable")]
+    # any, comes at once.
+    by_length = np.argsort(-np.array([len(t.ids) for t in tokens], dtype=np.int64), kind="stable")
     for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        toks = [adapter.tokenize(prepared, int(i)) for i in rows]
-        batch = adapter.collate(toks)
+        pick = by_length[start : start + batch_size]
+        rows = order[pick]
+        batch = adapter.collate([tokens[j] for j in pick])
         ids = batch["input_ids"]
         keep = ~torch.isin(ids, special)  # gene tokens only; padding is a special id too
         cell_of = torch.as_tensor(rows, dtype=torch.long)[:, None].expand_as(ids)
@@ -150,3 +150,8 @@ def stream(adapter: Adapter, prepared: Prepared, layers: Sequence[int], batch_si
             out = adapter.layer_outputs(batch, layers)
         yield Chunk(cells=cell_of[keep].numpy(), genes=ids[keep].numpy(),
                     acts={L: out[L][keep.to(device)].float().cpu().numpy() for L in layers}, n_cells=len(rows))
+
+
+def gene_token_count(adapter: Adapter, cell: CellTokens) -> int:
+    """Gene tokens of a tokenized cell (special tokens left out), as `stream` hands them out."""
+    return int((~np.isin(cell.ids, np.fromiter(adapter.special_ids, np.int64))).sum())

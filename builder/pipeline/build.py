@@ -1,23 +1,21 @@
-"""`atlas build`: every stage from checkpoint + .h5ad to atlas data and site, each cached by a hash of its inputs.
+"""`atlas build`: hashes inputs and parameters, caches stages, schedules the map stages on an engine, calls.
 
-Stages and their cache folders (CACHE/<stage>-<key>/, each written atomically, so a killed build resumes at
-the first stage without a folder, and a changed parameter recomputes only the stages whose key it enters):
-
-  extract            model forward over the dataset: activations per layer, tokens      (extract.py)
-  sae-LL             the SAE of layer LL: trained (--train-sae) or loaded (--sae)      (sae.py)
-  codes-LL           sparse codes of layer LL                                            (encode.py)
-  stats-LL           feature statistics, top genes and cells, cell-type tests           (stats.py)
-  annotate           enrichments, labels, null baseline for all layers                   (annotate.py)
-  graph-LL           modules with their null, the map, the SVD comparison               (graphs.py)
-  cross-LL-MM        cross-layer edges of an adjacent pair, decoder-cosine matches     (graphs.py)
-
-Then export writes atlas_data/NAME/ and render writes site/NAME/, both atomically.
+Stages (each CACHE/<stage>-<key>/, key = hash of its inputs, parameters and the keys of the stages it reads):
+  plan        cells, gene tokens per cell, shards, held-out cells            (plan.py; no model)
+  sample      --train-sae: keyed uniform training sample per layer           (sample.py; map over shards)
+  sae-LL      --train-sae: a TopK SAE trained on the sample                  (sae.py)
+  stream      codes of every layer + dense sums, one pass over the shards    (stream.py; map over shards)
+  stats       feature statistics, top genes and cells, cell-type tests,      (describe.py over stats.py;
+              co-occurrence and cross-layer counts                            map over code shards)
+  annotate    enrichments, labels, null baseline                              (annotate.py)
+  graph-LL    modules with their null, map, SVD comparison, PCA gene lists   (graphs.py)
+  cross-LL-MM cross-layer edges of an adjacent pair, decoder-cosine matches  (graphs.py)
+Map stages commit every shard folder on its own, so a killed build resumes at the first unfinished shard.
+This module imports neither builder.atlas nor builder.site: the CLI exports and renders what `run` returns.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import tomllib
 from collections import Counter
@@ -28,14 +26,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
 from .. import __version__
-from .annotate import AnnotateConfig
 from ..errors import AtlasError
-from ..fsutil import atomic_dir, sha256_file
-from .graphs import GraphConfig
+from ..fsutil import sha256_file
+from ..jsonio import dumps_json
+from ..models import FAMILIES, check_layers, load
 from ..parse import atlas_name, layer_list
+from . import describe, engine, sample, stream
+from .annotate import AnnotateConfig
+from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
+from .forward import ModelSpec
+from .graphs import GraphConfig
+from .plan import PlanConfig, read_plan
 from .sae import TrainConfig
 from .stats import StatsConfig
 
@@ -54,7 +57,6 @@ class BuildConfig:
     string: str = ""
     string_info: str = ""
     string_min_score: int = 700
-    string_channels: str = "experimental,database"  # or "combined" (see genesets.read_string)
     layers: str = ""              # e.g. 0,3,5-7; empty: every layer
     atlas: str = ""               # default: the model family
     title: str = ""
@@ -63,18 +65,26 @@ class BuildConfig:
     device: str = "cpu"
     gene_column: str = ""
     cell_type_column: str = ""
+    donor_column: str = ""
     seed: int = 0
+    shard_cells: int = 256        # cells per shard: the unit of work, resume and memory
+    backed: bool = True           # read the .h5ad in chunks; false loads it whole (same results, tested)
+    keep_partials: bool = False   # keep per-shard partials after their merge (for inspection)
+    engine: engine.EngineConfig = field(default_factory=engine.EngineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by `seed`
     stats: StatsConfig = field(default_factory=StatsConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     graphs: GraphConfig = field(default_factory=GraphConfig)
 
 
-SECTIONS = {"train": TrainConfig, "stats": StatsConfig, "annotate": AnnotateConfig, "graphs": GraphConfig}
+SECTIONS = {"engine": engine.EngineConfig, "train": TrainConfig, "stats": StatsConfig, "annotate": AnnotateConfig,
+            "graphs": GraphConfig}
+# Settings that cannot change any output byte stay out of cache keys and the manifest.
+NOT_RESULTS = ("backed", "keep_partials", "engine")
 
 
 def _check_type(where: str, name: str, value, default):
-    expected = int if default is None else type(default)  # None defaults (aux_k) take a number
+    expected = int if default is None else type(default)  # None defaults (aux_k, sample_tokens) take a number
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is tuple:
@@ -87,8 +97,21 @@ def _check_type(where: str, name: str, value, default):
     return value
 
 
+def _section(path, key, value):
+    if not isinstance(value, dict):
+        raise AtlasError(f"{path}: [{key}] must be a table")
+    defaults = SECTIONS[key]()
+    known = {f.name for f in fields(defaults)}
+    for k, v in value.items():
+        if k not in known:
+            raise AtlasError(f"{path}: unknown key {k!r} in [{key}] (known: {', '.join(sorted(known))})")
+        value[k] = _check_type(f"{path}: [{key}]", k, v, getattr(defaults, k))
+    return replace(defaults, **value)
+
+
 def read_config(path: Path | None, overrides: dict) -> BuildConfig:
-    """Defaults, then the TOML file, then command-line options. Unknown keys and wrong types are refused."""
+    """Defaults, then the TOML file, then command-line options. Unknown keys, wrong types and values out of
+    range are refused, naming the file or option."""
     cfg = BuildConfig()
     values: dict = {}
     if path is not None:
@@ -102,54 +125,65 @@ def read_config(path: Path | None, overrides: dict) -> BuildConfig:
         top = {f.name: f for f in fields(BuildConfig) if f.name not in SECTIONS}
         for key, value in raw.items():
             if key in SECTIONS:
-                if not isinstance(value, dict):
-                    raise AtlasError(f"{path}: [{key}] must be a table")
-                defaults = SECTIONS[key]()
-                known = {f.name for f in fields(defaults)}
-                for k, v in value.items():
-                    if k not in known:
-                        raise AtlasError(f"{path}: unknown key {k!r} in [{key}] (known: {', '.join(sorted(known))})")
-                    value[k] = _check_type(f"{path}: [{key}]", k, v, getattr(defaults, k))
-                values[key] = replace(defaults, **value)
+                values[key] = _section(path, key, value)
             elif key in top:
                 values[key] = _check_type(str(path), key, value, getattr(cfg, key))
             else:
                 raise AtlasError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(list(top) + list(SECTIONS)))})")
+    eng = {k: overrides.pop(k) for k in [f.name for f in fields(engine.EngineConfig)] if k in overrides}
     values.update({k: v for k, v in overrides.items() if v not in (None, (), False)})
     cfg = replace(cfg, **values)
-    if cfg.model not in ("scgpt", "geneformer"):
-        raise AtlasError(f"model {cfg.model or '(none)'!r}: expected scgpt or geneformer (--model or `model` in the config)")
+    cfg = replace(cfg, engine=replace(cfg.engine, **{k: v for k, v in eng.items() if v not in (None, "")}))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: BuildConfig) -> None:
+    """Every parameter checked before any expensive stage."""
+    if cfg.model not in FAMILIES:
+        raise AtlasError(f"model {cfg.model or '(none)'!r}: expected {' or '.join(FAMILIES)} (--model or `model` in the config)")
     if not cfg.checkpoint:
         raise AtlasError("no checkpoint: give --checkpoint DIR (or `checkpoint` in the config)")
     if bool(cfg.sae) == cfg.train_sae:
         raise AtlasError("give exactly one of --sae DIR and --train-sae")
-    return cfg
+    checks = [("max_cells", cfg.max_cells >= 0, "0 (every cell) or more"), ("shard_cells", cfg.shard_cells >= 1, "at least 1"),
+              ("batch_size", cfg.batch_size >= 0, "0 (the default) or more"),
+              ("train.holdout", 0 <= cfg.train.holdout < 1, "in [0, 1)"),
+              ("train.k", 1 <= cfg.train.k, "at least 1"), ("train.expansion", cfg.train.expansion >= 1, "at least 1"),
+              ("train.epochs", cfg.train.epochs >= 1, "at least 1"),
+              ("stats.alpha", 0 < cfg.stats.alpha <= 1, "in (0, 1]"),
+              ("stats.auc_floor", 0 < cfg.stats.auc_floor <= 1, "in (0, 1]"),
+              ("stats.top_genes", cfg.stats.top_genes >= 1, "at least 1"), ("stats.top_cells", cfg.stats.top_cells >= 1, "at least 1"),
+              ("annotate.alpha", 0 < cfg.annotate.alpha <= 1, "in (0, 1]"),
+              ("graphs.cross_alpha", 0 < cfg.graphs.cross_alpha <= 1, "in (0, 1]")]
+    for name, ok, expected in checks:
+        if not ok:
+            value = cfg
+            for part in name.split("."):
+                value = getattr(value, part)
+            raise AtlasError(f"{name} {value!r}: must be {expected}")
+    if cfg.train.sample_tokens is not None and cfg.train.sample_tokens < 1:
+        raise AtlasError(f"train.sample_tokens {cfg.train.sample_tokens}: must be at least 1")
+    if cfg.donor_column and not cfg.cell_type_column:
+        raise AtlasError("--donor-column needs --cell-type-column (the donor-level test is per cell type)")
+    engine.check(cfg.engine)
 
 
-def _hash(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _tree_hash(path: Path) -> str:
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        raise AtlasError(f"{path}: no such file or folder")
-    return _hash(sorted((p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()))
+def results_config(cfg: BuildConfig) -> dict:
+    """The parameters that decide the output: the manifest's `parameters`."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULTS}
 
 
 @dataclass
 class Stage:
-    """Timing, cache hits and the process's peak RSS (high-water mark, MB) after each stage, for the summary."""
+    """Timing, cache hits, peak RSS (MB) and shard throughput per stage, for the summary and the benchmarks."""
 
     seconds: Counter = field(default_factory=Counter)
     cached: Counter = field(default_factory=Counter)
     computed: Counter = field(default_factory=Counter)
     peak_mb: dict = field(default_factory=dict)
+    shards: Counter = field(default_factory=Counter)
+    tokens: Counter = field(default_factory=Counter)
 
     def done(self, kind: str, seconds: float) -> None:
         import resource
@@ -158,67 +192,153 @@ class Stage:
         self.peak_mb[kind] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class Progress:
+    """What a map stage reports; the CLI draws it (shards done, tokens/s, projected time left)."""
+
+    def start(self, stage: str, shards: int, tokens: int, done_shards: int, done_tokens: int) -> None: ...
+
+    def advance(self, shards: int, tokens: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class Outputs:
+    """Everything export needs: the stage folders and what the build learnt on the way."""
+
+    cfg: BuildConfig
+    name: str
+    layers: list[int]
+    plan: Path
+    record: dict  # plan.json
+    inputs: dict  # hashes of the checkpoint and the data
+    saes: dict  # layer -> SAE path
+    sae_source: str
+    stream: Path
+    stats: Path
+    annotation: Path
+    graphs: dict  # layer -> folder
+    cross: dict  # (a, b) -> folder
+    databases: list
+    networks: list
+    modules: dict  # layer -> module rows (labels from annotation)
+    training: dict  # layer -> SAE training record
+    stage: Stage
+    cache_bytes: dict = field(default_factory=dict)
+
+
 class Builder:
-    def __init__(self, cfg: BuildConfig, cache: Path, data_dir: Path, site_dir: Path,
-                 log: Callable[[str], None] = lambda s: None):
-        self.cfg, self.cache, self.data_dir, self.site_dir, self.log = cfg, Path(cache), Path(data_dir), Path(site_dir), log
+    def __init__(self, cfg: BuildConfig, cache: Path, log: Callable[[str], None] = lambda s: None,
+                 progress: Progress | None = None):
+        self.cfg, self.cache, self.log = cfg, Path(cache), log
+        self.progress = progress or Progress()
         self.stage = Stage()
         self.name = cfg.atlas or cfg.model
 
     def cached(self, stage: str, key: str, make: Callable[[Path], None]) -> Path:
-        """CACHE/stage-key/, made by make(tmp) into a temporary folder unless it is already there."""
+        """CACHE/stage-key/, made by make(tmp) in a private folder unless it is already there."""
         out = self.cache / f"{stage}-{key}"
         kind = stage.split("-")[0]
-        if (out / ".done").is_file():
+        if is_done(out):
             self.stage.cached[kind] += 1
             return out
         t0 = time.perf_counter()
         self.log(f"{stage}: computing")
-        with atomic_dir(out) as tmp:
+        with commit_once(out) as tmp:
             make(tmp)
-            (tmp / ".done").write_text(key + "\n")
         self.stage.done(kind, time.perf_counter() - t0)
         self.stage.computed[kind] += 1
         return out
 
-    def run(self) -> dict:
-        from .extract import extract
-        from ..models import check_layers, load
-        from ..site.render import render
+    def mapped(self, stage: str, key: str, worker, kwargs: dict, record: dict, merge: Callable[[Path], None]) -> Path:
+        """A map stage: CACHE/stage-key/shards/NNNNN/ by the engine, then merge(folder) and the .done marker."""
+        out = self.cache / f"{stage}-{key}"
+        if is_done(out):
+            self.stage.cached[stage] += 1
+            return out
+        t0 = time.perf_counter()
+        self.log(f"{stage}: computing")
+        out.mkdir(parents=True, exist_ok=True)
+        shards = record["shards"]
+        todo = stream.todo(out, len(shards))
+        done_tokens = sum(s[2] for i, s in enumerate(shards) if i not in set(todo))
+        self.progress.start(stage, len(shards), record["tokens"], len(shards) - len(todo), done_tokens)
 
+        def advance(status):
+            self.stage.shards[stage] += 1
+            self.stage.tokens[stage] += status["tokens"]
+            self.progress.advance(1, status["tokens"])
+
+        try:
+            engine.run_map(self.cfg.engine, worker, kwargs, todo, stage, advance)
+        finally:
+            self.progress.finish()
+        merge(out)
+        (out / ".done").write_text(key + "\n")
+        self.stage.done(stage, time.perf_counter() - t0)
+        self.stage.computed[stage] += 1
+        return out
+
+    def run(self) -> Outputs:
         cfg = self.cfg
-        t_all = time.perf_counter()
         atlas_name(self.name)
         data = Path(cfg.data)
         if not data.is_file():
             raise AtlasError(f"{data}: no such dataset file")
         adapter = load(cfg.model, Path(cfg.checkpoint), seed=cfg.seed)  # checks the checkpoint before any work
         layers = check_layers(adapter, layer_list(cfg.layers) if cfg.layers else None)
+        dbs, nets = self._genesets()  # parsed now, so a bad file fails before the model runs
+        inputs = {"checkpoint": tree_hash(Path(cfg.checkpoint)), "data": sha256_file(data)}
+        pkey = key_of("plan", __version__, cfg.model, inputs, cfg.max_cells, cfg.gene_column, cfg.seed, cfg.shard_cells,
+                      cfg.train.holdout, cfg.cell_type_column, cfg.donor_column)
+        from .plan import run as plan_run
+
+        pdir = self.cached("plan", pkey, lambda tmp: plan_run(
+            adapter, data, tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed, cfg.max_cells or None,
+            cfg.gene_column or None, cfg.cell_type_column or None, cfg.donor_column or None, cfg.backed))
+        record, cells = read_plan(pdir)
+        spec = ModelSpec(cfg.model, str(cfg.checkpoint), str(data), tuple(layers), cfg.seed, cfg.max_cells or None,
+                         record["dataset"]["gene_column"], cfg.backed, cfg.batch_size, cfg.device, cfg.engine.threads)
+        if cfg.train_sae:
+            saes, skeys, training = self._train(adapter, layers, pdir, pkey, record, cells, spec)
+        else:
+            saes, skeys, training = self._given(adapter, layers)
         del adapter
-        ckpt_hash = _tree_hash(Path(cfg.checkpoint))
-        data_hash = sha256_file(data)
-        inputs = {"checkpoint": ckpt_hash, "data": data_hash}
-        ekey = _hash("extract", __version__, cfg.model, ckpt_hash, data_hash, layers, cfg.max_cells, cfg.gene_column,
-                     cfg.seed)
-        edir = self.cached("extract", ekey, lambda tmp: extract(
-            cfg.model, Path(cfg.checkpoint), data, tmp / "x", layers, cfg.max_cells or None, cfg.batch_size or None,
-            cfg.device, cfg.gene_column or None, cfg.seed)) / "x"
-        record = json.loads((edir / "extract.json").read_text())
-        tokens = pq.read_table(edir / "tokens.parquet").to_pandas()
-        names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
-        cell_types = self.cell_types = self._cell_types(data, record)
+        n_features = {L: _sae_width(saes[L]) for L in layers}
+        xkey = key_of("stream", pkey, layers, skeys, cfg.batch_size)
+        sdir = self.mapped("stream", xkey, stream.StreamWorker,
+                           {"spec": spec, "saes": {L: str(p) for L, p in saes.items()}, "plan_dir": str(pdir),
+                            "out": str(self.cache / f"stream-{xkey}")}, record,
+                           lambda out: stream.merge(out, layers, len(record["shards"]), cfg.keep_partials))
+        tkey = key_of("stats", xkey, asdict(cfg.stats))
+        tdir = self.mapped("stats", tkey, describe.StatsWorker,
+                           {"stream": str(sdir), "plan_dir": str(pdir), "out": str(self.cache / f"stats-{tkey}"),
+                            "layers": layers, "n_features": n_features, "top_cells": cfg.stats.top_cells}, record,
+                           lambda out: describe.merge(out, pdir, layers, n_features, cfg.stats, cfg.keep_partials))
+        akey = key_of("annotate", tkey, [d.meta.get("sha256") for d in dbs + nets], [d.name for d in dbs + nets],
+                      asdict(cfg.annotate))
+        adir = self.cached("annotate", akey, lambda tmp: self._annotate(layers, tdir, pdir, dbs, nets, tmp))
+        from .graph_stage import cross_stage, graph_stage, module_rows
 
-        sae_keys, stats_dirs, codes_dirs, sae_dirs = {}, {}, {}, {}
+        gdirs, cdirs = {}, {}
         for L in layers:
-            sae_dirs[L], sae_keys[L] = self._sae(L, edir, ekey, record)
-            ckey = _hash("codes", sae_keys[L], ekey)
-            codes_dirs[L] = self.cached(f"codes-{L:02d}", ckey, lambda tmp, L=L: self._encode(L, edir, sae_dirs[L], tmp))
-            skey = _hash("stats", ckey, asdict(cfg.stats), cfg.cell_type_column)
-            stats_dirs[L] = self.cached(f"stats-{L:02d}", skey, lambda tmp, L=L: self._stats(
-                codes_dirs[L], tmp, names, tokens, cell_types, record))
+            gkey = key_of("graph", tkey, skeys[L], asdict(cfg.graphs))
+            gdirs[L] = self.cached(f"graph-{L:02d}", gkey, lambda tmp, L=L: graph_stage(
+                L, pdir, tdir, sdir, saes[L], record, cfg.graphs, cfg.stats, tmp))
+        for a, b in zip(layers, layers[1:]):
+            ckey = key_of("cross", tkey, skeys[a], skeys[b], asdict(cfg.graphs))
+            cdirs[a, b] = self.cached(f"cross-{a:02d}-{b:02d}", ckey, lambda tmp, a=a, b=b: cross_stage(
+                a, b, tdir, saes[a], saes[b], record, cfg.graphs, tmp))
+        modules = {L: module_rows(gdirs[L], adir, L) for L in layers}
+        sizes = {"stream": folder_bytes(sdir), "stats": folder_bytes(tdir)}
+        return Outputs(cfg, self.name, layers, pdir, record, inputs, saes,
+                       "trained by atlas build" if cfg.train_sae else "given (--sae)", sdir, tdir, adir, gdirs, cdirs,
+                       dbs, nets, modules, training, self.stage, sizes)
 
-        from ..parse import string_channels
+    def _genesets(self):
         from .genesets import load_genesets, read_string, read_trrust
+
+        cfg = self.cfg
         dbs, nets = load_genesets(cfg.genesets), []
         if cfg.trrust:
             s, e = read_trrust(Path(cfg.trrust))
@@ -226,142 +346,76 @@ class Builder:
             nets.append(e)
         if cfg.string:
             nets.append(read_string(Path(cfg.string), Path(cfg.string_info) if cfg.string_info else None,
-                                    cfg.string_min_score, string_channels(cfg.string_channels)))
-        akey = _hash("annotate", [stats_dirs[L].name for L in layers], [d.meta.get("sha256") for d in dbs + nets],
-                     [d.name for d in dbs + nets], asdict(cfg.annotate))
-        adir = self.cached("annotate", akey, lambda tmp: self._annotate(layers, stats_dirs, tokens, dbs, nets, tmp))
+                                    cfg.string_min_score))
+        return dbs, nets
 
-        gdirs = {}
+    def _given(self, adapter, layers):
+        from .sae import load_sae
+
+        root = Path(self.cfg.sae)
+        saes, keys = {}, {}
         for L in layers:
-            gkey = _hash("graph", codes_dirs[L].name, stats_dirs[L].name, sae_keys[L], asdict(cfg.graphs))
-            gdirs[L] = self.cached(f"graph-{L:02d}", gkey, lambda tmp, L=L: self._graph(
-                L, codes_dirs[L], stats_dirs[L], sae_dirs[L], edir, tmp))
-        cdirs = {}
-        for a, b in zip(layers, layers[1:]):
-            xkey = _hash("cross", codes_dirs[a].name, codes_dirs[b].name, sae_keys[a], sae_keys[b], asdict(cfg.graphs))
-            cdirs[a, b] = self.cached(f"cross-{a:02d}-{b:02d}", xkey, lambda tmp, a=a, b=b: self._cross(
-                codes_dirs[a], codes_dirs[b], sae_dirs[a], sae_dirs[b], tokens["token_id"].to_numpy(), tmp))
-
-        t0 = time.perf_counter()
-        from ..atlas.export import export
-        out = export(self, layers, record, inputs, edir, sae_dirs, stats_dirs, adir, gdirs, cdirs, dbs, nets)
-        self.stage.done("export", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        site = render(out, self.site_dir)
-        self.stage.done("render", time.perf_counter() - t0)
-        return {"atlas": out, "site": site, "seconds": time.perf_counter() - t_all, "stages": self.stage}
-
-    # Stages
-
-    def _cell_types(self, data: Path, record: dict):
-        col = self.cfg.cell_type_column
-        if not col:
-            return None
-        import anndata
-
-        obs = anndata.read_h5ad(data, backed="r").obs.iloc[: record["dataset"]["cells"]]
-        if col not in obs.columns:
-            raise AtlasError(f"{data}: obs has no column {col!r} (has: {', '.join(map(str, obs.columns)) or 'none'})")
-        return obs[col].astype(str).to_numpy()
-
-    def _sae(self, L: int, edir: Path, ekey: str, record: dict):
-        from .extract import read_activations
-        from .sae import load_sae, train
-
-        cfg = self.cfg
-        if cfg.sae:
-            root = Path(cfg.sae)
             for cand in (root / f"layer_{L:02d}", root / f"layer_{L}", root / f"layer_{L:02d}.pt", root / f"layer_{L}.pt"):
                 if cand.exists():
                     model = load_sae(cand)
-                    if model.d_in != record["model"]["width"]:
+                    if model.d_in != adapter.width:
                         raise AtlasError(f"{cand}: SAE input width {model.d_in} does not fit layer {L} of "
-                                         f"{record['model']['name']} (width {record['model']['width']})")
-                    return cand, _hash("sae-file", _tree_hash(cand))
-            raise AtlasError(f"{root}: no SAE for layer {L} (expected layer_{L:02d}/ or layer_{L:02d}.pt)")
+                                         f"{adapter.name} (width {adapter.width})")
+                    saes[L], keys[L] = cand, key_of("sae-file", tree_hash(cand))
+                    break
+            else:
+                raise AtlasError(f"{root}: no SAE for layer {L} (expected layer_{L:02d}/ or layer_{L:02d}.pt)")
+        return saes, keys, {}
+
+    def _train(self, adapter, layers, pdir, pkey, record, cells, spec):
+        import torch
+
+        from .sae import train
+
+        cfg = self.cfg
         tc = replace(cfg.train, seed=cfg.seed)
-        key = _hash("sae-train", ekey, L, asdict(tc))
+        if tc.k > tc.expansion * adapter.width:
+            raise AtlasError(f"train.k {tc.k}: larger than the SAE width {tc.expansion * adapter.width}")
+        cut, n = sample.threshold(cells, tc.sample_tokens, cfg.seed)
+        mkey = key_of("sample", pkey, layers, n)
+        mdir = self.mapped("sample", mkey, sample.SampleWorker,
+                           {"spec": spec, "plan_dir": str(pdir), "out": str(self.cache / f"sample-{mkey}"), "cut": cut},
+                           record, lambda out: sample.merge(out, layers, len(record["shards"]), n, adapter.width,
+                                                            cfg.keep_partials))
+        saes, keys, training = {}, {}, {}
+        for L in layers:
+            key = key_of("sae-train", mkey, L, asdict(tc))
 
-        def make(tmp):
-            import torch
+            def make(tmp, L=L):
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # multi-threaded reductions vary run to run; the cache must not
+                try:
+                    model, metrics = train(sample.read_sample(mdir, L), tc, where=f"layer {L}")
+                finally:
+                    torch.set_num_threads(threads)
+                model.save(tmp / "sae", {"layer": L, "model_name": record["model"]["name"], "training": metrics})
 
-            acts, _ = read_activations(edir, L)
-            cells = pq.read_table(edir / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # multi-threaded reductions vary run to run; the cache must not
-            try:
-                model, metrics = train(acts, cells, tc, where=f"layer {L}")
-            finally:
-                torch.set_num_threads(threads)
-            model.save(tmp / "sae", {"layer": L, "model_name": record["model"]["name"], "training": metrics})
+            saes[L], keys[L] = self.cached(f"sae-{L:02d}", key, make) / "sae", key
+            training[L] = {"train_tokens": n}
+        return saes, keys, training
 
-        return self.cached(f"sae-{L:02d}", key, make) / "sae", key
-
-    def _encode(self, L, edir, sae_path, tmp):
-        from .encode import encode_activations
-        from .sae import load_sae
-
-        encode_activations(load_sae(sae_path), edir, L, tmp / "codes", {"layer": L, "activations": "extract"})
-
-    def _stats(self, codes_dir, tmp, names, tokens, cell_types, record):
-        from .encode import read_codes
-        from .stats import feature_stats, write_stats
-
-        folder = codes_dir / "codes"
-        rec, _ = read_codes(folder)
-        n_cells = record["dataset"]["cells"]
-        cell_ids = tokens.drop_duplicates("cell").set_index("cell")["cell_id"].reindex(range(n_cells)).fillna("").to_numpy()
-        result = feature_stats(lambda: read_codes(folder)[1], rec["n_features"], n_cells, max(names) + 1,
-                               self.cfg.stats, cell_types)
-        write_stats(tmp / "stats", result, names, cell_ids, {"layer": rec["layer"], "config": asdict(self.cfg.stats)})
-
-    def _annotate(self, layers, stats_dirs, tokens, dbs, nets, tmp):
+    def _annotate(self, layers, tdir, pdir, dbs, nets, tmp):
         from .annotate import annotate, write_annotation
 
-        parts = []
+        names = pq.read_table(pdir / "genes.parquet").to_pandas().set_index("token_id")["gene"]
+        parts, universe = [], {}
         for L in layers:
-            g = pq.read_table(stats_dirs[L] / "stats" / "feature_genes.parquet", columns=["feature", "gene", "rank"])
-            parts.append(g.to_pandas().assign(layer=L))
+            g = describe.read_table(tdir, L, "feature_genes")[["feature", "gene", "rank"]]
+            parts.append(g.assign(layer=L))
+            counts = describe.read_counts(tdir, L)
+            # The universe: genes that can enter a top list (at least min_support tokens in the data).
+            ids = counts["gene_ids"][counts["gene_n"] >= self.cfg.stats.min_support]
+            universe[L] = names.reindex(ids).dropna().tolist()
         table = pd.concat(parts, ignore_index=True)
-        universe = sorted(set(tokens["gene"]))  # the genes the model saw in this dataset
-        write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe=universe, cfg=self.cfg.annotate))
+        write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe, self.cfg.annotate))
 
-    def _graph(self, L, codes_dir, stats_dir, sae_path, edir, tmp):
-        from .encode import read_codes
-        from .extract import read_activations
-        from .graphs import feature_map, fired_matrix, modules_with_null, principal_axes, svd_alignment
-        from .sae import load_sae
 
-        g = self.cfg.graphs
-        rec, shards = read_codes(codes_dir / "codes")
-        X = fired_matrix(shards, rec["n_features"])
-        real, null = modules_with_null(X, g)
-        genes = pq.read_table(stats_dir / "stats" / "feature_genes.parquet").to_pandas()
-        n_tok = int(genes["token_id"].max()) + 1 if len(genes) else 1
-        profile = sp.csr_matrix((genes["score"].to_numpy(), (genes["feature"].to_numpy(), genes["token_id"].to_numpy())),
-                                shape=(rec["n_features"], n_tok))
-        xy = feature_map(profile, g)
-        W = load_sae(sae_path).W_dec.detach().numpy()
-        acts, _ = read_activations(edir, L)
-        aligned, expected = svd_alignment(W, principal_axes(acts, g.svd_axes), g.svd_threshold, g.seed)
-        np.savez(tmp / "graph.npz", membership=real["membership"], xy=xy, aligned=aligned)
-        summary = {k: v for k, v in real.items() if k != "membership"}
-        summary_null = {k: v for k, v in null.items() if k != "membership"}
-        (tmp / "graph.json").write_text(json.dumps({"modules": summary, "modules_null": summary_null,
-                                                    "svd_expected_share": expected}, sort_keys=True))
+def _sae_width(path: Path) -> int:
+    from .sae import load_sae
 
-    def _cross(self, ca, cb, sa, sb, genes, tmp):
-        """`genes`: the token id of every token; codes keep the token order of the extract."""
-        from .encode import read_codes
-        from .graphs import cross_layer, decoder_matches, fired_matrix
-        from .sae import load_sae
-
-        g = self.cfg.graphs
-        ra, sha = read_codes(ca / "codes")
-        rb, shb = read_codes(cb / "codes")
-        res = cross_layer(fired_matrix(sha, ra["n_features"]), fired_matrix(shb, rb["n_features"]), genes, g)
-        a, b, cos = decoder_matches(load_sae(sa).W_dec.detach().numpy(), load_sae(sb).W_dec.detach().numpy(), g.cosine)
-        np.savez(tmp / "cross.npz", a=res["a"], b=res["b"], count=res["count"], pmi=res["pmi"], p=res["p"],
-                 cos_a=a, cos_b=b, cos=cos)
-        (tmp / "cross.json").write_text(json.dumps({k: res[k] for k in ("raw_edges", "shuffled_raw_edges", "edges")}
-                                                   | {"decoder_matches": int(a.size)}, sort_keys=True))
+    return load_sae(path).d_sae

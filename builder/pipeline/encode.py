@@ -1,4 +1,4 @@
-"""Streaming SAE encode: activations in, sparse codes out (top-k feature indices and values per token), in
+"""SAE encode of an activations folder (`atlas sae encode`): activations in, sparse codes out (top-k feature indices and values per token), in
 shards on disk. Later stages read only codes.
 
 Layout of CODES_DIR/:
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +21,11 @@ import torch
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, read_parquet
 from ..jsonio import read_json
+from .codes import Codes
 from .sae import TopKSAE, n_nonfinite
 
 SHARD_FIELDS = ("idx", "val", "cell", "gene")
 SHARD = 262_144  # tokens per shard, at least (a shard ends at the first chunk boundary past it)
-
-
-@dataclass(frozen=True)
-class Codes:
-    idx: np.ndarray
-    val: np.ndarray
-    cell: np.ndarray
-    gene: np.ndarray
 
 
 @torch.no_grad()

@@ -1,23 +1,33 @@
-"""Analyses that connect features: co-activation modules, cross-layer edges, the 2-D map, the SVD comparison.
+"""Analyses that connect features, from merged counts (never from tokens): co-activation modules, cross-layer
+edges, the 2-D map, the SVD comparison and the PCA baseline gene lists. Each reports its null beside it.
 
-Each works from sparse codes (which features fired on which token) and reports its null beside its result:
-- modules: PMI graph of co-firing within a layer, Leiden; null = the same on codes shuffled across tokens;
-- cross-layer edges: PMI of co-firing at the same token in adjacent layers, tested against the expectation
-  when tokens are shuffled within the same gene (shared gene identity alone); a shuffle gives the raw rate;
-- map: UMAP of each feature's top-gene profile;
-- SVD: decoder directions against the top principal axes of the layer, beside random directions.
+Gene identity is the confound: two features that both fire on a gene's tokens co-fire whatever else they
+encode. The null of modules and of cross-layer edges therefore shuffles a feature's firing among the tokens
+of the same gene; its expected co-count is exact from the feature x gene firing counts A (features x genes)
+and the tokens per gene n_g:  E = A diag(1/n_g) B^T.
+- modules: PMI graph of co-firing within a layer (count >= module_min_count, PMI >= module_min_pmi), Leiden;
+  null: the same pipeline on co-counts drawn from Poisson(E) (seeded);
+- cross-layer edges: co-firing at the same token in adjacent layers, count >= cross_min_count,
+  log(count / E) >= cross_min_log_ratio, BH q <= cross_alpha on the Poisson tail P(N >= count | E);
+  the raw rate (count and PMI against independence) is reported beside its expectation under the null;
+- SVD: principal axes from the merged covariance; per feature the share of its decoder direction's squared
+  norm inside the top-k axes (random direction: k/d), and the R^2 of its activation on held-out tokens
+  explained by the top-k principal component scores (exact, from merged held-out moments);
+- PCA baseline: top genes of the top principal directions (both signs) by the mean projection of a gene's
+  tokens, with the same minimum support and list size as the features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import poisson
 
-from .multitest import bh
+from .multitest import bh, poisson_excess_p
+
+SVD_K = (10, 50)
 
 
 @dataclass(frozen=True)
@@ -27,60 +37,49 @@ class GraphConfig:
     resolution: float = 1.0         # Leiden RBConfiguration resolution
     min_module_size: int = 3
     cross_min_count: int = 10
-    cross_min_pmi: float = 0.6931471805599453
+    cross_min_pmi: float = 0.6931471805599453   # the raw rate only
+    cross_min_log_ratio: float = 0.6931471805599453  # log 2: twice the co-count gene identity explains
     cross_alpha: float = 0.05       # BH level against the within-gene null
     cosine: float = 0.5             # decoder-cosine match threshold
     umap_neighbors: int = 15
     umap_min_dist: float = 0.1
-    svd_axes: int = 10
-    svd_threshold: float = 0.5      # |cos| to a principal axis that counts as aligned
+    pca_components: int = 10        # principal directions (x 2 signs) given top-gene lists for the PCA baseline
     seed: int = 0
 
 
-def fired_matrix(shards: Iterable, n_features: int) -> sp.csr_matrix:
-    """tokens x features, 1 where the feature fired (value > 0) on the token."""
-    parts = []
-    for c in shards:
-        idx, val = np.asarray(c.idx), np.asarray(c.val)
-        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
-        keep = val.ravel() > 0
-        parts.append(sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], idx.ravel()[keep].astype(np.int64))),
-                                   shape=(idx.shape[0], n_features)))
-    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, n_features), dtype=np.float32)
+def count_matrix(key: np.ndarray, n: np.ndarray, rows: int, cols: int) -> sp.csr_matrix:
+    r, c = np.divmod(np.asarray(key, np.int64), cols)
+    return sp.csr_matrix((np.asarray(n, np.float64), (r, c)), shape=(rows, cols))
 
 
-def _pmi_pairs(C: sp.spmatrix, fa: np.ndarray, fb: np.ndarray, T: int, min_count: int, upper: bool):
+def gene_firing(counts: dict, n_features: int, n_genes: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(A: features x genes firing counts, tokens per gene)."""
+    n_g = np.zeros(n_genes)
+    n_g[counts["gene_ids"]] = counts["gene_n"]
+    return count_matrix(counts["fg_key"], counts["fg_n"], n_features, n_genes), n_g
+
+
+def within_gene_expectation(A: sp.csr_matrix, B: sp.csr_matrix, n_g: np.ndarray) -> np.ndarray:
+    """E_ij = sum_g A_ig B_jg / n_g (dense features x features)."""
+    return np.asarray((A @ sp.diags(1.0 / np.maximum(n_g, 1)) @ B.T).todense())
+
+
+def _pmi_edges(C: sp.spmatrix, fa, fb, T: int, min_count: int, min_pmi: float):
     C = sp.coo_matrix(C)
     sel = C.data >= min_count
-    if upper:
-        sel &= C.row < C.col
     r, c, n = C.row[sel], C.col[sel], C.data[sel].astype(np.float64)
     pmi = np.log(n * T / (fa[r].astype(np.float64) * fb[c]))
-    return r, c, n, pmi
+    keep = pmi >= min_pmi
+    return r[keep], c[keep], n[keep], pmi[keep]
 
 
-def shuffle_tokens(X: sp.csr_matrix, seed: int) -> sp.csr_matrix:
-    """Each feature keeps its firing count; the tokens it fires on are drawn at random (co-firing broken)."""
-    rng = np.random.default_rng(seed)
-    Xc = X.tocsc()
-    rows = []
-    for f in range(Xc.shape[1]):
-        n = Xc.indptr[f + 1] - Xc.indptr[f]
-        rows.append(np.sort(rng.choice(Xc.shape[0], n, replace=False)) if n else np.zeros(0, np.int64))
-    indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    return sp.csc_matrix((np.ones(indices.size, np.float32), indices, Xc.indptr.copy()), shape=Xc.shape).tocsr()
-
-
-def leiden_modules(X: sp.csr_matrix, cfg: GraphConfig) -> dict:
-    """Modules of one layer: PMI edges among features, Leiden, modules of at least min_module_size."""
+def leiden_modules(C: sp.spmatrix, fire: np.ndarray, T: int, cfg: GraphConfig) -> dict:
+    """Modules of one layer from its upper-triangular co-firing counts C: PMI edges, Leiden."""
     import igraph as ig
     import leidenalg
 
-    T, n = X.shape
-    fire = np.asarray(X.sum(axis=0)).ravel()
-    r, c, _, pmi = _pmi_pairs(X.T @ X, fire, fire, T, cfg.module_min_count, upper=True)
-    keep = pmi >= cfg.module_min_pmi
-    r, c, w = r[keep], c[keep], pmi[keep]
+    n = len(fire)
+    r, c, _, w = _pmi_edges(C, fire, fire, T, cfg.module_min_count, cfg.module_min_pmi)
     membership = np.full(n, -1, dtype=np.int64)
     out = {"edges": int(r.size), "modules": 0, "in_modules": 0, "quality": 0.0, "membership": membership}
     if r.size == 0:
@@ -96,48 +95,34 @@ def leiden_modules(X: sp.csr_matrix, cfg: GraphConfig) -> dict:
     return out
 
 
-def modules_with_null(X: sp.csr_matrix, cfg: GraphConfig) -> tuple[dict, dict]:
-    return leiden_modules(X, cfg), leiden_modules(shuffle_tokens(X, cfg.seed), cfg)
+def modules_with_null(C: sp.spmatrix, E: np.ndarray, fire: np.ndarray, T: int, cfg: GraphConfig) -> tuple[dict, dict]:
+    """Modules of the observed co-counts, and of co-counts drawn from the within-gene null E (upper triangle)."""
+    iu = np.triu_indices(len(fire), 1)
+    lam = E[iu]
+    draw = np.random.default_rng([cfg.seed, 0x4D4F]).poisson(lam)
+    nz = draw > 0
+    C0 = sp.coo_matrix((draw[nz], (iu[0][nz], iu[1][nz])), shape=C.shape)
+    return leiden_modules(C, fire, T, cfg), leiden_modules(C0, fire, T, cfg)
 
 
-def cross_layer(Xa: sp.csr_matrix, Xb: sp.csr_matrix, genes: np.ndarray, cfg: GraphConfig) -> dict:
-    """Edges a -> b between features that co-fire on the same tokens beyond what their genes explain.
-
-    Expected co-count when layer b's tokens are shuffled among the tokens of the same gene:
-    E_ij = sum_g A_ig B_jg / n_g, with A_ig the tokens of gene g on which i fires. Edges need
-    count >= min, PMI >= min and a BH-adjusted Poisson tail p <= alpha against E.
-    """
-    T = Xa.shape[0]
-    _, gidx = np.unique(genes, return_inverse=True)
-    G = sp.csr_matrix((np.ones(T, np.float32), (np.arange(T), gidx.ravel())), shape=(T, int(gidx.max(initial=-1)) + 1))
-    n_g = np.asarray(G.sum(axis=0)).ravel()
-    fa, fb = np.asarray(Xa.sum(axis=0)).ravel(), np.asarray(Xb.sum(axis=0)).ravel()
-    r, c, n, pmi = _pmi_pairs(Xa.T @ Xb, fa, fb, T, cfg.cross_min_count, upper=False)
-    A = sp.csr_matrix((Xa.T @ G) @ sp.diags(1.0 / np.maximum(n_g, 1)))
-    B = sp.csr_matrix(Xb.T @ G)
-    expected = np.asarray((A @ B.T).tocsr()[r, c]).ravel()  # features x features: small beside the tokens
-    p = np.where(expected > 0, poisson.sf(n - 1, np.maximum(expected, 1e-300)), 0.0)
-    q = bh(p, p.size) if p.size else p
-    raw = pmi >= cfg.cross_min_pmi
-    keep = raw & (q <= cfg.cross_alpha)
-    # The raw rate under an actual within-gene shuffle: how many "highways" gene identity alone makes.
-    perm = _within_groups(gidx.ravel(), np.random.default_rng(cfg.seed))
-    _, _, _, pmi0 = _pmi_pairs(Xa.T @ Xb[perm], fa, fb, T, cfg.cross_min_count, upper=False)
-    return {"a": r[keep], "b": c[keep], "count": n[keep].astype(np.int64), "pmi": pmi[keep], "p": p[keep],
-            "raw_edges": int(raw.sum()), "shuffled_raw_edges": int((pmi0 >= cfg.cross_min_pmi).sum()),
-            "edges": int(keep.sum())}
-
-
-def _within_groups(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of 0..n-1 that maps every position to a random position of the same group."""
-    order = np.argsort(groups, kind="stable")
-    shuffled = order.copy()
-    bounds = np.flatnonzero(np.diff(groups[order])) + 1
-    for seg in np.split(np.arange(order.size), bounds):
-        shuffled[seg] = order[seg][rng.permutation(seg.size)]
-    perm = np.empty_like(order)
-    perm[order] = shuffled
-    return perm
+def cross_layer(C: sp.spmatrix, E: np.ndarray, fa: np.ndarray, fb: np.ndarray, T: int, cfg: GraphConfig) -> dict:
+    """Edges a -> b whose co-firing exceeds what gene identity explains (see the module docstring)."""
+    C = sp.coo_matrix(C)
+    sel = C.data >= cfg.cross_min_count
+    r, c, n = C.row[sel], C.col[sel], C.data[sel].astype(np.float64)
+    e = E[r, c]
+    p = poisson_excess_p(n, e)
+    q = bh(p)
+    with np.errstate(divide="ignore"):
+        ratio = np.log(n / np.maximum(e, 1e-300))
+    keep = (ratio >= cfg.cross_min_log_ratio) & (q <= cfg.cross_alpha)
+    pmi = np.log(n * T / (fa[r].astype(np.float64) * fb[c]))
+    # The raw rate: pairs passing count and PMI against independence, and how many the null would pass.
+    need = np.maximum(cfg.cross_min_count, np.ceil(np.exp(cfg.cross_min_pmi) * np.outer(fa, fb) / max(T, 1)))
+    expected_raw = float(poisson.sf(need - 1, np.maximum(E, 1e-300)).sum())
+    return {"a": r[keep], "b": c[keep], "count": n[keep].astype(np.int64), "log_ratio": ratio[keep], "p": p[keep],
+            "expected": e[keep], "raw_edges": int((pmi >= cfg.cross_min_pmi).sum()),
+            "expected_raw_edges": expected_raw, "edges": int(keep.sum()), "tested": int(n.size)}
 
 
 def decoder_matches(Wa: np.ndarray, Wb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,25 +150,74 @@ def feature_map(profile: sp.csr_matrix, cfg: GraphConfig) -> np.ndarray:
     return xy
 
 
-def principal_axes(acts: np.ndarray, n_axes: int, block: int = 65_536) -> np.ndarray:
-    """Top principal axes (rows) of tokens x width activations, from a streamed covariance."""
-    n, d = acts.shape
-    s, ss = np.zeros(d), np.zeros((d, d))
-    for start in range(0, n, block):
-        x = np.asarray(acts[start:start + block], dtype=np.float64)
-        s += x.sum(axis=0)
-        ss += x.T @ x
-    mean = s / max(n, 1)
-    cov = ss / max(n, 1) - np.outer(mean, mean)
-    vals, vecs = np.linalg.eigh(cov)
-    return vecs[:, ::-1][:, :n_axes].T
+def principal_axes(n: float, s1: np.ndarray, xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues descending, axes as rows) of the covariance from merged sums."""
+    mean = s1 / max(n, 1)
+    cov = xtx / max(n, 1) - np.outer(mean, mean)
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+    return vals[::-1], vecs[:, ::-1].T
 
 
-def svd_alignment(W_dec: np.ndarray, axes: np.ndarray, threshold: float, seed: int, n_random: int = 10_000):
-    """Which decoder rows align with a principal axis; the share expected of random directions."""
+def svd_comparison(W_dec: np.ndarray, dense: dict, seed: int, ks=SVD_K) -> dict:
+    """Per feature and k: decoder share in the top-k axes, R^2 of its held-out activation on the top-k scores;
+    beside them random unit directions (share and the variance share of a random linear readout)."""
+    _, axes = principal_axes(float(dense["n"]), dense["s1"], dense["xtx"])
+    d = W_dec.shape[1]
     W = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
-    aligned = np.abs(W @ axes.T).max(axis=1) >= threshold
-    R = np.random.default_rng(seed).standard_normal((n_random, W.shape[1]))
+    R = np.random.default_rng([seed, 0x5356]).standard_normal((W.shape[0], d))
     R /= np.linalg.norm(R, axis=1, keepdims=True)
-    expected = float((np.abs(R @ axes.T).max(axis=1) >= threshold).mean())
-    return aligned, expected
+    hn = max(float(dense["h_n"]), 1.0)
+    mu = dense["h_s1"] / hn
+    cov_h = dense["h_xtx"] / hn - np.outer(mu, mu)
+    a_mean = dense["h_a1"] / hn
+    var_a = dense["h_a2"] / hn - a_mean ** 2
+    cross = dense["h_za"] / hn - np.outer(a_mean, mu)  # features x d: cov(a_f, x) over held-out tokens
+    out = {}
+    for k in (k for k in ks if k <= d):
+        V = axes[:k]
+        out[f"share_{k}"] = ((W @ V.T) ** 2).sum(axis=1)
+        out[f"random_share_{k}"] = ((R @ V.T) ** 2).sum(axis=1)
+        S = V @ cov_h @ V.T
+        c = cross @ V.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.einsum("fi,fi->f", c @ np.linalg.pinv(S), c) / var_a
+        out[f"r2_{k}"] = np.where(var_a > 1e-12, np.clip(r2, 0, 1), np.nan)
+        vr = np.einsum("fi,ij,fj->f", R, cov_h, R)
+        out[f"random_r2_{k}"] = np.einsum("fi,ij,fj->f", R @ V.T, S, R @ V.T) / np.maximum(vr, 1e-300)
+    return out
+
+
+def pca_gene_lists(dense: dict, gene_n: dict, n_components: int, top: int, min_support: int) -> dict:
+    """Top genes of the top principal directions, both signs, by the mean projection of the gene's tokens
+    (centred on the layer mean), among genes with at least `min_support` tokens."""
+    _, axes = principal_axes(float(dense["n"]), dense["s1"], dense["xtx"])
+    mean = dense["s1"] / max(float(dense["n"]), 1)
+    ids = dense["gene_ids"]
+    n = np.array([gene_n.get(int(g), 0) for g in ids], np.float64)
+    ok = n >= min_support
+    proj = (dense["gene_sum"][ok] / n[ok, None] - mean) @ axes[:n_components].T  # genes x components
+    rows = {"component": [], "sign": [], "rank": [], "token_id": [], "score": []}
+    for j in range(min(n_components, axes.shape[0])):
+        for sign in (1, -1):
+            s = sign * proj[:, j]
+            order = np.lexsort((ids[ok], -s))[:top]
+            rows["component"] += [j] * order.size
+            rows["sign"] += [sign] * order.size
+            rows["rank"] += list(range(1, order.size + 1))
+            rows["token_id"] += ids[ok][order].tolist()
+            rows["score"] += s[order].tolist()
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def module_labels(membership: np.ndarray, labels: dict) -> list[dict]:
+    """Per module: size and the most common labels of its members (ties by name)."""
+    from collections import Counter
+
+    out = []
+    for m in range(int(membership.max(initial=-1)) + 1):
+        members = np.flatnonzero(membership == m)
+        terms = sorted(Counter(labels[f] for f in members if labels.get(f)).items(), key=lambda x: (-x[1], x[0]))[:5]
+        out.append({"module": m, "n_features": int(members.size), "label": terms[0][0] if terms else None,
+                    "top_terms": [t for t, _ in terms], "top_term_counts": [c for _, c in terms],
+                    "members": members.tolist()})
+    return out

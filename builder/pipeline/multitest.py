@@ -1,15 +1,19 @@
-"""Multiple testing and effect sizes shared by the stages: Benjamini-Hochberg q-values, the Haldane odds ratio."""
+"""Multiple testing and effect sizes shared by every stage: Benjamini-Hochberg, finite odds ratios, Poisson tails."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import poisson
 
 
-def bh(p: np.ndarray, m: int) -> np.ndarray:
+def bh(p: np.ndarray, m: int | None = None) -> np.ndarray:
     """Benjamini-Hochberg q-values of `p` in a family of m tests, where every test left out has p >= max(p)."""
     p = np.asarray(p, dtype=np.float64)
+    m = p.size if m is None else m
     if m < p.size:
         raise ValueError("family smaller than the tests given")
+    if p.size == 0:
+        return p.copy()
     order = np.argsort(p, kind="stable")
     q = p[order] * m / np.arange(1, p.size + 1)
     q = np.minimum.accumulate(q[::-1])[::-1]
@@ -23,3 +27,9 @@ def haldane_odds(k, n, K, N):
     a, b, c = k + 0.5, n - k + 0.5, K - k + 0.5
     d = N - K - n + k + 0.5
     return a * d / (b * c)
+
+
+def poisson_excess_p(count: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """P(N >= count) for N ~ Poisson(expected); 0 where nothing was expected but something was seen."""
+    count, expected = np.asarray(count, np.float64), np.asarray(expected, np.float64)
+    return np.where(expected > 0, poisson.sf(count - 1, np.maximum(expected, 1e-300)), (count <= 0).astype(float))

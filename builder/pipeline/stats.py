@@ -1,218 +1,336 @@
-"""Feature statistics from sparse codes, vectorized (bincount and sparse-matrix sums; no per-token loops).
+"""Feature statistics as map + merge over code shards: pure, torch-free, vectorized (no per-token loops).
 
-Per feature: fire count (tokens where it is among the top k with a value > 0), frequency = fire count /
-tokens, mean over all tokens, mean when active, max, and a histogram of its non-zero values on log-spaced
-bins shared by the layer.
+`map_layer(codes of one shard)` returns a small partial: per-feature fire counts, sums, maxima and a sparse
+histogram on a fixed log2 grid; sparse feature x gene sums, sums of squares and firing counts; tokens per gene;
+the shard's top cells per feature (a shard holds whole cells, so a cell's activation is complete in it);
+per (feature, cell type) histograms of the per-cell activation on a finer log2 grid; per (feature, donor,
+type) sums; and the within-layer co-occurrence counts (`map_pair` gives the counts across two layers).
+`merge` adds partials in shard order, so the order in which shards finish never matters. `finalize` turns
+the merged sums into the tables. Memory is bounded by a shard plus features x genes and features x features
+matrices, which do not grow with the number of cells.
 
-Top genes. score(f, g) = mean activation of f over every token of gene g, zeros included, i.e. the sum of
-f's activations on g's tokens / g's token count. A gene ranks only if f fires on at least `min_support` of
-its tokens; the published ranking let a gene seen once rank first. Ties are broken by fire count, then gene.
-
-Per-cell activation a(f, c) = sum of f's activations over the cell's tokens / the cell's token count. Top
-cells rank by it. Cell-type enrichment: a one-sided Mann-Whitney U test of a(f, cells of type t) against
-a(f, the other cells), normal approximation with tie and continuity correction (scipy's "asymptotic"),
-Benjamini-Hochberg across all features x types; AUC = U / (n_t x n_rest); odds ratio of "f fires in the
-cell" against "the cell is of type t" with 0.5 added to every cell of the 2 x 2 table, so it is finite.
+Definitions (the README repeats them):
+- a feature fires on a token when it is among the token's top k with a value > 0;
+- top genes rank by a lower confidence bound of the mean activation over the gene's tokens (zeros included):
+  score = mean - z x sd / sqrt(n_tokens), z = `lcb_z` (1.645, one-sided 95%); a gene needs `min_support`
+  firing tokens; ties by support, then token id; ranks start at 1;
+- per-cell activation a(f, c) = sum of f over the cell's tokens / the cell's gene tokens;
+- cell types: one-sided Mann-Whitney U of a(f, type) against a(f, rest) on a(f, c) quantized to 1/32 octave
+  (zero its own lowest value), with tie and continuity correction as scipy's asymptotic method;
+  AUC = U / (n1 n2); BH over all features x types; a pair passes at q <= alpha and AUC >= auc_floor (and,
+  with donors, donor-level q <= alpha).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats as sps
 
-from .encode import Codes
+from .codes import Codes, fired
+from .multitest import bh
+
+LOG2_LO, LOG2_HI = -24, 16          # the fixed grid covers 2^-24 .. 2^16; values outside go to the end bins
+FEATURE_BINS_PER_OCTAVE = 8         # per-feature activation histograms
+CELL_BINS_PER_OCTAVE = 32           # per-cell activations in the cell-type test
+PAIR_CHUNK = 8192                   # tokens per co-occurrence chunk (keys: chunk x k^2 int64)
 
 
 @dataclass(frozen=True)
 class StatsConfig:
     top_genes: int = 20
-    min_support: int = 5
+    min_support: int = 5        # firing tokens a gene needs to rank among a feature's top genes
+    lcb_z: float = 1.645        # one-sided 95% lower confidence bound of the mean
     top_cells: int = 10
-    hist_bins: int = 24
-    block: int = 256  # features per block in the cell-type test
+    hist_bins: int = 24         # displayed histogram bins, re-binned from the fixed grid
+    alpha: float = 0.05         # BH level of the cell-type tests
+    auc_floor: float = 0.6      # with 20,000 cells an AUC of 0.513 is "significant"; a pair also needs this
 
 
-def _top_per_row(m: sp.csr_matrix, n: int, tiebreak: sp.csr_matrix | None = None):
-    """(row, rank, col, value) of the n largest entries of every row, vectorized over rows."""
+@dataclass(frozen=True)
+class ShardCells:
+    """The cells of one shard: global ids start..stop-1, their gene tokens, type and donor codes (-1: none)."""
+
+    start: int
+    n_tokens: np.ndarray
+    type_code: np.ndarray | None = None
+    n_types: int = 0
+    donor_code: np.ndarray | None = None
+    n_donors: int = 0
+
+
+def log_bin(v: np.ndarray, per_octave: int) -> np.ndarray:
+    n = (LOG2_HI - LOG2_LO) * per_octave
+    with np.errstate(divide="ignore"):
+        b = np.floor(np.log2(np.asarray(v, np.float64)) * per_octave).astype(np.int64) - LOG2_LO * per_octave
+    return np.clip(b, 0, n - 1)
+
+
+def bin_edges(per_octave: int) -> np.ndarray:
+    return 2.0 ** (np.arange((LOG2_HI - LOG2_LO) * per_octave + 1) / per_octave + LOG2_LO)
+
+
+def _sum_by_key(key: np.ndarray, weights: np.ndarray | None = None):
+    """(unique keys, counts or weighted sums), keys ascending; sums run in input order (reproducible)."""
+    uniq, inv = np.unique(key, return_inverse=True)
+    return uniq, np.bincount(inv, weights=weights, minlength=uniq.size)
+
+
+def per_cell(c: Codes, cells: ShardCells, n_features: int) -> sp.csr_matrix:
+    """features x shard cells: a(f, c) for the cells of the shard."""
+    rows, f, v = fired(c)
+    local = np.asarray(c.cell, np.int64)[rows] - cells.start
+    n = len(cells.n_tokens)
+    m = sp.csr_matrix((v.astype(np.float64), (f, local)), shape=(n_features, n))
+    m.sum_duplicates()
+    return sp.csr_matrix(m.multiply(1.0 / np.maximum(cells.n_tokens, 1)[None, :]))
+
+
+def top_per_row(m: sp.csr_matrix, n: int):
+    """(row, col, value) of the n largest entries of every row; ties by the smaller column."""
     m = m.tocoo()
-    second = np.zeros(m.nnz) if tiebreak is None else np.asarray(tiebreak.tocsr()[m.row, m.col]).ravel()
-    order = np.lexsort((m.col, -second, -m.data, m.row))
-    row, col, val = m.row[order], m.col[order], m.data[order]
-    start = np.searchsorted(row, row, side="left")
-    rank = np.arange(row.size) - start
+    order = np.lexsort((m.col, -m.data, m.row))
+    row, col, val = m.row[order].astype(np.int64), m.col[order].astype(np.int64), m.data[order]
+    rank = np.arange(row.size) - np.searchsorted(row, row, side="left")
     keep = rank < n
-    return row[keep], rank[keep], col[keep], val[keep]
+    return row[keep], col[keep], val[keep]
 
 
-def accumulate(shards: Iterable[Codes], n_features: int, n_cells: int, n_genes: int) -> dict:
-    """One pass over the codes: per-feature sums and the feature x gene and feature x cell matrices."""
-    fire = np.zeros(n_features, np.int64)
-    total = np.zeros(n_features)
-    vmax = np.zeros(n_features)
-    vmin_pos = np.inf
-    gene_tokens = np.zeros(n_genes, np.int64)
-    cell_tokens = np.zeros(n_cells, np.int64)
-    fg_sum = sp.csr_matrix((n_features, n_genes))
-    fg_fire = sp.csr_matrix((n_features, n_genes))
-    fc_sum = sp.csr_matrix((n_features, n_cells))
-    fc_fire = sp.csr_matrix((n_features, n_cells))
-    tokens = 0
-    for c in shards:
-        idx, val = np.asarray(c.idx, np.int64), np.asarray(c.val, np.float64)
-        on = val > 0
-        f, v = idx[on], val[on]
-        g = np.broadcast_to(np.asarray(c.gene, np.int64)[:, None], idx.shape)[on]
-        cell = np.broadcast_to(np.asarray(c.cell, np.int64)[:, None], idx.shape)[on]
-        tokens += len(c.cell)
-        fire += np.bincount(f, minlength=n_features)
-        total += np.bincount(f, weights=v, minlength=n_features)
-        np.maximum.at(vmax, f, v)
-        if v.size:
-            vmin_pos = min(vmin_pos, float(v.min()))
-        gene_tokens += np.bincount(np.asarray(c.gene, np.int64), minlength=n_genes)
-        cell_tokens += np.bincount(np.asarray(c.cell, np.int64), minlength=n_cells)
-        ones = np.ones(f.size)
-        fg_sum = fg_sum + sp.csr_matrix((v, (f, g)), shape=(n_features, n_genes))
-        fg_fire = fg_fire + sp.csr_matrix((ones, (f, g)), shape=(n_features, n_genes))
-        fc_sum = fc_sum + sp.csr_matrix((v, (f, cell)), shape=(n_features, n_cells))
-        fc_fire = fc_fire + sp.csr_matrix((ones, (f, cell)), shape=(n_features, n_cells))
-    return {"tokens": tokens, "fire": fire, "sum": total, "max": vmax, "min_pos": vmin_pos,
-            "gene_tokens": gene_tokens, "cell_tokens": cell_tokens, "fg_sum": fg_sum, "fg_fire": fg_fire,
-            "fc_sum": fc_sum, "fc_fire": fc_fire}
-
-
-def histograms(shards: Iterable[Codes], n_features: int, lo: float, hi: float, bins: int):
-    """(edges, counts[n_features, bins]) of non-zero values on log-spaced edges from lo to hi."""
-    if not np.isfinite(lo) or hi <= 0:
-        return np.zeros(bins + 1), np.zeros((n_features, bins), np.int64)
-    edges = np.geomspace(lo, hi if hi > lo else lo * 1.0001, bins + 1)
-    counts = np.zeros(n_features * bins, np.int64)
-    for c in shards:
-        idx, val = np.asarray(c.idx, np.int64), np.asarray(c.val, np.float64)
-        on = val > 0
-        b = np.clip(np.searchsorted(edges, val[on], side="right") - 1, 0, bins - 1)
-        counts += np.bincount(idx[on] * bins + b, minlength=n_features * bins)
-    return edges, counts.reshape(n_features, bins)
-
-
-def mannwhitney_greater(a: np.ndarray, onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """U statistic and one-sided p (type > rest) for every row of `a` (features x cells) and every column of
-    `onehot` (cells x types), as scipy.stats.mannwhitneyu(method="asymptotic", use_continuity=True)."""
-    n = a.shape[1]
-    ranks = sps.rankdata(a, axis=1)
-    n1 = onehot.sum(axis=0)  # cells per type
-    U = ranks @ onehot - n1 * (n1 + 1) / 2
-    srt = np.sort(a, axis=1)
-    start = np.ones_like(srt, dtype=bool)
-    start[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    group = np.cumsum(start.ravel()) - 1
-    size = np.bincount(group).astype(np.float64)
-    row_of_group = np.repeat(np.arange(a.shape[0]), start.sum(axis=1))
-    ties = np.bincount(row_of_group, weights=size ** 3 - size, minlength=a.shape[0])
-    n2 = n - n1
-    mu = n1 * n2 / 2
-    var = n1 * n2 / 12 * ((n + 1) - ties[:, None] / (n * (n - 1)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (U - mu - 0.5) / np.sqrt(var)
-    p = np.where(var > 0, sps.norm.sf(z), 1.0)
-    return U, p
-
-
-def celltype_tests(per_cell: sp.csr_matrix, types: np.ndarray, fires: sp.csr_matrix, block: int = 256,
-                   progress: Callable[[int], None] | None = None) -> dict:
-    """Every feature x cell type: U, AUC, p, q (BH over all), finite odds ratio. `types` holds one label per cell."""
-    labels, code = np.unique(types, return_inverse=True)
-    onehot = np.zeros((len(types), len(labels)))
-    onehot[np.arange(len(types)), code] = 1
-    n1 = onehot.sum(axis=0)
-    n_features = per_cell.shape[0]
-    U = np.zeros((n_features, len(labels)))
-    P = np.ones_like(U)
-    for s in range(0, n_features, block):
-        U[s : s + block], P[s : s + block] = mannwhitney_greater(per_cell[s : s + block].toarray(), onehot)
-        if progress:
-            progress(min(block, n_features - s))
-    on = (fires > 0).astype(np.float64)
-    a = np.asarray((on @ sp.csr_matrix(onehot)).todense())  # fires and of type t
-    fires_total = np.asarray(on.sum(axis=1)).ravel()[:, None]
-    b = fires_total - a  # fires, other type
-    c = n1[None, :] - a  # does not fire, type t
-    d = len(types) - fires_total - n1[None, :] + a
-    odds = ((a + 0.5) * (d + 0.5)) / ((b + 0.5) * (c + 0.5))
-    q = sps.false_discovery_control(P.ravel(), method="bh").reshape(P.shape)
-    n2 = len(types) - n1
-    return {"labels": labels, "U": U, "auc": U / (n1 * n2), "p": P, "q": q, "odds_ratio": odds,
-            "n_type": n1.astype(np.int64)}
-
-
-def feature_stats(shards: Callable[[], Iterable[Codes]], n_features: int, n_cells: int, n_genes: int,
-                  cfg: StatsConfig = StatsConfig(), cell_types: np.ndarray | None = None) -> dict:
-    """Everything above for one layer. `shards()` must return a fresh iterator (two passes are made)."""
-    acc = accumulate(shards(), n_features, n_cells, n_genes)
-    T = acc["tokens"]
-    fire = acc["fire"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_active = np.where(fire > 0, acc["sum"] / fire, 0.0)
-    edges, hist = histograms(shards(), n_features, acc["min_pos"], float(acc["max"].max(initial=0)), cfg.hist_bins)
-
-    # Top genes: mean activation over all the gene's tokens, among genes with enough firing tokens.
-    fg_fire = acc["fg_fire"].tocsr()
-    eligible = fg_fire.multiply(fg_fire >= cfg.min_support).tocsr()
-    score = acc["fg_sum"].multiply(eligible > 0).tocsr()
-    score = sp.csr_matrix(score.multiply(1.0 / np.maximum(acc["gene_tokens"], 1)[None, :]))
-    g_row, g_rank, g_col, g_val = _top_per_row(score, cfg.top_genes, tiebreak=eligible)
-    # Top cells by per-cell activation.
-    per_cell = sp.csr_matrix(acc["fc_sum"].multiply(1.0 / np.maximum(acc["cell_tokens"], 1)[None, :]))
-    c_row, c_rank, c_col, c_val = _top_per_row(per_cell, cfg.top_cells)
-    out = {
-        "tokens": T,
-        "features": {"feature": np.arange(n_features), "fire_count": fire, "frequency": fire / max(T, 1),
-                     "mean_activation": acc["sum"] / max(T, 1), "mean_when_active": mean_active,
-                     "max_activation": acc["max"], "alive": fire > 0},
-        "hist_edges": edges, "hist": hist,
-        "genes": {"feature": g_row, "rank": g_rank + 1, "token_id": g_col, "score": g_val,  # rank 1 = strongest
-                  "fire_count": np.asarray(fg_fire[g_row, g_col]).ravel().astype(np.int64),
-                  "gene_tokens": acc["gene_tokens"][g_col]},
-        "cells": {"feature": c_row, "rank": c_rank, "cell": c_col, "activation": c_val},
-        "gene_tokens": acc["gene_tokens"], "cell_tokens": acc["cell_tokens"],
-    }
-    if cell_types is not None:  # cells without a gene token take no part in the test
-        has = acc["cell_tokens"] > 0
-        out["celltypes"] = celltype_tests(per_cell[:, has], np.asarray(cell_types).astype(str)[has],
-                                          acc["fc_fire"].tocsr()[:, has], cfg.block)
+def map_layer(c: Codes, cells: ShardCells, n_features: int, n_genes: int, top_cells: int) -> dict:
+    """The partial statistics of one layer of one shard."""
+    rows, f, v = fired(c)
+    gene = np.asarray(c.gene, np.int64)
+    g = gene[rows]
+    fire = np.bincount(f, minlength=n_features)
+    vmax = np.zeros(n_features, np.float32)
+    np.maximum.at(vmax, f, v)
+    nb = (LOG2_HI - LOG2_LO) * FEATURE_BINS_PER_OCTAVE
+    hist_key, hist_n = _sum_by_key(f * nb + log_bin(v, FEATURE_BINS_PER_OCTAVE))
+    fg_key, inv = np.unique(f * n_genes + g, return_inverse=True)
+    fg_n = np.bincount(inv, minlength=fg_key.size)
+    v64 = v.astype(np.float64)
+    gene_ids, gene_n = _sum_by_key(gene)
+    out = {"tokens": np.int64(len(gene)), "fire": fire, "sum": np.bincount(f, v64, n_features), "max": vmax,
+           "hist_key": hist_key, "hist_n": hist_n.astype(np.int64), "fg_key": fg_key, "fg_n": fg_n.astype(np.int64),
+           "fg_sum": np.bincount(inv, v64, fg_key.size), "fg_sq": np.bincount(inv, v64 * v64, fg_key.size),
+           "gene_ids": gene_ids, "gene_n": gene_n.astype(np.int64)}
+    a = per_cell(c, cells, n_features)
+    tf, tc, tv = top_per_row(a, top_cells)
+    out.update(top_f=tf, top_cell=tc + cells.start, top_val=tv)
+    if cells.type_code is not None:
+        out.update(_celltype_partial(a, cells))
+    out.update(zip(("co_key", "co_n"), cooccurrence(c, c, n_features, n_features, upper=True)))
     return out
 
 
-def write_stats(out, result: dict, gene_names: dict[int, str], cell_ids: np.ndarray, meta: dict) -> None:
-    """STATS_DIR/: features, feature_genes, top_cells (and celltypes) as Parquet, histograms.npy, stats.json."""
-    import json
+def _celltype_partial(a: sp.csr_matrix, cells: ShardCells) -> dict:
+    coo = a.tocoo()
+    f, cell, val = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    t = cells.type_code[cell]
+    ok = t >= 0
+    nc = (LOG2_HI - LOG2_LO) * CELL_BINS_PER_OCTAVE
+    key = (f[ok] * cells.n_types + t[ok]) * nc + log_bin(val[ok], CELL_BINS_PER_OCTAVE)
+    ct_key, ct_n = _sum_by_key(key)
+    out = {"ct_key": ct_key, "ct_n": ct_n.astype(np.int64)}
+    if cells.donor_code is not None:
+        d = cells.donor_code[cell]
+        ok &= d >= 0
+        dn_key, dn_sum = _sum_by_key((f[ok] * cells.n_donors + d[ok]) * cells.n_types + t[ok], val[ok])
+        out.update(dn_key=dn_key, dn_sum=dn_sum)
+    return out
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from ..fsutil import atomic_dir
+def cooccurrence(ca: Codes, cb: Codes, fa: int, fb: int, upper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(key = i * fb + j, count) of tokens on which feature i of a and j of b both fire (i < j when upper)."""
+    acc = np.zeros(fa * fb, np.int64)
+    ka, kb = ca.idx.shape[1], cb.idx.shape[1]
+    ia, ib = np.triu_indices(ka, 1) if upper else (np.repeat(np.arange(ka), kb), np.tile(np.arange(kb), ka))
+    for s in range(0, ca.idx.shape[0], PAIR_CHUNK):
+        xa, va = np.asarray(ca.idx[s:s + PAIR_CHUNK], np.int64), np.asarray(ca.val[s:s + PAIR_CHUNK])
+        xb, vb = np.asarray(cb.idx[s:s + PAIR_CHUNK], np.int64), np.asarray(cb.val[s:s + PAIR_CHUNK])
+        if upper:  # order each token's features so that the pair key has i < j
+            o = np.argsort(xa, axis=1)
+            xa, va = np.take_along_axis(xa, o, 1), np.take_along_axis(va, o, 1)
+            xb, vb = xa, va
+        on = (va[:, ia] > 0) & (vb[:, ib] > 0)
+        acc += np.bincount((xa[:, ia] * fb + xb[:, ib])[on], minlength=fa * fb)
+    key = np.flatnonzero(acc)
+    return key, acc[key]
 
-    with atomic_dir(out) as tmp:
-        pq.write_table(pa.table(result["features"]), tmp / "features.parquet", compression="zstd")
-        genes = dict(result["genes"])
-        genes["gene"] = np.array([gene_names[int(t)] for t in genes["token_id"]], dtype=object)
-        pq.write_table(pa.table(genes), tmp / "feature_genes.parquet", compression="zstd")
-        cells = dict(result["cells"])
-        cells["cell_id"] = np.asarray(cell_ids)[cells["cell"]].astype(str)
-        pq.write_table(pa.table(cells), tmp / "top_cells.parquet", compression="zstd")
-        if "celltypes" in result:
-            ct = result["celltypes"]
-            n_f, n_t = ct["p"].shape
-            pq.write_table(pa.table({
-                "feature": np.repeat(np.arange(n_f), n_t), "cell_type": np.tile(ct["labels"], n_f),
-                "n_cells": np.tile(ct["n_type"], n_f), "U": ct["U"].ravel(), "auc": ct["auc"].ravel(),
-                "p": ct["p"].ravel(), "q": ct["q"].ravel(), "odds_ratio": ct["odds_ratio"].ravel()}),
-                tmp / "celltypes.parquet", compression="zstd")
-        np.save(tmp / "histograms.npy", result["hist"])
-        record = {"format": "feature-atlas stats 1", **meta, "tokens": int(result["tokens"]),
-                  "alive": int(result["features"]["alive"].sum()), "hist_edges": result["hist_edges"].tolist()}
-        (tmp / "stats.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+def map_pair(ca: Codes, cb: Codes, fa: int, fb: int) -> dict:
+    key, n = cooccurrence(ca, cb, fa, fb, upper=False)
+    return {"cx_key": key, "cx_n": n}
+
+
+# Merge: partials added in shard order.
+
+ADD = ("tokens", "fire", "sum")
+SPARSE = {"hist": ("hist_key", ("hist_n",)), "fg": ("fg_key", ("fg_n", "fg_sum", "fg_sq")),
+          "gene": ("gene_ids", ("gene_n",)), "ct": ("ct_key", ("ct_n",)), "dn": ("dn_key", ("dn_sum",)),
+          "co": ("co_key", ("co_n",)), "cx": ("cx_key", ("cx_n",))}
+
+
+def _merge_sparse(acc: dict, part: dict, key: str, values: tuple[str, ...]) -> None:
+    if key not in part:
+        return
+    if key not in acc:
+        acc[key] = np.asarray(part[key])
+        for v in values:
+            acc[v] = np.asarray(part[v]).copy()
+        return
+    uniq, inv = np.unique(np.concatenate([acc[key], part[key]]), return_inverse=True)
+    for v in values:
+        vals = np.concatenate([acc[v], part[v]])
+        acc[v] = np.bincount(inv, vals.astype(np.float64), uniq.size).astype(vals.dtype)  # exact below 2^53
+    acc[key] = uniq
+
+
+def merge(partials, top_cells: int) -> dict:
+    """Merge an iterable of partials (in shard order) into one."""
+    acc: dict = {}
+    for part in partials:
+        for k in ADD:
+            if k in part:
+                acc[k] = acc[k] + part[k] if k in acc else np.asarray(part[k]).copy()
+        if "max" in part:
+            acc["max"] = np.maximum(acc["max"], part["max"]) if "max" in acc else np.asarray(part["max"]).copy()
+        for key, values in SPARSE.values():
+            _merge_sparse(acc, part, key, values)
+        if "top_f" in part:
+            f = np.concatenate([acc.get("top_f", np.zeros(0, np.int64)), part["top_f"]])
+            c = np.concatenate([acc.get("top_cell", np.zeros(0, np.int64)), part["top_cell"]])
+            v = np.concatenate([acc.get("top_val", np.zeros(0)), part["top_val"]])
+            m = sp.coo_matrix((v, (f, c)), shape=(int(f.max(initial=0)) + 1, int(c.max(initial=0)) + 1))
+            acc["top_f"], acc["top_cell"], acc["top_val"] = top_per_row(m, top_cells)
+    return acc
+
+
+# Finalize: merged sums -> tables.
+
+def feature_table(m: dict, n_features: int) -> dict:
+    T, fire, total = int(m["tokens"]), m["fire"], m["sum"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        when_active = np.where(fire > 0, total / np.maximum(fire, 1), 0.0)
+    return {"feature": np.arange(n_features), "fire_count": fire.astype(np.int64), "frequency": fire / max(T, 1),
+            "mean_activation": total / max(T, 1), "mean_when_active": when_active,
+            "max_activation": m["max"].astype(np.float64), "alive": fire > 0}
+
+
+def histograms(m: dict, n_features: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, counts[features, bins]): the fixed grid's occupied range re-binned into `bins` groups of fine bins."""
+    nb = (LOG2_HI - LOG2_LO) * FEATURE_BINS_PER_OCTAVE
+    f, b = np.divmod(m["hist_key"], nb)
+    if b.size == 0:
+        return np.zeros(bins + 1), np.zeros((n_features, bins), np.int64)
+    lo, hi = int(b.min()), int(b.max()) + 1
+    width = -(-(hi - lo) // bins)  # fine bins per displayed bin
+    edges = bin_edges(FEATURE_BINS_PER_OCTAVE)[lo + np.arange(bins + 1) * width]
+    counts = np.zeros((n_features, bins), np.int64)
+    np.add.at(counts, (f, (b - lo) // width), m["hist_n"])
+    return edges, counts
+
+
+def top_genes(m: dict, n_genes: int, cfg: StatsConfig) -> dict:
+    """Top genes by the lower confidence bound of the mean activation over the gene's tokens."""
+    f, g = np.divmod(m["fg_key"], n_genes)
+    gene_tokens = np.zeros(n_genes, np.int64)
+    gene_tokens[m["gene_ids"]] = m["gene_n"]
+    n = gene_tokens[g].astype(np.float64)
+    mean = m["fg_sum"] / n
+    var = np.maximum(m["fg_sq"] / n - mean ** 2, 0) * n / np.maximum(n - 1, 1)
+    score = mean - cfg.lcb_z * np.sqrt(var / n)
+    ok = m["fg_n"] >= cfg.min_support
+    f, g, mean, score, support = f[ok], g[ok], mean[ok], score[ok], m["fg_n"][ok]
+    order = np.lexsort((g, -support, -score, f))
+    f, g, mean, score, support = f[order], g[order], mean[order], score[order], support[order]
+    rank = np.arange(f.size) - np.searchsorted(f, f, side="left") + 1
+    keep = rank <= cfg.top_genes
+    return {"feature": f[keep], "rank": rank[keep], "token_id": g[keep], "score": score[keep],
+            "activation": mean[keep], "support": support[keep], "gene_tokens": gene_tokens[g[keep]]}
+
+
+def celltype_tests(m: dict, n_features: int, labels: list[str], type_cells: np.ndarray, top: dict,
+                   cfg: StatsConfig, donors: dict | None = None) -> dict:
+    """Every feature x type: U, AUC, p, q, passes, n_cells, n_firing, n_top (see the module docstring)."""
+    T = len(labels)
+    N = int(type_cells.sum())
+    nc = (LOG2_HI - LOG2_LO) * CELL_BINS_PER_OCTAVE
+    ft, b = np.divmod(m.get("ct_key", np.zeros(0, np.int64)), nc)
+    f, t = np.divmod(ft, T)
+    h = m.get("ct_n", np.zeros(0, np.int64)).astype(np.float64)
+    # Per feature: counts per bin over all types (H), sorted by (feature, bin), and cumulative counts below.
+    fb = f * nc + b
+    Hk, H = _sum_by_key(fb, h)
+    Hf = Hk // nc
+    firing = np.zeros((n_features, T))
+    np.add.at(firing, (f, t), h)
+    fire_all = firing.sum(axis=1)
+    Z = N - fire_all                                    # cells where the feature is 0: the lowest value
+    cumH = np.cumsum(H) - H                             # within-feature cumulative count below each bin
+    cumH -= (np.cumsum(H) - H)[np.searchsorted(Hf, Hf, side="left")]
+    below_all = cumH[np.searchsorted(Hk, fb)]          # cells of any type below this entry's bin (nonzero)
+    # Cells of the same type below: cumulative within (feature, type), entries sorted by (f, t, b).
+    ct_idx = f * T + t
+    cum_t = np.cumsum(h) - h
+    cum_t -= (np.cumsum(h) - h)[np.searchsorted(ct_idx, ct_idx, side="left")]
+    rest_here = H[np.searchsorted(Hk, fb)] - h
+    z_t = type_cells[None, :] - firing                  # zeros of the type
+    U = (z_t * 0.5 * (Z[:, None] - z_t)).ravel()        # type zeros vs rest zeros: ties
+    np.add.at(U, ct_idx, h * ((Z[f] - z_t[f, t]) + (below_all - cum_t) + 0.5 * rest_here))
+    U = U.reshape(n_features, T)
+    ties = Z ** 3 - Z
+    np.add.at(ties, Hf, H ** 3 - H)
+    n1 = type_cells[None, :].astype(np.float64)
+    n2 = N - n1
+    var = n1 * n2 / 12 * ((N + 1) - ties[:, None] / (N * (N - 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zs = (U - n1 * n2 / 2 - 0.5) / np.sqrt(var)
+        auc = np.where(n1 * n2 > 0, U / (n1 * n2), np.nan)
+    p = np.where(var > 0, sps.norm.sf(zs), 1.0)
+    q = bh(p.ravel()).reshape(p.shape)
+    passes = (q <= cfg.alpha) & (auc >= cfg.auc_floor)
+    n_top = np.zeros((n_features, T), np.int64)
+    if top["type"].size:
+        ok = top["type"] >= 0
+        np.add.at(n_top, (top["feature"][ok], top["type"][ok]), 1)
+    out = {"labels": labels, "U": U, "auc": auc, "p": p, "q": q, "n_cells": np.broadcast_to(type_cells, p.shape),
+           "n_firing": firing.astype(np.int64), "n_top": n_top}
+    if donors is not None:
+        pd_, nd = donor_tests(m, n_features, donors)
+        qd = bh(pd_.ravel()).reshape(pd_.shape)
+        passes &= qd <= cfg.alpha
+        out.update(p_donor=pd_, q_donor=qd, n_donors=nd)
+    out["passes"] = passes
+    return out
+
+
+def donor_tests(m: dict, n_features: int, donors: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Wilcoxon signed-rank (one-sided, scipy) over donors of mean a(f, .) in the type minus in the rest.
+
+    `donors["cells"]` is the (donor, type) table of cells with gene tokens. A donor counts for a type when it
+    has cells of the type and cells of other types.
+    """
+    cells = donors["cells"].astype(np.float64)
+    D, T = cells.shape
+    S = np.zeros(n_features * D * T)
+    np.add.at(S, m.get("dn_key", np.zeros(0, np.int64)), m.get("dn_sum", np.zeros(0)))
+    S = S.reshape(n_features, D, T)
+    total = S.sum(axis=2, keepdims=True)
+    n_all = cells.sum(axis=1, keepdims=True)
+    p = np.ones((n_features, T))
+    n_used = np.zeros(T, np.int64)
+    for t in range(T):
+        ok = (cells[:, t] > 0) & (n_all[:, 0] - cells[:, t] > 0)
+        n_used[t] = int(ok.sum())
+        if ok.sum() < 1:
+            continue
+        diff = S[:, ok, t] / cells[ok, t] - (total[:, ok, 0] - S[:, ok, t]) / (n_all[ok, 0] - cells[ok, t])
+        nonzero = (diff != 0).any(axis=1)
+        if nonzero.any():
+            with np.errstate(all="ignore"):
+                r = sps.wilcoxon(diff[nonzero], axis=1, alternative="greater")
+            p[nonzero, t] = np.nan_to_num(r.pvalue, nan=1.0)
+    return p, np.broadcast_to(n_used, p.shape)

@@ -1,0 +1,65 @@
+"""Sparse codes on disk, torch-free: per shard, the token cell and gene ids once, and per layer the top-k
+feature indices and values. Later stages read only these (importing this module never imports torch).
+
+A shard folder (written atomically by the streaming pass):
+  cell.npy         (tokens,) int32 dataset row of each token
+  gene.npy         (tokens,) int32 token id (gene) of each token
+  LL.idx.npy       (tokens, k) feature indices of layer LL, uint16 up to 65,536 features, else int32
+  LL.val.npy       (tokens, k) float32 values (ReLU'd; 0 means the feature did not fire)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Codes:
+    idx: np.ndarray
+    val: np.ndarray
+    cell: np.ndarray
+    gene: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.cell)
+
+
+def index_dtype(n_features: int):
+    return np.uint16 if n_features <= 1 << 16 else np.int32
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def write_tokens(folder: Path, cell: np.ndarray, gene: np.ndarray) -> None:
+    np.save(folder / "cell.npy", np.asarray(cell, np.int32))
+    np.save(folder / "gene.npy", np.asarray(gene, np.int32))
+
+
+def write_layer(folder: Path, layer: int, idx: np.ndarray, val: np.ndarray, n_features: int) -> None:
+    np.save(folder / f"{layer:02d}.idx.npy", np.asarray(idx, index_dtype(n_features)))
+    np.save(folder / f"{layer:02d}.val.npy", np.asarray(val, np.float32))
+
+
+def read_layer(folder: Path, layer: int, mmap: bool = True) -> Codes:
+    """The codes of one layer in one shard folder (memory-mapped by default)."""
+    mode = "r" if mmap else None
+    load = lambda name: np.load(Path(folder) / name, mmap_mode=mode)  # noqa: E731
+    return Codes(load(f"{layer:02d}.idx.npy"), load(f"{layer:02d}.val.npy"), load("cell.npy"), load("gene.npy"))
+
+
+def read_tokens(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    return np.load(Path(folder) / "cell.npy"), np.load(Path(folder) / "gene.npy")
+
+
+def fired(c: Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(token row, feature, value) of every firing (value > 0), in token order."""
+    val = np.asarray(c.val)
+    on = val > 0
+    rows = np.broadcast_to(np.arange(val.shape[0], dtype=np.int64)[:, None], val.shape)[on]
+    return rows, np.asarray(c.idx)[on].astype(np.int64), val[on]

@@ -1,0 +1,120 @@
+"""The plan: a cheap pass over the dataset, without the model, that fixes everything the expensive passes need.
+
+It reads the .h5ad in chunks (never the whole matrix), picks the counts source, matches the genes, tokenizes
+every cell to count its gene tokens, flags held-out cells, cuts the cells into shards of consecutive cells,
+and refuses, before any model runs, what would make the build wrong (duplicated gene names, a cell-type or
+donor column that does not exist or holds nothing).
+
+Output folder:
+  cells.parquet  cell (dataset row), obs_name, n_tokens (gene tokens), shard, heldout, cell_type, donor
+  genes.parquet  token_id, gene (name) of every dataset gene the model knows
+  plan.json      dataset, counts source, gene matching, shards [start, stop, tokens], totals, settings
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import AtlasError
+import orjson
+
+from ..jsonio import dumps_json
+from ..models import gene_token_count
+from ..models.dataset import read_h5ad
+
+HELDOUT_STREAM = 0x484F  # separates the held-out draw of a cell from its other random draws
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    shard_cells: int = 256      # cells per shard: the unit of work, of resume and of memory
+    holdout: float = 0.1        # share of cells held out of SAE training (drawn per cell from (seed, cell))
+
+
+def heldout_flags(cells: np.ndarray, holdout: float, seed: int) -> np.ndarray:
+    """Held-out cells: each cell independently with probability `holdout`, from a generator seeded by (seed, cell),
+    so the choice does not depend on the shard size, the order or the number of cells."""
+    return np.array([np.random.default_rng([seed, HELDOUT_STREAM, int(c)]).random() < holdout for c in cells],
+                    dtype=bool)
+
+
+def _obs_column(obs: pd.DataFrame, name: str | None, option: str, path: Path) -> np.ndarray | None:
+    if not name:
+        return None
+    if name not in obs.columns:
+        raise AtlasError(f"{path}: obs has no column {name!r} for {option} "
+                         f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
+    col = obs[name]
+    values = np.array([None if pd.isna(v) else str(v) for v in col.tolist()], dtype=object)
+    if all(v is None for v in values):
+        raise AtlasError(f"{path}: obs column {name!r} ({option}) is empty for every cell")
+    return values
+
+
+def _check_duplicates(prepared, path: Path) -> None:
+    column = prepared.gene_column
+    names = (prepared.dataset.var.index if column == "index" else prepared.dataset.var[column]).astype(str).to_numpy()
+    known = names[prepared.token_of_gene >= 0]
+    uniq, counts = np.unique(known, return_counts=True)
+    dup = uniq[counts > 1]
+    if dup.size:
+        raise AtlasError(f"{path}: var column {column!r} names {dup.size} gene(s) more than once (e.g. "
+                         f"{', '.join(map(str, dup[:3]))}), so one cell would carry one gene token twice; make the "
+                         f"names unique or pick another --gene-column")
+
+
+def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cells: int | None = None,
+        gene_column: str | None = None, cell_type_column: str | None = None, donor_column: str | None = None,
+        backed: bool = True) -> dict:
+    """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record."""
+    data, out = Path(data), Path(out)
+    dataset = read_h5ad(data, max_cells=max_cells, backed=backed)
+    types = _obs_column(dataset.obs, cell_type_column, "--cell-type-column", data)
+    donors = _obs_column(dataset.obs, donor_column, "--donor-column", data)
+    prepared = adapter.prepare(dataset, gene_column)
+    _check_duplicates(prepared, data)
+    n = dataset.n_cells
+    n_tokens = np.array([gene_token_count(adapter, adapter.tokenize(prepared, c)) for c in range(n)], np.int64)
+    if n_tokens.sum() == 0:
+        raise AtlasError(f"{data}: no cell has a gene the model knows, so there is nothing to build from")
+    cells = np.arange(n, dtype=np.int64)
+    held = heldout_flags(cells, cfg.holdout, seed)
+    shard = (cells // cfg.shard_cells).astype(np.int32)
+    pq.write_table(pa.table({
+        "cell": pa.array(cells, pa.int64()), "obs_name": pa.array(dataset.obs.index.astype(str).tolist()),
+        "n_tokens": pa.array(n_tokens, pa.int32()), "shard": pa.array(shard), "heldout": pa.array(held),
+        "cell_type": pa.array(types.tolist() if types is not None else [None] * n, pa.string()),
+        "donor": pa.array(donors.tolist() if donors is not None else [None] * n, pa.string()),
+    }), out / "cells.parquet", compression="zstd")
+    tok = np.unique(prepared.token_of_gene[prepared.token_of_gene >= 0])
+    pq.write_table(pa.table({"token_id": pa.array(tok, pa.int64()),
+                             "gene": pa.array([adapter.gene_names[int(t)] for t in tok])}),
+                   out / "genes.parquet", compression="zstd")
+    bounds = [(int(s), int(min(s + cfg.shard_cells, n))) for s in range(0, n, cfg.shard_cells)]
+    record = {
+        "format": "feature-atlas plan 1",
+        "dataset": {"path": str(data), "cells": n, "counts": dataset.counts_source, **prepared.report},
+        "model": {"family": adapter.family, "name": adapter.name, "n_layers": adapter.n_layers,
+                  "width": adapter.width, "max_tokens": adapter.max_tokens,
+                  "ignored_checkpoint_keys": adapter.ignored_keys},
+        "vocab_size": int(max(adapter.gene_names) + 1),
+        "tokens": int(n_tokens.sum()), "cells_with_tokens": int((n_tokens > 0).sum()),
+        "heldout_cells": int(held.sum()), "heldout_tokens": int(n_tokens[held].sum()),
+        "shards": [[a, b, int(n_tokens[a:b].sum())] for a, b in bounds],
+        "config": {"shard_cells": cfg.shard_cells, "holdout": cfg.holdout, "seed": seed,
+                   "cell_type_column": cell_type_column or None, "donor_column": donor_column or None},
+    }
+    (out / "plan.json").write_bytes(dumps_json(record, indent=True))
+    return record
+
+
+def read_plan(folder: Path) -> tuple[dict, pd.DataFrame]:
+    """(plan.json record, the per-cell table) of a plan folder."""
+    folder = Path(folder)
+    return orjson.loads((folder / "plan.json").read_bytes()), pq.read_table(folder / "cells.parquet").to_pandas()
