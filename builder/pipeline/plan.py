@@ -25,8 +25,6 @@ from ..errors import AtlasError
 import orjson
 
 from ..jsonio import dumps_json
-from ..models import gene_token_count
-from ..models.dataset import read_h5ad
 
 HELDOUT_STREAM = 0x484F  # separates the held-out draw of a cell from its other random draws
 
@@ -73,6 +71,10 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
         gene_column: str | None = None, cell_type_column: str | None = None, donor_column: str | None = None,
         backed: bool = True) -> dict:
     """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record."""
+    # builder.models imports torch; read_plan (used by the torch-free statistics) must not.
+    from ..models import gene_token_count
+    from ..models.dataset import read_h5ad
+
     data, out = Path(data), Path(out)
     dataset = read_h5ad(data, max_cells=max_cells, backed=backed)
     types = _obs_column(dataset.obs, cell_type_column, "--cell-type-column", data)
