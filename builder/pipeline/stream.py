@@ -41,28 +41,34 @@ class DenseSums:
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor, held: torch.Tensor, gidx: torch.Tensor, sae):
+        # Sums over tokens run in numpy (pairwise, one thread) and products as GEMMs, so the result does not
+        # depend on the thread count of the worker: local and Ray give the same bytes.
         s = self.v
         s["n"] += len(x)
-        s["s1"] += x.sum(0, dtype=torch.float64)
+        s["s1"] += torch.from_numpy(x.numpy().sum(0, dtype=np.float64))
         s["xtx"] += (x.T @ x).double()  # float32 product of one batch, accumulated in float64
-        self.gene_sum.index_add_(0, gidx, x)  # a cell holds each gene once, so a shard sums few rows per gene
+        self.gene_sum.index_add_(0, gidx, x)  # a cell holds each gene once: one row per gene and cell
         if not held.any():
             return
         xh, vh, ih = x[held], v[held], i[held]
-        err = xh - sae.decode(vh, ih)
+        err = (xh - sae.decode(vh, ih)).numpy().astype(np.float64)
+        xd = xh.numpy().astype(np.float64)
         s["h_n"] += len(xh)
-        s["h_sse"] += err.double().pow(2).sum()
-        s["h_s1"] += xh.sum(0, dtype=torch.float64)
-        s["h_s2"] += xh.double().pow(2).sum()
-        s["h_xtx"] += (xh.T @ xh).double()
-        on = vh > 0
-        rows = torch.nonzero(on)[:, 0]
-        f, a = ih[on], vh[on].double()
-        s["h_fire"].index_add_(0, f, torch.ones_like(a))
-        s["h_l0"] += on.sum()
-        s["h_a1"].index_add_(0, f, a)
-        s["h_a2"].index_add_(0, f, a * a)
-        s["h_za"].index_add_(0, f, a[:, None] * xh[rows].double())
+        s["h_sse"] += float(np.sum(err * err))
+        s["h_s1"] += torch.from_numpy(xd.sum(0))
+        s["h_s2"] += float(np.sum(xd * xd))
+        s["h_xtx"] += torch.from_numpy(xd.T @ xd)
+        on = (vh > 0).numpy()
+        rows = np.nonzero(on)[0]
+        f, a = ih.numpy()[on].astype(np.int64), vh.numpy()[on].astype(np.float64)
+        n_f = s["h_fire"].shape[0]
+        s["h_fire"] += torch.from_numpy(np.bincount(f, minlength=n_f).astype(np.float64))
+        s["h_l0"] += int(on.sum())
+        s["h_a1"] += torch.from_numpy(np.bincount(f, a, n_f))
+        s["h_a2"] += torch.from_numpy(np.bincount(f, a * a, n_f))
+        za = np.zeros((n_f, xd.shape[1]))
+        np.add.at(za, f, a[:, None] * xd[rows])
+        s["h_za"] += torch.from_numpy(za)
 
     def save(self, path: Path, gene_ids: np.ndarray) -> None:
         np.savez(path, gene_ids=gene_ids, gene_sum=self.gene_sum.numpy(), **{k: t.numpy() for k, t in self.v.items()})
@@ -103,6 +109,8 @@ class StreamWorker:
                     if not torch.isfinite(x).all():
                         raise AtlasError(f"layer {L}: NaN or infinite activations in cells {start}..{stop - 1}")
                     v, i = sae.encode(x)
+                    if not torch.isfinite(v).all():
+                        raise AtlasError(f"layer {L}: the SAE gives NaN or infinite codes in cells {start}..{stop - 1}")
                     codes[L][0].append(i.numpy().astype(index_dtype(sae.d_sae)))
                     codes[L][1].append(v.numpy())
                     sums[L].add(x, v, i, held, gidx, sae)
