@@ -167,7 +167,7 @@ def test_bad_input_leaves_the_previous_atlas(built, tiny, labelled, tmp_path, ca
     base = build_args(tmp_path, tiny, labelled, "scgpt", name="scgpt")
     cfg = tmp_path / "bad.toml"
     dup = tmp_path / "dup.h5ad"
-    a = ad.read_h5ad(SAMPLE)[:20]
+    a = ad.read_h5ad(labelled)[:20].copy()
     a.var.index = [a.var.index[0]] + list(a.var.index[:-1])
     a.write_h5ad(dup)
 
