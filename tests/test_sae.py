@@ -1,5 +1,5 @@
-"""TopK SAEs: planted-feature recovery, file formats, streaming encode, and every statistic against a slow,
-obvious reference on small inputs (scipy and statsmodels for the tests)."""
+"""TopK SAEs: planted-feature recovery, globally shuffled training order, file formats, streaming encode, and
+the `atlas sae` commands (the statistics are tested in test_stats.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import json
 
 import numpy as np
 import pytest
-import scipy.stats as sps
 import torch
 from safetensors.torch import save_file
-from statsmodels.stats.multitest import multipletests
 
-from builder.pipeline.codes import Codes
 from builder.pipeline.encode import encode_stream, read_codes
 from builder.errors import AtlasError
 from builder.pipeline.sae import TopKSAE, TrainConfig, load_sae, train, train_heldout

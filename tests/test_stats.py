@@ -267,3 +267,59 @@ def test_svd_share_sees_a_direction_spread_over_five_top_axes():
     out = graphs.svd_comparison(w, dense, seed=0)
     assert out["share_10"][0] > 0.99 and out["share_10"][1] < 0.01
     assert abs(out["random_share_10"].mean() - 10 / d) < 0.1
+
+
+def test_signed_rank_test_equals_scipy_row_by_row_with_ties_zeros_and_any_donor_count():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 8, 13, 14, 30, 51):
+        d = np.round(rng.normal(0.2, 1, (30, n)), 1)  # rounded: ties and zeros
+        d[:10] = rng.normal(0.2, 1, (10, n))  # untied
+        d[10:15, : max(1, n // 3)] = 0  # zeros without ties
+        d[15:17] = 0
+        ours = st.signed_rank_greater(d)
+        for row, p in zip(d, ours):
+            if not (row != 0).any():
+                assert p == 1
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = sps.wilcoxon(row, alternative="greater").pvalue
+            assert np.isclose(p, ref, rtol=1e-9, atol=0), (n, row, p, ref)
+
+
+def test_statistics_memory_does_not_grow_with_the_number_of_cells():
+    """map + merge shard by shard (50 cells each): at 4x the cells the tracemalloc peak stays within 10% and the
+    merged arrays keep their size. Activations take two values and cells hold 20 tokens, so the smaller run already
+    fills the feature x gene and feature x feature tables; the cell-type histograms live on a fixed grid."""
+    import tracemalloc
+
+    F, G, k, per_shard = 48, 80, 6, 50
+
+    def shard(s):
+        rng = np.random.default_rng(s)
+        n_tok = np.full(per_shard, 20)
+        cell = (np.repeat(np.arange(per_shard), n_tok) + s * per_shard).astype(np.int32)
+        gene = np.concatenate([rng.choice(G, m, replace=False) for m in n_tok]).astype(np.int32)
+        idx = np.argsort(rng.random((cell.size, F)), axis=1)[:, :k].astype(np.uint16)
+        val = rng.choice(np.float32([1, 2]), idx.shape)
+        cells = st.ShardCells(s * per_shard, n_tok, rng.integers(0, 3, per_shard), 3, rng.integers(0, 5, per_shard), 5)
+        return st.map_layer(Codes(idx, val, cell, gene), cells, F, G, 5)
+
+    def run(n_shards):
+        tracemalloc.start()
+        m = st.merge((shard(s) for s in range(n_shards)), 5)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak, {key: np.asarray(v).nbytes for key, v in m.items()}
+
+    run(2)  # first calls allocate once (compiled kernels)
+    small, big = run(8), run(32)
+    assert big[0] <= 1.1 * small[0], (small[0], big[0])
+    grid = (st.LOG2_HI - st.LOG2_LO) * st.CELL_BINS_PER_OCTAVE * F * 3 * 8  # cell-type histograms: a fixed grid
+    for key, size in small[1].items():
+        if key.startswith("ct_"):
+            assert big[1][key] <= grid
+        else:
+            assert big[1][key] == size, key

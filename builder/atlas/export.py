@@ -125,7 +125,7 @@ def layers(out: Outputs, feats: pa.Table, labels: pd.DataFrame, rates: pd.DataFr
 
 
 def _heldout(out: Outputs, L: int) -> dict:
-    from ..pipeline.stream import heldout_metrics, read_dense
+    from ..pipeline.dense import heldout_metrics, read_dense
 
     return heldout_metrics(read_dense(out.stream, L))
 

@@ -89,7 +89,14 @@ def write_geneformer(out: Path, version: int = 2, n_layers: int = 2, width: int 
         config.save_pretrained(out)
         torch.save(model.state_dict(), out / "pytorch_model.bin")
     else:
-        model.save_pretrained(out)
+        # save_pretrained draws a "Writing model shards" tqdm bar on stderr; a library must not print.
+        shown = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            model.save_pretrained(out)
+        finally:
+            if shown:
+                transformers.utils.logging.enable_progress_bar()
     return out
 
 

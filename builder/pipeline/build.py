@@ -21,21 +21,21 @@ import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from .. import __version__
 from ..errors import AtlasError
 from ..fsutil import sha256_file
-from ..jsonio import dumps_json
 from ..models import FAMILIES, check_layers, load
 from ..parse import atlas_name, layer_list
-from . import describe, engine, sample, stream
+from . import dense, describe, engine, sample, stream
 from .annotate import AnnotateConfig
 from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
+from .codes import shard_name
 from .forward import ModelSpec
 from .graphs import GraphConfig
 from .plan import PlanConfig, read_plan
@@ -148,7 +148,9 @@ def check_config(cfg: BuildConfig) -> None:
         raise AtlasError("give exactly one of --sae DIR and --train-sae")
     checks = [("max_cells", cfg.max_cells >= 0, "0 (every cell) or more"), ("shard_cells", cfg.shard_cells >= 1, "at least 1"),
               ("batch_size", cfg.batch_size >= 0, "0 (the default) or more"),
-              ("train.holdout", 0 <= cfg.train.holdout < 1, "in [0, 1)"),
+              ("train.holdout", 0 < cfg.train.holdout < 1, "in (0, 1): held-out cells give variance explained, "
+               "dead features and the principal axes"),
+              ("graphs.pca_components", 1 <= cfg.graphs.pca_components <= dense.PCA_MAX, f"between 1 and {dense.PCA_MAX}"),
               ("train.k", 1 <= cfg.train.k, "at least 1"), ("train.expansion", cfg.train.expansion >= 1, "at least 1"),
               ("train.epochs", cfg.train.epochs >= 1, "at least 1"),
               ("stats.alpha", 0 < cfg.stats.alpha <= 1, "in (0, 1]"),
@@ -195,7 +197,7 @@ class Stage:
 class Progress:
     """What a map stage reports; the CLI draws it (shards done, tokens/s, projected time left)."""
 
-    def start(self, stage: str, shards: int, tokens: int, done_shards: int, done_tokens: int) -> None: ...
+    def start(self, stage: str, units: int, tokens: int, done_units: int, done_tokens: int, unit: str = "shards") -> None: ...
 
     def advance(self, shards: int, tokens: int) -> None: ...
 
@@ -250,8 +252,10 @@ class Builder:
         self.stage.computed[kind] += 1
         return out
 
-    def mapped(self, stage: str, key: str, worker, kwargs: dict, record: dict, merge: Callable[[Path], None]) -> Path:
-        """A map stage: CACHE/stage-key/shards/NNNNN/ by the engine, then merge(folder) and the .done marker."""
+    def mapped(self, stage: str, key: str, worker, kwargs: dict, units: list[tuple[str, int]],
+               finish: Callable[[Path], None], unit: str = "shards", on_unit: Callable[[], None] | None = None) -> Path:
+        """A map stage: units[i] = (folder under CACHE/stage-key/ that unit i commits, its gene tokens), run by the
+        engine (`worker(i)`), then finish(folder) and the .done marker. on_unit runs after each finished unit."""
         out = self.cache / f"{stage}-{key}"
         if is_done(out):
             self.stage.cached[stage] += 1
@@ -259,21 +263,22 @@ class Builder:
         t0 = time.perf_counter()
         self.log(f"{stage}: computing")
         out.mkdir(parents=True, exist_ok=True)
-        shards = record["shards"]
-        todo = stream.todo(out, len(shards))
-        done_tokens = sum(s[2] for i, s in enumerate(shards) if i not in set(todo))
-        self.progress.start(stage, len(shards), record["tokens"], len(shards) - len(todo), done_tokens)
+        todo = [i for i, (rel, _) in enumerate(units) if not is_done(out / rel)]
+        done_tokens = sum(t for i, (_, t) in enumerate(units) if i not in set(todo))
+        self.progress.start(stage, len(units), sum(t for _, t in units), len(units) - len(todo), done_tokens, unit)
 
         def advance(status):
             self.stage.shards[stage] += 1
             self.stage.tokens[stage] += status["tokens"]
             self.progress.advance(1, status["tokens"])
+            if on_unit is not None:
+                on_unit()
 
         try:
             engine.run_map(self.cfg.engine, worker, kwargs, todo, stage, advance)
         finally:
             self.progress.finish()
-        merge(out)
+        finish(out)
         (out / ".done").write_text(key + "\n")
         self.stage.done(stage, time.perf_counter() - t0)
         self.stage.computed[stage] += 1
@@ -293,9 +298,10 @@ class Builder:
                       cfg.train.holdout, cfg.cell_type_column, cfg.donor_column)
         from .plan import run as plan_run
 
-        pdir = self.cached("plan", pkey, lambda tmp: plan_run(
-            adapter, data, tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed, cfg.max_cells or None,
-            cfg.gene_column or None, cfg.cell_type_column or None, cfg.donor_column or None, cfg.backed))
+        pdir = self.cached("plan", pkey, partial(
+            lambda ad, tmp: plan_run(ad, data, tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed,
+                                     cfg.max_cells or None, cfg.gene_column or None, cfg.cell_type_column or None,
+                                     cfg.donor_column or None, cfg.backed), adapter))
         record, cells = read_plan(pdir)
         spec = ModelSpec(cfg.model, str(cfg.checkpoint), str(data), tuple(layers), cfg.seed, cfg.max_cells or None,
                          record["dataset"]["gene_column"], cfg.backed, cfg.batch_size, cfg.device, cfg.engine.threads)
@@ -305,16 +311,21 @@ class Builder:
             saes, skeys, training = self._given(adapter, layers)
         del adapter
         n_features = {L: _sae_width(saes[L]) for L in layers}
+        n_shards = len(record["shards"])
+        shards = [(f"shards/{shard_name(i)}", t) for i, (_, _, t) in enumerate(record["shards"])]
         xkey = key_of("stream", pkey, layers, skeys, cfg.batch_size)
+        xdir = self.cache / f"stream-{xkey}"
         sdir = self.mapped("stream", xkey, stream.StreamWorker,
                            {"spec": spec, "saes": {L: str(p) for L, p in saes.items()}, "plan_dir": str(pdir),
-                            "out": str(self.cache / f"stream-{xkey}")}, record,
-                           lambda out: stream.merge(out, layers, len(record["shards"]), cfg.keep_partials))
+                            "out": str(xdir)}, shards,
+                           lambda out: dense.finalize(out, layers, n_shards, cfg.keep_partials),
+                           on_unit=lambda: dense.fold(xdir, layers, n_shards, cfg.keep_partials))
         tkey = key_of("stats", xkey, asdict(cfg.stats))
+        units = [(describe.task_dir(t), record["tokens"]) for t in describe.tasks(layers)]
         tdir = self.mapped("stats", tkey, describe.StatsWorker,
                            {"stream": str(sdir), "plan_dir": str(pdir), "out": str(self.cache / f"stats-{tkey}"),
-                            "layers": layers, "n_features": n_features, "top_cells": cfg.stats.top_cells}, record,
-                           lambda out: describe.merge(out, pdir, layers, n_features, cfg.stats, cfg.keep_partials))
+                            "layers": layers, "n_features": n_features, "cfg": asdict(cfg.stats)}, units,
+                           lambda out: describe.finish(out, layers, cfg.stats), unit="tasks")
         akey = key_of("annotate", tkey, [d.meta.get("sha256") for d in dbs + nets], [d.name for d in dbs + nets],
                       asdict(cfg.annotate))
         adir = self.cached("annotate", akey, lambda tmp: self._annotate(layers, tdir, pdir, dbs, nets, tmp))
@@ -378,9 +389,10 @@ class Builder:
             raise AtlasError(f"train.k {tc.k}: larger than the SAE width {tc.expansion * adapter.width}")
         cut, n = sample.threshold(cells, tc.sample_tokens, cfg.seed)
         mkey = key_of("sample", pkey, layers, n)
+        shards = [(f"shards/{shard_name(i)}", t) for i, (_, _, t) in enumerate(record["shards"])]
         mdir = self.mapped("sample", mkey, sample.SampleWorker,
                            {"spec": spec, "plan_dir": str(pdir), "out": str(self.cache / f"sample-{mkey}"), "cut": cut},
-                           record, lambda out: sample.merge(out, layers, len(record["shards"]), n, adapter.width,
+                           shards, lambda out: sample.merge(out, layers, len(record["shards"]), n, adapter.width,
                                                             cfg.keep_partials))
         saes, keys, training = {}, {}, {}
         for L in layers:

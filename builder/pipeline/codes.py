@@ -36,14 +36,13 @@ def shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
-def write_tokens(folder: Path, cell: np.ndarray, gene: np.ndarray) -> None:
-    np.save(folder / "cell.npy", np.asarray(cell, np.int32))
-    np.save(folder / "gene.npy", np.asarray(gene, np.int32))
-
-
-def write_layer(folder: Path, layer: int, idx: np.ndarray, val: np.ndarray, n_features: int) -> None:
-    np.save(folder / f"{layer:02d}.idx.npy", np.asarray(idx, index_dtype(n_features)))
-    np.save(folder / f"{layer:02d}.val.npy", np.asarray(val, np.float32))
+def allocate(path: Path, dtype, shape: tuple) -> np.ndarray:
+    """A .npy file of this shape opened for writing in place, so rows go to disk as they come (an empty one is
+    written at once: a file cannot map zero bytes)."""
+    if 0 in shape:
+        np.save(path, np.zeros(shape, dtype))
+        return np.zeros(shape, dtype)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def read_layer(folder: Path, layer: int, mmap: bool = True) -> Codes:

@@ -1,16 +1,22 @@
-"""The statistics stage: map over code shards (stats.map_layer, stats.map_pair), merge in shard order, finalize.
+"""The statistics stage: one task per layer (and per adjacent pair of layers) maps every code shard
+(stats.map_layer, stats.map_pair) and folds the partials in shard order (stats.merge), then finalizes.
 
-Stage folder STATS/:
-  shards/NNNNN/LL.npz, LL-MM.npz   partials of one shard (deleted after the merge unless kept)
-  merged/layer_LL/                 features.parquet, feature_genes.parquet, top_cells.parquet,
-                                   celltypes.parquet (with a cell-type column), histograms.npy,
-                                   counts.npz (co-occurrence, feature x gene firing, tokens per gene),
-                                   stats.json
-  merged/cross_LL_MM.npz           co-firing counts of adjacent layers LL and MM
+A partial of the feature x gene sums or of the co-occurrence counts is nearly as large as its merged result, so
+partials are folded in memory as they are made, never written per shard: the cache holds the codes and the
+merged results only, and a task's memory is one shard's codes plus one layer's merged matrices, whatever the
+number of cells. The fold runs in shard order in every task, so any engine gives the same bytes; a killed stage
+resumes at the first unfinished task.
+
+Stage folder STATS/merged/:
+  layer_LL/        features.parquet, feature_genes.parquet, top_cells.parquet, celltypes.parquet (with a
+                   cell-type column), histograms.npy, counts.npz (co-occurrence, feature x gene firing, tokens
+                   per gene), stats.json
+  cross_LL_MM/     cross.npz: co-firing counts of adjacent layers LL and MM
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,15 @@ from .codes import read_layer, shard_name
 from .plan import read_plan
 
 
+def tasks(layers: list[int]) -> list[tuple[int, ...]]:
+    """The stage's units of work: (L,) per layer, then (a, b) per adjacent pair."""
+    return [(L,) for L in layers] + list(zip(layers, layers[1:]))
+
+
+def task_dir(task: tuple[int, ...]) -> str:
+    return f"merged/layer_{task[0]:02d}" if len(task) == 1 else f"merged/cross_{task[0]:02d}_{task[1]:02d}"
+
+
 def labels_of(values: pd.Series, usable: np.ndarray) -> tuple[list[str], np.ndarray]:
     """(sorted labels, code per cell, -1 for missing or cells without gene tokens)."""
     v = values.to_numpy(dtype=object)
@@ -35,10 +50,14 @@ def labels_of(values: pd.Series, usable: np.ndarray) -> tuple[list[str], np.ndar
 
 
 class StatsWorker:
-    def __init__(self, stream: str, plan_dir: str, out: str, layers: list, n_features: dict, top_cells: int):
-        self.plan, cells = read_plan(Path(plan_dir))
-        self.stream, self.out, self.layers = Path(stream), Path(out), [int(L) for L in layers]
-        self.n_features, self.top_cells = {int(k): v for k, v in n_features.items()}, top_cells
+    """`worker(t)` computes task t of `tasks(layers)` from every code shard and commits its merged folder."""
+
+    def __init__(self, stream: str, plan_dir: str, out: str, layers: list, n_features: dict, cfg: dict):
+        self.plan, self.cells_table = read_plan(Path(plan_dir))
+        self.plan_dir, self.stream, self.out = Path(plan_dir), Path(stream), Path(out)
+        self.layers = [int(L) for L in layers]
+        self.n_features, self.cfg = {int(k): v for k, v in n_features.items()}, st.StatsConfig(**cfg)
+        cells = self.cells_table
         usable = cells["n_tokens"].to_numpy() > 0
         self.n_tokens = cells["n_tokens"].to_numpy()
         self.types = labels_of(cells["cell_type"], usable) if cells["cell_type"].notna().any() else None
@@ -52,55 +71,42 @@ class StatsWorker:
             kw.update(donor_code=self.donors[1][start:stop], n_donors=len(self.donors[0]))
         return st.ShardCells(start, self.n_tokens[start:stop], **kw)
 
-    def __call__(self, shard: int) -> int:
-        target = self.out / "shards" / shard_name(shard)
-        start, stop, tokens = self.plan["shards"][shard]
+    def shards(self):
+        for s, (start, stop, _) in enumerate(self.plan["shards"]):
+            yield self.stream / "shards" / shard_name(s), start, stop
+
+    def __call__(self, t: int) -> int:
+        task = tasks(self.layers)[t]
+        target = self.out / task_dir(task)
         if is_done(target):
-            return tokens
-        src = self.stream / "shards" / shard_name(shard)
-        cells = self.cells(start, stop)
-        n_genes = self.plan["vocab_size"]
-        with commit_once(target) as tmp:
-            for L in self.layers:
-                part = st.map_layer(read_layer(src, L), cells, self.n_features[L], n_genes, self.top_cells)
-                np.savez(tmp / f"{L:02d}.npz", **part)
-            for a, b in zip(self.layers, self.layers[1:]):
-                part = st.map_pair(read_layer(src, a), read_layer(src, b), self.n_features[a], self.n_features[b])
-                np.savez(tmp / f"{a:02d}-{b:02d}.npz", **part)
-        return tokens
+            return self.plan["tokens"]
+        top = self.cfg.top_cells
+        if len(task) == 1:
+            L, F = task[0], self.n_features[task[0]]
+            parts = (st.map_layer(read_layer(src, L), self.cells(a, b), F, self.plan["vocab_size"], top)
+                     for src, a, b in self.shards())
+            m = st.merge(parts, top)
+            with commit_once(target) as tmp:
+                _write_layer(tmp, m, F, self.plan, self.cells_table, self._names(), self, self.cfg)
+        else:
+            a, b = task
+            fa, fb = self.n_features[a], self.n_features[b]
+            m = st.merge((st.map_pair(read_layer(src, a), read_layer(src, b), fa, fb) for src, _, _ in self.shards()), top)
+            with commit_once(target) as tmp:
+                np.savez(tmp / "cross.npz", key=m.get("cx_key", np.zeros(0, np.int64)), n=m.get("cx_n", np.zeros(0, np.int64)))
+        return self.plan["tokens"]
+
+    def _names(self) -> pd.Series:
+        return pq.read_table(self.plan_dir / "genes.parquet").to_pandas().set_index("token_id")["gene"]
 
 
-def _partials(folder: Path, n_shards: int, name: str):
-    for s in range(n_shards):
-        with np.load(folder / "shards" / shard_name(s) / name) as z:
-            yield {k: z[k] for k in z.files}
-
-
-def merge(folder: Path, plan_dir: Path, layers: list[int], n_features: dict, cfg: st.StatsConfig,
-          keep_partials: bool = True) -> None:
-    folder = Path(folder)
-    target = folder / "merged"
-    if is_done(target):
-        return
-    plan, cells = read_plan(plan_dir)
-    n = len(plan["shards"])
-    names = pq.read_table(Path(plan_dir) / "genes.parquet").to_pandas().set_index("token_id")["gene"]
-    worker = StatsWorker(str(folder), str(plan_dir), str(folder), layers, n_features, cfg.top_cells)
-    with commit_once(target) as tmp:
-        for L in layers:
-            m = st.merge(_partials(folder, n, f"{L:02d}.npz"), cfg.top_cells)
-            _write_layer(tmp / f"layer_{L:02d}", m, n_features[L], plan, cells, names, worker, cfg)
-        for a, b in zip(layers, layers[1:]):
-            m = st.merge(_partials(folder, n, f"{a:02d}-{b:02d}.npz"), cfg.top_cells)
-            np.savez(tmp / f"cross_{a:02d}_{b:02d}.npz", key=m["cx_key"], n=m["cx_n"])
-    if not keep_partials:
-        for s in range(n):
-            for p in (folder / "shards" / shard_name(s)).glob("*.npz"):
-                p.unlink()
+def finish(folder: Path, layers: list[int], cfg: st.StatsConfig) -> None:
+    """The stage's record, once every task has committed."""
+    (Path(folder) / "merged" / "stats.json").write_bytes(
+        dumps_json({"layers": layers, "config": asdict(cfg)}, indent=True))
 
 
 def _write_layer(out: Path, m: dict, n_features: int, plan: dict, cells: pd.DataFrame, names, worker, cfg) -> None:
-    out.mkdir()
     n_genes = plan["vocab_size"]
     pq.write_table(pa.table(st.feature_table(m, n_features)), out / "features.parquet", compression="zstd")
     edges, hist = st.histograms(m, n_features, cfg.hist_bins)
@@ -156,5 +162,5 @@ def read_counts(folder: Path, layer: int) -> dict:
 
 
 def read_cross(folder: Path, a: int, b: int) -> dict:
-    with np.load(Path(folder) / "merged" / f"cross_{a:02d}_{b:02d}.npz") as z:
+    with np.load(Path(folder) / task_dir((a, b)) / "cross.npz") as z:
         return {k: z[k] for k in z.files}

@@ -7,7 +7,11 @@ one shard id at a time. The worker writes its output into the cache itself and r
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +73,38 @@ def check(cfg: EngineConfig) -> None:
         import ray.data  # noqa: F401
     except ImportError:
         raise AtlasError("--engine ray needs Ray: pip install 'feature-atlas[ray]'") from None
+    _check_address(cfg.ray_address)
+
+
+def _check_address(address: str) -> None:
+    """An explicit HOST:PORT (or ray://HOST:PORT) must answer now: ray.init would otherwise wait for minutes, or
+    silently keep a Ray this process already joined."""
+    if address in ("", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise AtlasError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise AtlasError(f"--ray-address {address}: cannot connect to Ray ({e.strerror or type(e).__name__})") from None
+
+
+@contextlib.contextmanager
+def _quiet_ray():
+    """Ray Data logs every dataset's start and end to the console and warns about its own settings; the build
+    reports progress itself, so only errors get through (Ray's log files keep everything)."""
+    handlers = [h for h in logging.getLogger("ray.data").handlers if "File" not in type(h).__name__]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
 
 
 def _ray_start(cfg: EngineConfig):
@@ -115,28 +151,33 @@ def run_map(cfg: EngineConfig, make: Callable, kwargs: dict, shards: list[int], 
 def _run_ray(cfg: EngineConfig, make: Callable, kwargs: dict, shards: list[int], progress) -> list[dict]:
     ray, started = _ray_start(cfg)
     try:
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.execution_options.preserve_order = False
-        cpus = ray.cluster_resources().get("CPU", 1)
-        workers = cfg.workers or max(1, int(cpus // 2))
-        threads = cfg.threads or max(1, int(cpus // workers))
-        spec = kwargs.get("spec")
-        if spec is not None and hasattr(spec, "threads") and not spec.threads:
-            from dataclasses import replace
-
-            kwargs = dict(kwargs, spec=replace(spec, threads=threads))
-        ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
-        out = ds.map_batches(_RayBatch, fn_constructor_kwargs={"make": make, "kwargs": kwargs}, batch_size=1,
-                             concurrency=min(workers, len(shards)), num_cpus=threads,
-                             num_gpus=cfg.gpus_per_worker or None)
-        failed = []
-        for row in out.iter_rows():
-            status = {"shard": int(row["shard"]), "tokens": int(row["tokens"]), "error": str(row["error"])}
-            (failed.append if status["error"] else progress)(status)
-        return failed
+        with _quiet_ray():
+            return _ray_map(ray, cfg, make, kwargs, shards, progress)
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray_map(ray, cfg: EngineConfig, make: Callable, kwargs: dict, shards: list[int], progress) -> list[dict]:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    cpus = ray.cluster_resources().get("CPU", 1)
+    workers = cfg.workers or max(1, int(cpus // 2))
+    threads = cfg.threads or max(1, int(cpus // workers))
+    spec = kwargs.get("spec")
+    if spec is not None and hasattr(spec, "threads") and not spec.threads:
+        from dataclasses import replace
+
+        kwargs = dict(kwargs, spec=replace(spec, threads=threads))
+    ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
+    out = ds.map_batches(_RayBatch, fn_constructor_kwargs={"make": make, "kwargs": kwargs}, batch_size=1,
+                         concurrency=min(workers, len(shards)), num_cpus=threads,
+                         num_gpus=cfg.gpus_per_worker or None)
+    failed = []
+    for row in out.iter_rows():
+        status = {"shard": int(row["shard"]), "tokens": int(row["tokens"]), "error": str(row["error"])}
+        (failed.append if status["error"] else progress)(status)
+    return failed

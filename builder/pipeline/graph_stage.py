@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ..jsonio import dumps_json
 from . import describe, graphs
-from .stream import read_dense
+from .dense import read_dense
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -51,8 +51,7 @@ def graph_stage(L: int, pdir: Path, tdir: Path, sdir: Path, sae: Path, record: d
     xy = graphs.feature_map(profile, cfg)
     dense = read_dense(sdir, L)
     svd = graphs.svd_comparison(_decoder(sae), dense, cfg.seed)
-    gene_n = dict(zip(counts["gene_ids"].tolist(), counts["gene_n"].tolist()))
-    pca = graphs.pca_gene_lists(dense, gene_n, cfg.pca_components, scfg.top_genes, scfg.min_support)
+    pca = graphs.pca_gene_lists(dense, cfg.pca_components, scfg.top_genes, scfg.min_support)
     names = pq.read_table(Path(pdir) / "genes.parquet").to_pandas().set_index("token_id")["gene"]
     pca["gene"] = names.reindex(pca["token_id"]).to_numpy(dtype=object)
     pq.write_table(pa.table(pca), out / "pca_genes.parquet", compression="zstd")

@@ -10,7 +10,7 @@ and the tokens per gene n_g:  E = A diag(1/n_g) B^T.
 - cross-layer edges: co-firing at the same token in adjacent layers, count >= cross_min_count,
   log(count / E) >= cross_min_log_ratio, BH q <= cross_alpha on the Poisson tail P(N >= count | E);
   the raw rate (count and PMI against independence) is reported beside its expectation under the null;
-- SVD: principal axes from the merged covariance; per feature the share of its decoder direction's squared
+- SVD: principal axes from the merged covariance of the held-out tokens; per feature the share of its decoder direction's squared
   norm inside the top-k axes (random direction: k/d), and the R^2 of its activation on held-out tokens
   explained by the top-k principal component scores (exact, from merged held-out moments);
 - PCA baseline: top genes of the top principal directions (both signs) by the mean projection of a gene's
@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import poisson
 
+from .dense import principal_axes
 from .multitest import bh, poisson_excess_p
 
 SVD_K = (10, 50)
@@ -119,7 +120,9 @@ def cross_layer(C: sp.spmatrix, E: np.ndarray, fa: np.ndarray, fb: np.ndarray, T
     pmi = np.log(n * T / (fa[r].astype(np.float64) * fb[c]))
     # The raw rate: pairs passing count and PMI against independence, and how many the null would pass.
     need = np.maximum(cfg.cross_min_count, np.ceil(np.exp(cfg.cross_min_pmi) * np.outer(fa, fb) / max(T, 1)))
-    expected_raw = float(poisson.sf(need - 1, np.maximum(E, 1e-300)).sum())
+    # Pairs with E < 1e-3 that need 10 or more co-firings add less than E^10 / 10! < 1e-36 each: skipped.
+    live = (E >= 1e-3) | ((need < 10) & (E > 0))
+    expected_raw = float(poisson.sf(need[live] - 1, E[live]).sum())
     return {"a": r[keep], "b": c[keep], "count": n[keep].astype(np.int64), "log_ratio": ratio[keep], "p": p[keep],
             "expected": e[keep], "raw_edges": int((pmi >= cfg.cross_min_pmi).sum()),
             "expected_raw_edges": expected_raw, "edges": int(keep.sum()), "tested": int(n.size)}
@@ -150,18 +153,10 @@ def feature_map(profile: sp.csr_matrix, cfg: GraphConfig) -> np.ndarray:
     return xy
 
 
-def principal_axes(n: float, s1: np.ndarray, xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(eigenvalues descending, axes as rows) of the covariance from merged sums."""
-    mean = s1 / max(n, 1)
-    cov = xtx / max(n, 1) - np.outer(mean, mean)
-    vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
-    return vals[::-1], vecs[:, ::-1].T
-
-
 def svd_comparison(W_dec: np.ndarray, dense: dict, seed: int, ks=SVD_K) -> dict:
     """Per feature and k: decoder share in the top-k axes, R^2 of its held-out activation on the top-k scores;
     beside them random unit directions (share and the variance share of a random linear readout)."""
-    _, axes = principal_axes(float(dense["n"]), dense["s1"], dense["xtx"])
+    _, axes = principal_axes(float(dense["h_n"]), dense["h_s1"], dense["h_xtx"])
     d = W_dec.shape[1]
     W = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
     R = np.random.default_rng([seed, 0x5356]).standard_normal((W.shape[0], d))
@@ -172,40 +167,37 @@ def svd_comparison(W_dec: np.ndarray, dense: dict, seed: int, ks=SVD_K) -> dict:
     a_mean = dense["h_a1"] / hn
     var_a = dense["h_a2"] / hn - a_mean ** 2
     cross = dense["h_za"] / hn - np.outer(a_mean, mu)  # features x d: cov(a_f, x) over held-out tokens
+    vr = ((R @ cov_h) * R).sum(axis=1)  # variance of a random readout r.x
     out = {}
     for k in (k for k in ks if k <= d):
         V = axes[:k]
         out[f"share_{k}"] = ((W @ V.T) ** 2).sum(axis=1)
-        out[f"random_share_{k}"] = ((R @ V.T) ** 2).sum(axis=1)
+        RV = R @ V.T
+        out[f"random_share_{k}"] = (RV ** 2).sum(axis=1)
         S = V @ cov_h @ V.T
         c = cross @ V.T
         with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.einsum("fi,fi->f", c @ np.linalg.pinv(S), c) / var_a
+            r2 = ((c @ np.linalg.pinv(S)) * c).sum(axis=1) / var_a
         out[f"r2_{k}"] = np.where(var_a > 1e-12, np.clip(r2, 0, 1), np.nan)
-        vr = np.einsum("fi,ij,fj->f", R, cov_h, R)
-        out[f"random_r2_{k}"] = np.einsum("fi,ij,fj->f", R @ V.T, S, R @ V.T) / np.maximum(vr, 1e-300)
+        out[f"random_r2_{k}"] = ((RV @ S) * RV).sum(axis=1) / np.maximum(vr, 1e-300)
     return out
 
 
-def pca_gene_lists(dense: dict, gene_n: dict, n_components: int, top: int, min_support: int) -> dict:
+def pca_gene_lists(dense: dict, n_components: int, top: int, min_support: int) -> dict:
     """Top genes of the top principal directions, both signs, by the mean projection of the gene's tokens
-    (centred on the layer mean), among genes with at least `min_support` tokens."""
-    _, axes = principal_axes(float(dense["n"]), dense["s1"], dense["xtx"])
-    mean = dense["s1"] / max(float(dense["n"]), 1)
-    ids = dense["gene_ids"]
-    n = np.array([gene_n.get(int(g), 0) for g in ids], np.float64)
+    (centred on the layer mean; dense.finalize projects them), among genes with at least `min_support` tokens."""
+    ids, n, proj = dense["gene_ids"], dense["gene_n"], dense["gene_proj"]
     ok = n >= min_support
-    proj = (dense["gene_sum"][ok] / n[ok, None] - mean) @ axes[:n_components].T  # genes x components
     rows = {"component": [], "sign": [], "rank": [], "token_id": [], "score": []}
-    for j in range(min(n_components, axes.shape[0])):
+    for j in range(min(n_components, proj.shape[1])):
         for sign in (1, -1):
-            s = sign * proj[:, j]
-            order = np.lexsort((ids[ok], -s))[:top]
+            sc = sign * proj[ok, j]
+            order = np.lexsort((ids[ok], -sc))[:top]
             rows["component"] += [j] * order.size
             rows["sign"] += [sign] * order.size
             rows["rank"] += list(range(1, order.size + 1))
             rows["token_id"] += ids[ok][order].tolist()
-            rows["score"] += s[order].tolist()
+            rows["score"] += sc[order].tolist()
     return {k: np.asarray(v) for k, v in rows.items()}
 
 

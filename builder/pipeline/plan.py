@@ -21,9 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import AtlasError
 import orjson
 
+from ..errors import AtlasError
 from ..jsonio import dumps_json
 
 HELDOUT_STREAM = 0x484F  # separates the held-out draw of a cell from its other random draws
@@ -87,6 +87,10 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
         raise AtlasError(f"{data}: no cell has a gene the model knows, so there is nothing to build from")
     cells = np.arange(n, dtype=np.int64)
     held = heldout_flags(cells, cfg.holdout, seed)
+    if n_tokens[held].sum() == 0:
+        raise AtlasError(f"{data}: none of the {int((n_tokens > 0).sum())} cells with gene tokens was drawn as held "
+                         f"out (holdout {cfg.holdout}); variance explained, dead features and the principal axes are "
+                         f"measured on held-out cells: use more cells or a larger train.holdout")
     shard = (cells // cfg.shard_cells).astype(np.int32)
     pq.write_table(pa.table({
         "cell": pa.array(cells, pa.int64()), "obs_name": pa.array(dataset.obs.index.astype(str).tolist()),

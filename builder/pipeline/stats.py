@@ -29,13 +29,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats as sps
 
+from . import kernels
 from .codes import Codes, fired
 from .multitest import bh
 
 LOG2_LO, LOG2_HI = -24, 16          # the fixed grid covers 2^-24 .. 2^16; values outside go to the end bins
 FEATURE_BINS_PER_OCTAVE = 8         # per-feature activation histograms
 CELL_BINS_PER_OCTAVE = 32           # per-cell activations in the cell-type test
-PAIR_CHUNK = 8192                   # tokens per co-occurrence chunk (keys: chunk x k^2 int64)
+PAIR_CHUNK = 65536                  # tokens per co-occurrence chunk read at a time
 
 
 @dataclass(frozen=True)
@@ -102,20 +103,18 @@ def map_layer(c: Codes, cells: ShardCells, n_features: int, n_genes: int, top_ce
     """The partial statistics of one layer of one shard."""
     rows, f, v = fired(c)
     gene = np.asarray(c.gene, np.int64)
-    g = gene[rows]
     fire = np.bincount(f, minlength=n_features)
     vmax = np.zeros(n_features, np.float32)
     np.maximum.at(vmax, f, v)
     nb = (LOG2_HI - LOG2_LO) * FEATURE_BINS_PER_OCTAVE
-    hist_key, hist_n = _sum_by_key(f * nb + log_bin(v, FEATURE_BINS_PER_OCTAVE))
-    fg_key, inv = np.unique(f * n_genes + g, return_inverse=True)
-    fg_n = np.bincount(inv, minlength=fg_key.size)
+    hist = np.bincount(f * nb + log_bin(v, FEATURE_BINS_PER_OCTAVE), minlength=n_features * nb)  # dense: F x 320
+    hist_key = np.flatnonzero(hist)
     v64 = v.astype(np.float64)
+    fg_key, fg_n, fg_sum, fg_sq = kernels.feature_gene_sums(f, gene[rows], v64, n_features, n_genes)
     gene_ids, gene_n = _sum_by_key(gene)
     out = {"tokens": np.int64(len(gene)), "fire": fire, "sum": np.bincount(f, v64, n_features), "max": vmax,
-           "hist_key": hist_key, "hist_n": hist_n.astype(np.int64), "fg_key": fg_key, "fg_n": fg_n.astype(np.int64),
-           "fg_sum": np.bincount(inv, v64, fg_key.size), "fg_sq": np.bincount(inv, v64 * v64, fg_key.size),
-           "gene_ids": gene_ids, "gene_n": gene_n.astype(np.int64)}
+           "hist_key": hist_key, "hist_n": hist[hist_key].astype(np.int64), "fg_key": fg_key, "fg_n": fg_n,
+           "fg_sum": fg_sum, "fg_sq": fg_sq, "gene_ids": gene_ids, "gene_n": gene_n.astype(np.int64)}
     a = per_cell(c, cells, n_features)
     tf, tc, tv = top_per_row(a, top_cells)
     out.update(top_f=tf, top_cell=tc + cells.start, top_val=tv)
@@ -144,20 +143,18 @@ def _celltype_partial(a: sp.csr_matrix, cells: ShardCells) -> dict:
 
 def cooccurrence(ca: Codes, cb: Codes, fa: int, fb: int, upper: bool) -> tuple[np.ndarray, np.ndarray]:
     """(key = i * fb + j, count) of tokens on which feature i of a and j of b both fire (i < j when upper)."""
-    acc = np.zeros(fa * fb, np.int64)
-    ka, kb = ca.idx.shape[1], cb.idx.shape[1]
-    ia, ib = np.triu_indices(ka, 1) if upper else (np.repeat(np.arange(ka), kb), np.tile(np.arange(kb), ka))
-    for s in range(0, ca.idx.shape[0], PAIR_CHUNK):
-        xa, va = np.asarray(ca.idx[s:s + PAIR_CHUNK], np.int64), np.asarray(ca.val[s:s + PAIR_CHUNK])
-        xb, vb = np.asarray(cb.idx[s:s + PAIR_CHUNK], np.int64), np.asarray(cb.val[s:s + PAIR_CHUNK])
-        if upper:  # order each token's features so that the pair key has i < j
-            o = np.argsort(xa, axis=1)
-            xa, va = np.take_along_axis(xa, o, 1), np.take_along_axis(va, o, 1)
-            xb, vb = xa, va
-        on = (va[:, ia] > 0) & (vb[:, ib] > 0)
-        acc += np.bincount((xa[:, ia] * fb + xb[:, ib])[on], minlength=fa * fb)
+    # int32 counts: half the memory of int64, so more of the table stays in cache; a shard has < 2^31 tokens.
+    assert ca.idx.shape[0] < 2**31
+    acc = np.zeros(fa * fb, np.int32)
+    for s in range(0, ca.idx.shape[0], PAIR_CHUNK):  # chunks: codes may be memory-mapped
+        xa, va = np.ascontiguousarray(ca.idx[s:s + PAIR_CHUNK]), np.ascontiguousarray(ca.val[s:s + PAIR_CHUNK])
+        if upper:
+            kernels.cooccur_upper(xa, va, fa, acc)
+        else:
+            xb, vb = np.ascontiguousarray(cb.idx[s:s + PAIR_CHUNK]), np.ascontiguousarray(cb.val[s:s + PAIR_CHUNK])
+            kernels.cooccur_pair(xa, va, xb, vb, fb, acc)
     key = np.flatnonzero(acc)
-    return key, acc[key]
+    return key, acc[key].astype(np.int64)
 
 
 def map_pair(ca: Codes, cb: Codes, fa: int, fb: int) -> dict:
@@ -174,6 +171,8 @@ SPARSE = {"hist": ("hist_key", ("hist_n",)), "fg": ("fg_key", ("fg_n", "fg_sum",
 
 
 def _merge_sparse(acc: dict, part: dict, key: str, values: tuple[str, ...]) -> None:
+    """Add a partial's sparse entries (keys ascending, unique) into acc's: one linear merge of two sorted runs;
+    an entry in both sums acc's value and then part's (the same bytes whatever the shard sizes before)."""
     if key not in part:
         return
     if key not in acc:
@@ -181,11 +180,14 @@ def _merge_sparse(acc: dict, part: dict, key: str, values: tuple[str, ...]) -> N
         for v in values:
             acc[v] = np.asarray(part[v]).copy()
         return
-    uniq, inv = np.unique(np.concatenate([acc[key], part[key]]), return_inverse=True)
+    keys = np.concatenate([acc[key], part[key]])
+    order = np.argsort(keys, kind="stable")  # timsort: two sorted runs merge in linear time
+    keys = keys[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
     for v in values:
-        vals = np.concatenate([acc[v], part[v]])
-        acc[v] = np.bincount(inv, vals.astype(np.float64), uniq.size).astype(vals.dtype)  # exact below 2^53
-    acc[key] = uniq
+        vals = np.concatenate([acc[v], np.asarray(part[v], acc[v].dtype)])[order]
+        acc[v] = np.add.reduceat(vals, first) if vals.size else vals
+    acc[key] = keys[first]
 
 
 def merge(partials, top_cells: int) -> dict:
@@ -328,9 +330,60 @@ def donor_tests(m: dict, n_features: int, donors: dict) -> tuple[np.ndarray, np.
         if ok.sum() < 1:
             continue
         diff = S[:, ok, t] / cells[ok, t] - (total[:, ok, 0] - S[:, ok, t]) / (n_all[ok, 0] - cells[ok, t])
-        nonzero = (diff != 0).any(axis=1)
-        if nonzero.any():
-            with np.errstate(all="ignore"):
-                r = sps.wilcoxon(diff[nonzero], axis=1, alternative="greater")
-            p[nonzero, t] = np.nan_to_num(r.pvalue, nan=1.0)
+        p[:, t] = signed_rank_greater(diff)
     return p, np.broadcast_to(n_used, p.shape)
+
+
+def _exact_tail(c: int) -> np.ndarray:
+    """P(W+ >= w) for w = 0 .. c(c+1)/2: the signed-rank statistic of c untied non-zero differences under H0."""
+    counts = np.zeros(c * (c + 1) // 2 + 1)
+    counts[0] = 1
+    for r in range(1, c + 1):  # subsets of ranks 1..c by their sum
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return np.cumsum(counts[::-1])[::-1] / 2.0 ** c
+
+
+def signed_rank_greater(d: np.ndarray) -> np.ndarray:
+    """One-sided (greater) Wilcoxon signed-rank p of every row of d, as scipy.stats.wilcoxon(row,
+    alternative="greater") gives it row by row (zeros dropped, average ranks for ties): the exact null
+    distribution without ties or zeros, or with n <= 13 (all 2^n sign flips, enumerated); else the normal
+    approximation with tie correction and no continuity correction. A row of zeros gets p = 1. Vectorized: a
+    layer has features x cell types rows, and scipy's per-row loop took most of the statistics stage."""
+    rows, n = d.shape
+    p = np.ones(rows)
+    nz = d != 0
+    c = nz.sum(axis=1)
+    a = np.where(nz, np.abs(d), np.nan)
+    r = sps.rankdata(a, axis=1, nan_policy="omit") if rows and n else np.zeros_like(a)
+    r_plus = np.where(d > 0, r, 0.0).sum(axis=1)
+    srt = np.sort(a, axis=1)
+    tied = (srt[:, 1:] == srt[:, :-1]).any(axis=1) if n > 1 else np.zeros(rows, bool)
+    zeros = c < n
+    exact = (c > 0) & ~tied & (n <= 50) & (~zeros | (n <= 13))
+    perm = (c > 0) & tied & (n <= 13)
+    asym = (c > 0) & ~exact & ~perm
+    for cc in np.unique(c[exact]):
+        sel = exact & (c == cc)
+        p[sel] = _exact_tail(int(cc))[np.floor(r_plus[sel] + 1e-9).astype(np.int64)]
+    for i in np.flatnonzero(perm):  # ties among few donors: enumerate the flips on doubled (integer) ranks
+        twice = np.rint(2 * r[i][nz[i]]).astype(np.int64)
+        counts = np.zeros(twice.sum() + 1)
+        counts[0] = 1
+        for x in twice:
+            counts[x:] = counts[x:] + counts[:-x].copy() if x else counts * 2
+        p[i] = counts[int(np.rint(2 * r_plus[i])):].sum() / 2.0 ** c[i]
+    if asym.any():
+        cc = c[asym].astype(np.float64)
+        tie = np.array([_tie_sum(row) for row in srt[asym]])
+        se = np.sqrt((cc * (cc + 1) * (2 * cc + 1) - tie / 2) / 24)
+        p[asym] = sps.norm.sf((r_plus[asym] - cc * (cc + 1) / 4) / se)
+    return p
+
+
+def _tie_sum(sorted_row: np.ndarray) -> float:
+    """Sum of t^3 - t over the groups of equal values of a sorted row (NaN, the dropped zeros, left out)."""
+    v = sorted_row[~np.isnan(sorted_row)]
+    if v.size == 0:
+        return 0.0
+    t = np.diff(np.flatnonzero(np.r_[True, v[1:] != v[:-1], True])).astype(np.float64)
+    return float((t ** 3 - t).sum())
