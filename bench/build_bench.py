@@ -1,6 +1,6 @@
 """Whole-build throughput, memory and cache size at scGPT scale, each against a baseline measured in the same run.
 
-    python bench/build_bench.py [--cells 50,200,800] [--shard-cells 100] [--ray-cells 200] [--gf-cells 2]
+    python bench/build_bench.py [--cells 50,200,800] [--shard-cells 100] [--ray-cells 200] [--gf-cells 2] [--fresh]
 
 Full-width scGPT architecture (12 x 512, random weights), TopK SAEs of 2,048 features (k = 32, random tied
 weights, SAELens layout) given for every layer, cells resampled with replacement from the bundled sample (with a
@@ -224,11 +224,20 @@ def one_gf_forward(n: int) -> dict:
 
 
 def child(*args) -> dict:
+    """Run one measurement in a fresh process; results are kept in OUT/results.json, so a long benchmark can run
+    in parts (each under the heavy-job lock) and the last part prints every figure (--fresh forgets them)."""
+    store = OUT / "results.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    key = " ".join(map(str, args))
+    if key in done:
+        return done[key]
     res = subprocess.run([sys.executable, __file__, "--one", *map(str, args)], capture_output=True, text=True,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     if res.returncode:
         sys.exit(f"{args}: failed\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    done[key] = json.loads(res.stdout.strip().splitlines()[-1])
+    store.write_text(json.dumps(done, indent=1))
+    return done[key]
 
 
 def scgpt_flops(n_tokens_cell: float) -> tuple[float, float]:
@@ -312,8 +321,11 @@ def main() -> None:
     ap.add_argument("--shard-cells", type=int, default=100)
     ap.add_argument("--ray-cells", type=int, default=200, help="0: skip the Ray comparison")
     ap.add_argument("--gf-cells", type=int, default=2, help="Geneformer V2-316M forward on N cells (0: skip)")
+    ap.add_argument("--fresh", action="store_true", help="forget the results of earlier parts")
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.fresh:
+        (OUT / "results.json").unlink(missing_ok=True)
     if args.one:
         mode, rest = args.one[0], [int(a) if a.isdigit() else a for a in args.one[1:]]
         fn = {"forward": one_forward, "build": one_build, "post": one_post, "gf": one_gf_forward}[mode]

@@ -57,7 +57,7 @@ def gene_firing(counts: dict, n_features: int, n_genes: int) -> tuple[sp.csr_mat
     """(A: features x genes firing counts, tokens per gene)."""
     n_g = np.zeros(n_genes)
     n_g[counts["gene_ids"]] = counts["gene_n"]
-    return count_matrix(counts["fg_key"], counts["fg_n"], n_features, n_genes), n_g
+    return count_matrix(counts["fg_key"], counts["fg_n"], n_genes, n_features).T.tocsr(), n_g  # keys: g * F + f
 
 
 def within_gene_expectation(A: sp.csr_matrix, B: sp.csr_matrix, n_g: np.ndarray) -> np.ndarray:

@@ -54,40 +54,74 @@ def cooccur_pair(idx_a, val_a, idx_b, val_b, n_features_b, acc):
 
 
 @njit(cache=True, nogil=True)
-def feature_gene_sums(f, g, v, n_features, n_genes):
-    """Per (feature, gene) pair with a firing: key f * n_genes + g ascending, firing count, sum and sum of
-    squares of the values (float64, added in token order). f, g, v: one entry per firing, in token order."""
-    start = np.zeros(n_features + 1, np.int64)
-    for x in f:
-        start[x + 1] += 1
-    for i in range(n_features):
+def _counting_order(key, n_keys, order):
+    """The stable permutation of `order` that sorts key[order] (counting sort, O(n + n_keys))."""
+    start = np.zeros(n_keys + 1, np.int64)
+    for e in order:
+        start[key[e] + 1] += 1
+    for i in range(n_keys):
         start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    gg = np.empty(f.size, np.int64)
-    vv = np.empty(f.size, np.float64)
-    for e in range(f.size):  # counting sort by feature, stable: token order within a feature
-        p = fill[f[e]]
-        gg[p] = g[e]
-        vv[p] = v[e]
-        fill[f[e]] += 1
-    key = np.empty(f.size, np.int64)
-    cnt = np.empty(f.size, np.int64)
-    s1 = np.empty(f.size, np.float64)
-    s2 = np.empty(f.size, np.float64)
-    m = 0
-    for x in range(n_features):
-        lo, hi = start[x], start[x + 1]
-        if lo == hi:
-            continue
-        order = np.argsort(gg[lo:hi], kind="mergesort") + lo  # stable: sums in token order
-        prev = -1
-        for p in order:
-            if gg[p] != prev:
-                prev = gg[p]
-                key[m] = x * n_genes + prev
-                cnt[m], s1[m], s2[m] = 0, 0.0, 0.0
-                m += 1
-            cnt[m - 1] += 1
-            s1[m - 1] += vv[p]
-            s2[m - 1] += vv[p] * vv[p]
-    return key[:m], cnt[:m], s1[:m], s2[:m]
+    out = np.empty(order.size, np.int64)
+    for e in order:
+        out[start[key[e]]] = e
+        start[key[e]] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grow(a, n):
+    out = np.empty(max(n, 2 * a.size), a.dtype)
+    out[:a.size] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def feature_gene_sums(idx, val, gene, n_features, n_genes):
+    """Per (gene, feature) pair with a firing (value > 0): key g * n_features + f ascending, firing count, sum and
+    sum of squares of the values (float64, added in token order, then in top-k order within a token).
+
+    Tokens are grouped by gene (a stable counting sort); each gene's firings are added into per-feature scratch
+    sums that stay in cache and come out in key order, so nothing is sorted afterwards."""
+    T, k = idx.shape
+    tok = _counting_order(gene, n_genes, np.arange(T))
+    cnt = np.zeros(n_features, np.int64)
+    a1 = np.zeros(n_features, np.float64)
+    a2 = np.zeros(n_features, np.float64)
+    touched = np.empty(n_features, np.int64)
+    cap = 1024
+    key, en = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    e1, e2 = np.empty(cap, np.float64), np.empty(cap, np.float64)
+    m, i = 0, 0
+    while i < T:
+        gcur, nt, j = np.int64(gene[tok[i]]), 0, i
+        while j < T and gene[tok[j]] == gcur:
+            t = tok[j]
+            for c in range(k):
+                x = np.float64(val[t, c])
+                if x > 0:
+                    ff = np.int64(idx[t, c])
+                    if cnt[ff] == 0:
+                        touched[nt] = ff
+                        nt += 1
+                    cnt[ff] += 1
+                    a1[ff] += x
+                    a2[ff] += x * x
+            j += 1
+        if m + nt > key.size:
+            key, en, e1, e2 = _grow(key, m + nt), _grow(en, m + nt), _grow(e1, m + nt), _grow(e2, m + nt)
+        if nt > 32:
+            touched[:nt].sort()
+        else:
+            for a in range(1, nt):  # insertion sort: few features, no call
+                x, b = touched[a], a
+                while b > 0 and touched[b - 1] > x:
+                    touched[b] = touched[b - 1]
+                    b -= 1
+                touched[b] = x
+        for q in range(nt):
+            ff = touched[q]
+            key[m], en[m], e1[m], e2[m] = gcur * n_features + ff, cnt[ff], a1[ff], a2[ff]
+            cnt[ff], a1[ff], a2[ff] = 0, 0.0, 0.0
+            m += 1
+        i = j
+    return key[:m].copy(), en[:m].copy(), e1[:m].copy(), e2[:m].copy()

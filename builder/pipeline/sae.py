@@ -49,7 +49,7 @@ class TopKSAE(nn.Module):
             x = x - self.input_mean
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
-        pre = x @ self.W_enc + self.b_enc
+        pre = torch.addmm(self.b_enc, x, self.W_enc)  # x W + b in one pass
         return pre * self.W_dec.norm(dim=1) if self.rescale else pre
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +58,25 @@ class TopKSAE(nn.Module):
         return F.relu(values), indices
 
     def decode(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        W = self.W_dec / self.W_dec.norm(dim=1, keepdim=True) if self.rescale else self.W_dec
+        W = self.decoder()
         out = torch.einsum("tk,tkd->td", values, W[indices]) + self.b_dec
         return out + self.input_mean if self.input_mean is not None else out
+
+    def decoder(self) -> torch.Tensor:
+        """The decoder directions decode() adds up (unit rows when activations were rescaled by their norm)."""
+        return self.W_dec / self.W_dec.norm(dim=1, keepdim=True) if self.rescale else self.W_dec
+
+    @torch.no_grad()
+    def reconstruct(self, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """decode() for evaluation, in numpy: one sparse (tokens x features) product instead of gathering k decoder
+        rows per token (the same sum in another order)."""
+        import scipy.sparse as sp
+
+        t, k = values.shape
+        rows = np.repeat(np.arange(t), k)
+        S = sp.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(t, self.d_sae))
+        out = S @ self.decoder().detach().numpy() + self.b_dec.detach().numpy()
+        return out + self.input_mean.numpy() if self.input_mean is not None else out
 
     @torch.no_grad()
     def normalise_decoder(self) -> None:

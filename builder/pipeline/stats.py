@@ -110,7 +110,7 @@ def map_layer(c: Codes, cells: ShardCells, n_features: int, n_genes: int, top_ce
     hist = np.bincount(f * nb + log_bin(v, FEATURE_BINS_PER_OCTAVE), minlength=n_features * nb)  # dense: F x 320
     hist_key = np.flatnonzero(hist)
     v64 = v.astype(np.float64)
-    fg_key, fg_n, fg_sum, fg_sq = kernels.feature_gene_sums(f, gene[rows], v64, n_features, n_genes)
+    fg_key, fg_n, fg_sum, fg_sq = kernels.feature_gene_sums(np.asarray(c.idx), np.asarray(c.val), gene, n_features, n_genes)
     gene_ids, gene_n = _sum_by_key(gene)
     out = {"tokens": np.int64(len(gene)), "fire": fire, "sum": np.bincount(f, v64, n_features), "max": vmax,
            "hist_key": hist_key, "hist_n": hist[hist_key].astype(np.int64), "fg_key": fg_key, "fg_n": fg_n,
@@ -237,7 +237,7 @@ def histograms(m: dict, n_features: int, bins: int) -> tuple[np.ndarray, np.ndar
 
 def top_genes(m: dict, n_genes: int, cfg: StatsConfig) -> dict:
     """Top genes by the lower confidence bound of the mean activation over the gene's tokens."""
-    f, g = np.divmod(m["fg_key"], n_genes)
+    g, f = np.divmod(m["fg_key"], m["fire"].size)  # keys are gene-major: g * n_features + f
     gene_tokens = np.zeros(n_genes, np.int64)
     gene_tokens[m["gene_ids"]] = m["gene_n"]
     n = gene_tokens[g].astype(np.float64)

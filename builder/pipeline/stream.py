@@ -55,7 +55,7 @@ class DenseSums:
 
     def _heldout(self, xh: np.ndarray, vh: np.ndarray, ih: np.ndarray, sae) -> None:
         s = self.v
-        err = (xh - sae.decode(torch.from_numpy(vh), torch.from_numpy(ih)).numpy()).astype(np.float64)
+        err = (xh - sae.reconstruct(vh, ih)).astype(np.float64)
         xd = xh.astype(np.float64)
         s["h_n"] += len(xh)
         s["h_sse"] += float(np.sum(err * err))
