@@ -204,13 +204,17 @@ def one_post(width: int, features: int, tokens: int = 24_000) -> dict:
             idx.append(i.numpy().astype(np.uint16))
             val.append(v.numpy())
     stream_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     c = Codes(np.concatenate(idx), np.concatenate(val), cells.astype(np.int32), genes.astype(np.int32))
-    st.map_layer(c, st.ShardCells(0, np.full(tokens // per_cell, per_cell)), features, 20_000, 10)
+    cells_of = st.ShardCells(0, np.full(tokens // per_cell, per_cell))
+    head = Codes(c.idx[:per_cell], c.val[:per_cell], c.cell[:per_cell], c.gene[:per_cell])
+    st.map_layer(head, st.ShardCells(0, np.full(1, per_cell)), features, 20_000, 10)  # compile the kernels first
+    st.map_pair(head, head, features, features)
+    t0 = time.perf_counter()
+    st.map_layer(c, cells_of, features, 20_000, 10)
     st.map_pair(c, c, features, features)
     stats_s = time.perf_counter() - t0
     return {"width": width, "features": features, "tokens": tokens, "stream_us": stream_s / tokens * 1e6,
-            "stats_us": stats_s / tokens * 1e6}
+            "stats_us": stats_s / tokens * 1e6}  # stats: one layer task and one pair task per layer
 
 
 def one_gf_forward(n: int) -> dict:

@@ -254,19 +254,42 @@ def test_cross_layer_edges_need_more_than_gene_identity_and_a_small_excess():
     assert (res["p"] < 1e-6).all()
 
 
+def _merged(x: np.ndarray, a: np.ndarray) -> dict:
+    """The stream's merged result (dense.summarize) of held-out tokens x with feature activations a."""
+    from builder.pipeline.dense import summarize
+
+    n, d = x.shape
+    acc = {"n": n, "s1": x.sum(0), "h_n": n, "h_sse": 0.0, "h_s1": x.sum(0), "h_s2": (x * x).sum(), "h_xtx": x.T @ x,
+           "h_fire": (a > 0).sum(0), "h_l0": 0, "h_za": a.T @ x, "h_a1": a.sum(0), "h_a2": (a * a).sum(0),
+           "gene_ids": np.zeros(0, np.int64), "gene_n": np.zeros(0, np.int64), "gene_sum": np.zeros((0, d))}
+    return summarize(acc)
+
+
 def test_svd_share_sees_a_direction_spread_over_five_top_axes():
     rng = np.random.default_rng(0)
     d, T = 64, 20_000
-    scales = np.linspace(10, 1, d)
-    x = rng.standard_normal((T, d)) * scales
-    dense = {"n": T, "s1": x.sum(0), "xtx": x.T @ x, "h_n": T, "h_s1": x.sum(0), "h_xtx": x.T @ x,
-             "h_a1": np.zeros(2), "h_a2": np.ones(2), "h_za": np.zeros((2, d))}
+    x = rng.standard_normal((T, d)) * np.linspace(10, 1, d)
     w = np.zeros((2, d))
     w[0, :5] = 1 / np.sqrt(5)  # spread evenly over the 5 top axes: max |cos| 0.45, "invisible" by the old flag
     w[1, -1] = 1
-    out = graphs.svd_comparison(w, dense, seed=0)
+    out = graphs.svd_comparison(w, _merged(x, np.ones((T, 2))), seed=0)
     assert out["share_10"][0] > 0.99 and out["share_10"][1] < 0.01
     assert abs(out["random_share_10"].mean() - 10 / d) < 0.1
+
+
+def test_svd_r2_equals_a_regression_on_the_top_principal_scores():
+    rng = np.random.default_rng(1)
+    d, T, k = 12, 5_000, 4
+    x = rng.standard_normal((T, d)) * np.linspace(5, 1, d) + 3
+    a = np.column_stack([x[:, 0] + rng.normal(0, 2, T), x[:, -1] + rng.normal(0, 0.1, T), rng.random(T)])
+    out = graphs.svd_comparison(rng.standard_normal((3, d)), _merged(x, a), seed=0, ks=(k,))
+    xc = x - x.mean(0)
+    scores = xc @ np.linalg.eigh(np.cov(xc.T, bias=True))[1][:, ::-1][:, :k]
+    for f in range(3):
+        X = np.column_stack([np.ones(T), scores])
+        resid = a[:, f] - X @ np.linalg.lstsq(X, a[:, f], rcond=None)[0]
+        assert np.isclose(out[f"r2_{k}"][f], 1 - resid.var() / a[:, f].var(), rtol=1e-6, atol=1e-9)
+    assert out[f"r2_{k}"][0] > 0.7 and out[f"r2_{k}"][1] < 0.05 and out[f"r2_{k}"][2] < 0.01
 
 
 def test_signed_rank_test_equals_scipy_row_by_row_with_ties_zeros_and_any_donor_count():

@@ -65,10 +65,16 @@ def feature_genes(out: Outputs) -> pa.Table:
         g = describe.read_table(out.stats, L, "feature_genes")
         parts.append(pd.DataFrame({
             "layer": np.int16(L), "feature": g["feature"].astype(np.int32), "rank": g["rank"].astype(np.int16),
-            "gene": [normalise_gene(x) or x for x in g["gene"]], "activation": g["activation"],
+            "gene": _symbols(g["gene"]), "activation": g["activation"],
             "fire_count": g["support"], "support": g["support"], "gene_tokens": g["gene_tokens"],
             "score": g["score"]}))
     return _frame("feature_genes", parts)
+
+
+def _symbols(genes: pd.Series) -> np.ndarray:
+    """Gene names as the atlas spells them (Ensembl ids become GENCODE symbols), each distinct name once."""
+    uniq = pd.unique(genes)
+    return genes.map(dict(zip(uniq, [normalise_gene(x) or x for x in uniq]))).to_numpy(dtype=object)
 
 
 def top_cells(out: Outputs) -> pa.Table:

@@ -93,7 +93,8 @@ class StatsWorker:
             fa, fb = self.n_features[a], self.n_features[b]
             m = st.merge((st.map_pair(read_layer(src, a), read_layer(src, b), fa, fb) for src, _, _ in self.shards()), top)
             with commit_once(target) as tmp:
-                np.savez(tmp / "cross.npz", key=m.get("cx_key", np.zeros(0, np.int64)), n=m.get("cx_n", np.zeros(0, np.int64)))
+                np.savez(tmp / "cross.npz", key=_narrow(m.get("cx_key", np.zeros(0, np.int64))),
+                         n=_narrow(m.get("cx_n", np.zeros(0, np.int64))))
         return self.plan["tokens"]
 
     def _names(self) -> pd.Series:
@@ -121,10 +122,15 @@ def _write_layer(out: Path, m: dict, n_features: int, plan: dict, cells: pd.Data
     pq.write_table(pa.table(top_table), out / "top_cells.parquet", compression="zstd")
     if worker.types:
         _write_celltypes(out, m, n_features, cells, worker, top, cfg)
-    np.savez(out / "counts.npz", co_key=m["co_key"], co_n=m["co_n"], fg_key=m["fg_key"], fg_n=m["fg_n"],
-             gene_ids=m["gene_ids"], gene_n=m["gene_n"])
+    np.savez(out / "counts.npz", **{k: _narrow(m[k]) for k in ("co_key", "co_n", "fg_key", "fg_n", "gene_ids", "gene_n")})
     (out / "stats.json").write_bytes(dumps_json({"tokens": int(m["tokens"]), "alive": int((m["fire"] > 0).sum()),
                                                  "hist_edges": edges.tolist(), "n_genes": n_genes}, indent=True))
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int32 when every value fits (the merged counts are a good part of the cache); readers widen them."""
+    a = np.asarray(a)
+    return a.astype(np.int32) if a.size and a.dtype.kind == "i" and -2**31 <= a.min() and a.max() < 2**31 else a
 
 
 def _write_celltypes(out, m, n_features, cells, worker, top, cfg) -> None:
@@ -158,9 +164,9 @@ def read_table(folder: Path, layer: int, name: str) -> pd.DataFrame:
 
 def read_counts(folder: Path, layer: int) -> dict:
     with np.load(layer_dir(folder, layer) / "counts.npz") as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k].astype(np.int64) for k in z.files}
 
 
 def read_cross(folder: Path, a: int, b: int) -> dict:
     with np.load(Path(folder) / task_dir((a, b)) / "cross.npz") as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k].astype(np.int64) for k in z.files}

@@ -25,7 +25,6 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import poisson
 
-from .dense import principal_axes
 from .multitest import bh, poisson_excess_p
 
 SVD_K = (10, 50)
@@ -156,7 +155,7 @@ def feature_map(profile: sp.csr_matrix, cfg: GraphConfig) -> np.ndarray:
 def svd_comparison(W_dec: np.ndarray, dense: dict, seed: int, ks=SVD_K) -> dict:
     """Per feature and k: decoder share in the top-k axes, R^2 of its held-out activation on the top-k scores;
     beside them random unit directions (share and the variance share of a random linear readout)."""
-    _, axes = principal_axes(float(dense["h_n"]), dense["h_s1"], dense["h_xtx"])
+    axes = dense["axes"]  # top principal axes of the held-out tokens (dense.summarize)
     d = W_dec.shape[1]
     W = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
     R = np.random.default_rng([seed, 0x5356]).standard_normal((W.shape[0], d))
@@ -166,16 +165,16 @@ def svd_comparison(W_dec: np.ndarray, dense: dict, seed: int, ks=SVD_K) -> dict:
     cov_h = dense["h_xtx"] / hn - np.outer(mu, mu)
     a_mean = dense["h_a1"] / hn
     var_a = dense["h_a2"] / hn - a_mean ** 2
-    cross = dense["h_za"] / hn - np.outer(a_mean, mu)  # features x d: cov(a_f, x) over held-out tokens
+    cross = dense["h_za_proj"] / hn - np.outer(a_mean, axes @ mu)  # cov(a_f, x) on the axes, held-out tokens
     vr = ((R @ cov_h) * R).sum(axis=1)  # variance of a random readout r.x
     out = {}
-    for k in (k for k in ks if k <= d):
+    for k in (k for k in ks if k <= min(d, axes.shape[0])):
         V = axes[:k]
         out[f"share_{k}"] = ((W @ V.T) ** 2).sum(axis=1)
         RV = R @ V.T
         out[f"random_share_{k}"] = (RV ** 2).sum(axis=1)
         S = V @ cov_h @ V.T
-        c = cross @ V.T
+        c = cross[:, :k]
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = ((c @ np.linalg.pinv(S)) * c).sum(axis=1) / var_a
         out[f"r2_{k}"] = np.where(var_a > 1e-12, np.clip(r2, 0, 1), np.nan)
