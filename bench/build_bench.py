@@ -148,7 +148,7 @@ def one_build(n: int, shard_cells: int, engine: str) -> dict:
     cfg = read_config(None, {
         "model": "scgpt", "checkpoint": str(checkpoint("scgpt-full", SCGPT)), "data": str(dataset(n)),
         "sae": str(saes(12, 512)), "atlas": "bench", "shard_cells": shard_cells, "cell_type_column": "kind",
-        "donor_column": "donor", "engine": engine, "workers": 2 if engine == "ray" else None})
+        "donor_column": "donor", "engine.engine": engine, "engine.workers": 2 if engine == "ray" else None})
     poll = CachePoll(run / "cache")
     poll.start()
     t0 = time.perf_counter()

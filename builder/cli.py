@@ -19,8 +19,8 @@ import click
 from . import __version__
 from .errors import AtlasError
 from .fsutil import check_disjoint, check_replaceable
-from .options import (LAYER, PORT, POSITIVE, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder, in_dir,
-                      in_file, in_path, setting_option)
+from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder,
+                      in_dir, in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -122,7 +122,7 @@ def _progress(label: str):
         yield started, bar.update
 
 
-model_option = click.option("--model", "family", type=click.Choice(["scgpt", "geneformer"]), required=True,
+model_option = click.option("--model", "family", type=FAMILY, required=True,
                             help="Model family of the checkpoint.")
 checkpoint_option = click.option("--checkpoint", type=in_dir(), required=True,
                                  help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; Geneformer: "
@@ -187,9 +187,11 @@ activations_option = click.option("--activations", type=in_dir(), required=True,
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of initialisation, shuffling and the held-out cells.")
 def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_size, lr, aux_coef, holdout, seed):
     """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
+    import tempfile
+
     from .fsutil import read_parquet
     from .pipeline.extract import read_activations
-    from .pipeline.sae import TrainConfig, train
+    from .pipeline.sae import TrainConfig, train_heldout
 
     check_disjoint([("--out", out)], [("--activations", activations)])
     acts, record = read_activations(activations, layer)
@@ -202,7 +204,9 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
     cfg = TrainConfig(expansion=expansion, k=k, centering=centering, epochs=epochs, batch_size=batch_size, lr=lr,
                       aux_coef=aux_coef, holdout=holdout, seed=seed)
     t0 = time.perf_counter()
-    model, metrics = train(acts, cells, cfg, where=f"{activations}/layer {layer}", log=lambda m: click.echo(m, err=True))
+    with tempfile.TemporaryDirectory(prefix=".sae-train-", dir=out.parent if out.parent.is_dir() else None) as scratch:
+        model, metrics = train_heldout(acts, cells, cfg, Path(scratch), where=f"{activations}/layer {layer}",
+                                       log=lambda m: click.echo(m, err=True))
     model.save(out, {"layer": layer, "model_name": record["model"]["name"], "hook_name": f"layer {layer} residual",
                      "activations": str(activations), "training": metrics})
     ve = metrics["variance_explained"]
@@ -244,7 +248,8 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
     from .fsutil import read_parquet
     from .jsonio import read_json
     from .pipeline.encode import read_codes
-    from .pipeline.stats import StatsConfig, feature_stats, write_stats
+    from .pipeline.stats import StatsConfig
+    from .pipeline.statsfolder import stats_of_codes
 
     record, _ = read_codes(codes)
     if not isinstance(record.get("activations"), str):
@@ -267,9 +272,8 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
                              f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
         types = obs[cell_type_column].astype(str).to_numpy()
     cfg = StatsConfig(top_genes=top_genes, min_support=min_support, top_cells=top_cells)
-    result = feature_stats(lambda: read_codes(codes)[1], record["n_features"], len(obs), max(names) + 1, cfg, types)
-    write_stats(out, result, names, obs.index.to_numpy(), {"layer": record["layer"], "codes": str(codes),
-                                                           "config": cfg.__dict__, "cell_type_column": cell_type_column})
+    result = stats_of_codes(codes, out, names, obs, types, cfg,
+                            {"layer": record["layer"], "codes": str(codes), "cell_type_column": cell_type_column})
     f = result["features"]
     click.echo(f"statistics of layer {record['layer']}: {int(f['alive'].sum())} of {len(f['alive'])} features alive, "
                f"{result['tokens']} tokens -> {out}/")
@@ -405,67 +409,125 @@ def _print_rates(result, alpha, out) -> None:
     click.echo(f"{result.enrichments.num_rows} enrichments (pooled q <= {alpha}) -> {out}/")
 
 
+class _BuildProgress:
+    """Progress of the map stages on a terminal: units done, gene tokens/s, projected time left."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, stage, units, tokens, done_units, done_tokens, unit="shards"):
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn(unit + "  {task.fields[rate]:,.0f} tokens/s"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+        self.bar.start()
+        self.t0, self.tokens = time.perf_counter(), 0
+        self.task = self.bar.add_task(stage, total=units, completed=done_units, rate=0.0)
+
+    def advance(self, units, tokens):
+        if self.bar is None:
+            return
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=units, rate=rate)
+
+    def finish(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 @cli.command()
-@click.option("--model", type=click.Choice(["scgpt", "geneformer"]), help="Model family.")
-@click.option("--checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
-              "Geneformer: a transformers folder).")
-@click.option("--data", help="Dataset .h5ad with raw counts [default: atlas_data/inputs/immune_sample.h5ad].")
-@click.option("--sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
+@setting_option("--model", "model")
+@setting_option("--checkpoint", "checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
+                "Geneformer: a transformers folder).")
+@setting_option("--data", "data", help="Dataset .h5ad with raw counts [default: atlas_data/inputs/immune_sample.h5ad].")
+@setting_option("--sae", "sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
 @click.option("--train-sae", is_flag=True, help="Train a TopK SAE per layer instead ([train] in the config).")
-@click.option("--genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; default: "
-              "GO_BP, KEGG, Reactome, Hallmark).")
-@click.option("--trrust", help="TRRUST TSV (TF target sets and TF-target edges).")
-@click.option("--string", "string_links", help="STRING links file.")
-@click.option("--string-info", help="STRING protein.info file.")
-@click.option("--layers", help="Layers, e.g. 0,3,5-7 (default: all).")
-@click.option("--max-cells", type=int, help="Use only the first N cells.")
-@click.option("--cell-type-column", help="obs column with cell types (cell-type tests, top-cell labels).")
-@click.option("--config", "config", type=click.Path(path_type=Path), help="atlas.toml with any of these settings.")
-@click.option("--atlas", "name", help="Atlas name (default: the model family).")
-@click.option("--title", help="Title shown on the site.")
-@click.option("--seed", type=int, help="Seed of every random step (default 0).")
-@click.option("--cache", type=click.Path(path_type=Path), default=Path(".atlas_cache"), show_default=True,
-              help="Stage cache; an interrupted build resumes from it.")
+@setting_option("--genesets", "genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; "
+                "default: GO_BP, KEGG, Reactome, Hallmark).")
+@setting_option("--trrust", "trrust")
+@setting_option("--string", "string", "string_links")
+@setting_option("--string-info", "string_info")
+@setting_option("--string-channels", "string_channels")
+@setting_option("--layers", "layers")
+@setting_option("--max-cells", "max_cells")
+@setting_option("--cell-type-column", "cell_type_column", help="obs column with cell types (cell-type tests, "
+                "top-cell labels).")
+@setting_option("--donor-column", "donor_column")
+@setting_option("--shard-cells", "shard_cells", help="Cells per shard (default 256): the unit of work and resume.")
+@setting_option("--engine", "engine.engine", help="Where the map stages run (default local).")
+@setting_option("--ray-address", "engine.ray_address")
+@setting_option("--workers", "engine.workers")
+@setting_option("--gpus-per-worker", "engine.gpus_per_worker")
+@click.option("--config", "config", type=in_file(), help="atlas.toml with any of these settings.")
+@setting_option("--atlas", "atlas", "name", help="Atlas name (default: the model family).")
+@setting_option("--title", "title")
+@setting_option("--seed", "seed", help="Seed of every random step (default 0).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=Path(".atlas_cache"),
+              show_default=True, help="Stage cache; an interrupted build resumes from it.")
 @data_dir_option
 @site_option
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
-def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_links, string_info, layers, max_cells,
-          cell_type_column, config, name, title, seed, cache, data_dir, site_dir, quiet):
+def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_links, string_info, string_channels,
+          layers, max_cells, cell_type_column, donor_column, shard_cells, engine, ray_address, workers,
+          gpus_per_worker, config, name, title, seed, cache, data_dir, site_dir, quiet):
     """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
+    from .atlas.export import export
     from .pipeline.build import Builder, read_config
+    from .site.render import render as render_site
 
     cfg = read_config(config, {
         "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae,
         "genesets": tuple(genesets), "trrust": trrust, "string": string_links, "string_info": string_info,
-        "layers": layers, "max_cells": max_cells, "cell_type_column": cell_type_column, "atlas": name,
-        "title": title, "seed": seed})
+        "string_channels": string_channels, "layers": layers, "max_cells": max_cells,
+        "cell_type_column": cell_type_column, "donor_column": donor_column, "shard_cells": shard_cells,
+        "atlas": name, "title": title, "seed": seed, "engine.engine": engine, "engine.ray_address": ray_address,
+        "engine.workers": workers, "engine.gpus_per_worker": gpus_per_worker})
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    res = Builder(cfg, cache, data_dir, site_dir, log).run()
+    t0 = time.perf_counter()
+    out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
+    st = out.stage
+    t1 = time.perf_counter()
+    path = export(out, data_dir)
+    st.done("export", time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    site = render_site(path, site_dir)
+    st.done("render", time.perf_counter() - t1)
+    _summary(path, site, st, out, time.perf_counter() - t0)
+
+
+def _summary(path, site, st, out, seconds):
     from .atlas.format import read_atlas
 
-    atlas = read_atlas(res["atlas"], check=False)
+    atlas = read_atlas(path, check=False)
     lay = atlas.table("layers").to_pylist()
     nb = atlas.table("null_baseline").to_pandas()
-    st = res["stages"]
-
-    def null(analysis, measure):
-        r = nb[(nb.analysis == analysis) & (nb.measure == measure)]
-        return r["observed"].sum(), r["expected"].sum()
-
-    mods, mods0 = null("modules", "modules")
-    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database")]
+    mods = nb[(nb.analysis == "modules") & (nb.measure == "modules")]
+    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline == "random_genes")]
     edges = atlas.table("edges").to_pandas()
     click.echo(f"built {atlas.name}: {len(lay)} layers, {sum(r['alive'] for r in lay)} of "
                f"{sum(r['n_features'] for r in lay)} features alive")
     click.echo(f"  annotated {sum(r['annotated'] for r in lay)} "
-               f"({ann['observed'].mean():.1%} of features; null {ann['expected'].mean():.1%})")
-    click.echo(f"  modules {int(mods)} (shuffled codes: {int(mods0)}); cross-layer edges "
-               f"{int((edges.kind == 'cross_layer_pmi').sum())} beyond the within-gene null, "
+               f"({ann['observed'].mean():.1%} of features; random gene lists {ann['expected'].mean():.1%})")
+    click.echo(f"  modules {int(mods['observed'].sum())} (within-gene null: {int(mods['expected'].sum())}); "
+               f"cross-layer edges {int((edges.kind == 'cross_layer').sum())} beyond the within-gene null, "
                f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")
+    for stage, unit in (("sample", "shards"), ("stream", "shards"), ("stats", "tasks")):
+        if st.shards[stage]:
+            rate = st.tokens[stage] / max(st.seconds[stage], 1e-9)
+            what = "token-layers" if stage == "stats" else "tokens"
+            click.echo(f"  {stage}: {st.shards[stage]} {unit}, {st.tokens[stage]:,} {what}, {rate:,.0f} {what}/s")
     click.echo("  time per stage: " + ", ".join(
         f"{k} {v:.1f} s" + (f" ({st.cached[k]} cached)" if st.cached[k] else "") for k, v in st.seconds.items())
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
-    click.echo(f"  -> {res['atlas']}/ and {res['site']}/ in {res['seconds']:.1f} s")
+    click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
+    click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
 
 
 @cli.command()

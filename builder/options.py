@@ -173,8 +173,17 @@ class Setting:
     help: str
 
 
+def _families() -> click.Choice:
+    from .models import FAMILIES  # the registry (importing it does not import torch)
+
+    return click.Choice(sorted(FAMILIES))
+
+
+FAMILY = _families()
+NON_NEGATIVE = Integer(min=0)
+
 SETTINGS: dict[str, Setting] = {
-    "model": Setting(click.Choice(["scgpt", "geneformer"]), "Model family of the checkpoint."),
+    "model": Setting(FAMILY, "Model family of the checkpoint."),
     "checkpoint": Setting(in_dir(), "Checkpoint folder."),
     "data": Setting(in_file(), "Dataset (.h5ad with raw counts)."),
     "sae": Setting(in_path(), "SAE folder or file."),
@@ -194,7 +203,16 @@ SETTINGS: dict[str, Setting] = {
     "device": Setting(Device(), "cpu, cuda, cuda:N, mps or auto."),
     "gene_column": Setting(click.STRING, "var column naming the genes."),
     "cell_type_column": Setting(click.STRING, "obs column with cell types."),
+    "donor_column": Setting(click.STRING, "obs column with donors (adds a donor-level cell-type test)."),
     "seed": Setting(SEED, "Seed of every random step."),
+    "shard_cells": Setting(POSITIVE, "Cells per shard: the unit of work, resume and memory."),
+    "backed": Setting(click.BOOL, "Read the .h5ad in chunks (false: whole; the same results)."),
+    "keep_partials": Setting(click.BOOL, "Keep the shards' dense sums and fold checkpoints after the merge."),
+    "engine.engine": Setting(click.Choice(["local", "ray"]), "Where the map stages run."),
+    "engine.ray_address": Setting(click.STRING, "Address of a running Ray cluster (default: start a local one)."),
+    "engine.workers": Setting(NON_NEGATIVE, "Ray actors (0: one per 2 CPUs)."),
+    "engine.gpus_per_worker": Setting(Number(0), "GPUs per Ray actor (or for the local engine)."),
+    "engine.threads": Setting(NON_NEGATIVE, "torch threads per worker (0: the local default, Ray CPUs / workers)."),
     "train.expansion": Setting(POSITIVE, "Features = expansion x width."),
     "train.k": Setting(POSITIVE, "Active features per token."),
     "train.centering": Setting(click.Choice(["pre-bias", "mean", "none"]),
@@ -206,12 +224,16 @@ SETTINGS: dict[str, Setting] = {
     "train.aux_k": Setting(POSITIVE, "Dead features used by the AuxK loss (default: half the width)."),
     "train.aux_coef": Setting(Number(0), "Weight of the AuxK loss (0: off)."),
     "train.dead_tokens": Setting(POSITIVE, "Training tokens without firing after which a feature counts as dead."),
-    "train.holdout": Setting(Number(0, 1, max_open=True), "Share of cells held out for evaluation."),
+    "train.holdout": Setting(UNIT_OPEN, "Share of cells held out for evaluation (and the principal axes)."),
+    "train.sample_tokens": Setting(POSITIVE, "Training tokens per layer (default: 2,000,000 or every one when fewer)."),
     "train.block": Setting(POSITIVE, "Tokens read from disk at a time."),
     "stats.top_genes": Setting(POSITIVE, "Top genes kept per feature."),
     "stats.min_support": Setting(POSITIVE, "Firing tokens a gene needs before it can rank among a feature's top genes."),
     "stats.top_cells": Setting(POSITIVE, "Most active cells kept per feature."),
     "stats.hist_bins": Setting(POSITIVE, "Bins of the activation histograms."),
+    "stats.lcb_z": Setting(Number(0), "Top genes: mean activation minus this many standard errors."),
+    "stats.alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level of the cell-type tests."),
+    "stats.auc_floor": Setting(Number(0, 1, min_open=True), "Smallest AUC of a cell type shown."),
     "annotate.top_n": Setting(POSITIVE, "Top genes per feature in the test."),
     "annotate.min_size": Setting(POSITIVE, "Smallest term (inside the universe)."),
     "annotate.max_size": Setting(POSITIVE, "Largest term (inside the universe)."),
@@ -224,13 +246,13 @@ SETTINGS: dict[str, Setting] = {
     "graphs.resolution": Setting(Number(0, min_open=True), "Leiden resolution."),
     "graphs.min_module_size": Setting(POSITIVE, "Smallest module kept."),
     "graphs.cross_min_count": Setting(POSITIVE, "Co-firing tokens for a cross-layer edge."),
-    "graphs.cross_min_pmi": Setting(Number(), "Smallest PMI of a cross-layer edge."),
+    "graphs.cross_min_pmi": Setting(Number(), "Smallest PMI of a pair counted in the raw cross-layer rate."),
+    "graphs.cross_min_log_ratio": Setting(Number(), "Smallest log(count / within-gene expectation) of a cross-layer edge."),
     "graphs.cross_alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level against the within-gene null."),
     "graphs.cosine": Setting(Number(0, 1), "Decoder cosine of a match."),
     "graphs.umap_neighbors": Setting(Integer(min=2), "UMAP neighbours."),
     "graphs.umap_min_dist": Setting(Number(0), "UMAP minimum distance."),
-    "graphs.svd_axes": Setting(POSITIVE, "Principal axes compared."),
-    "graphs.svd_threshold": Setting(Number(0, 1), "|cos| to a principal axis that counts as aligned."),
+    "graphs.pca_components": Setting(Integer(1, 50), "Principal directions (x 2 signs) given top-gene lists."),
     "graphs.seed": Setting(SEED, "Seed of Leiden and UMAP."),
 }
 

@@ -66,7 +66,7 @@ def feature_genes(out: Outputs) -> pa.Table:
         parts.append(pd.DataFrame({
             "layer": np.int16(L), "feature": g["feature"].astype(np.int32), "rank": g["rank"].astype(np.int16),
             "gene": _symbols(g["gene"]), "activation": g["activation"],
-            "fire_count": g["support"], "support": g["support"], "gene_tokens": g["gene_tokens"],
+            "fire_count": g["support"], "gene_tokens": g["gene_tokens"],
             "score": g["score"]}))
     return _frame("feature_genes", parts)
 
@@ -137,18 +137,22 @@ def _heldout(out: Outputs, L: int) -> dict:
 
 
 def svd_comparison(out: Outputs) -> pa.Table:
+    """Metric M (e.g. share_10_p50) beside its baselines M_random (random unit directions) and, for the mean
+    share, M_expected (k/d), the names the site pairs."""
     rows = []
     for L in out.layers:
         _, gj = _graph(out, L)
         for measure, summary in sorted(gj["svd"].items()):
-            rows += [{"layer": L, "metric": f"{measure}_{stat}", "value": v} for stat, v in sorted(summary.items())]
-        rows += [{"layer": L, "metric": f"random_expected_{k}", "value": v}
+            base, suffix = (measure.removeprefix("random_"), "_random") if measure.startswith("random_") else (measure, "")
+            rows += [{"layer": L, "metric": f"{base}_{stat}{suffix}", "value": v} for stat, v in sorted(summary.items())]
+        rows += [{"layer": L, "metric": f"{k}_mean_expected", "value": v}
                  for k, v in sorted(gj["svd_random_expectation"].items())]
     return _frame("svd_comparison", rows)
 
 
-def null_baseline(out: Outputs, rates: pd.DataFrame) -> pa.Table:
-    rows, alpha = [], out.cfg.annotate.alpha
+def null_baseline(out: Outputs, baselines: pa.Table | None) -> pa.Table:
+    """The annotation stage's rows (annotation rates against each baseline it ran), then the graph stages'."""
+    rows = []
 
     def nb(layer, analysis, measure, baseline, observed, expected, note):
         rows.append({"layer": layer, "analysis": analysis, "measure": measure, "baseline": baseline,
@@ -156,10 +160,6 @@ def null_baseline(out: Outputs, rates: pd.DataFrame) -> pa.Table:
                      "expected": None if expected is None else float(expected), "note": note})
 
     for L in out.layers:
-        for _, x in rates[rates.layer == L].iterrows():
-            nb(L, "annotation", x["database"], "random_genes", x["annotated"] / max(x["n_features"], 1),
-               x["null_annotated"] / max(x["n_features"], 1), f"share of features with a term at q <= {alpha}; "
-               "null: pseudo-features with the same list sizes and gene frequencies")
         _, gj = _graph(out, L)
         for measure in ("modules", "edges", "in_modules", "quality"):
             nb(L, "modules", measure, "within_gene_shuffle", gj["modules"][measure], gj["modules_null"][measure],
@@ -175,7 +175,8 @@ def null_baseline(out: Outputs, rates: pd.DataFrame) -> pa.Table:
         nb(a, "cross_layer", f"edges_beyond_gene_null_to_{b}", "within_gene_shuffle", cj["edges"], None,
            f"pairs with log(count / expected) >= {out.cfg.graphs.cross_min_log_ratio:.3g} and BH q <= "
            f"{out.cfg.graphs.cross_alpha} against the within-gene expectation")
-    return _frame("null_baseline", rows)
+    annotation = baselines.to_pandas() if baselines is not None else pd.DataFrame()  # the annotation's own rows
+    return _frame("null_baseline", [annotation, pd.DataFrame(rows, columns=list(annotation.columns) or None)])
 
 
 def edges(out: Outputs) -> pa.Table:
@@ -209,12 +210,18 @@ def manifest(out: Outputs) -> dict:
                       "terms": len(d.terms)} for d in out.databases]
                     + [{"name": n.name, "edges": len(n.edges), "sha256": n.meta.get("sha256")} for n in out.networks],
         "parameters": json.loads(json.dumps(results_config(cfg), default=str)),
-        "baselines": ["random_genes", "within_gene_shuffle", "random_direction"],
+        "baselines": list(json.loads((out.annotation / "annotation" / "annotate.json").read_text()).get("baselines", {}))
+        + ["within_gene_shuffle", "random_direction"],
         "provenance": {"inputs": out.inputs},
         "notes": ["Every rate on this site has its null beside it (table null_baseline): annotation against "
                   "random gene lists of the same sizes and frequencies, modules and cross-layer edges against a "
                   "shuffle of firing within the same gene, decoder directions against random directions."],
     }
+
+
+def _baseline_rows(ann: Path) -> pa.Table | None:
+    path = ann / "baselines.parquet"
+    return pq.read_table(path) if path.is_file() else None
 
 
 def export(out: Outputs, data_dir: Path) -> Path:
@@ -225,6 +232,6 @@ def export(out: Outputs, data_dir: Path) -> Path:
     tables = {"features": feats, "feature_genes": feature_genes(out), "top_cells": top_cells(out),
               "celltypes": celltypes(out), "modules": mods, "module_members": members,
               "layers": layers(out, feats, labels, rates), "svd_comparison": svd_comparison(out),
-              "null_baseline": null_baseline(out, rates), "edges": edges(out),
+              "null_baseline": null_baseline(out, _baseline_rows(ann)), "edges": edges(out),
               "enrichments": pq.read_table(ann / "enrichments.parquet")}
     return write_atlas(Path(data_dir) / out.name, manifest(out), tables).path

@@ -1,13 +1,31 @@
-"""Model adapters, one module per family, and the registry of families the build and the CLI read."""
+"""Model adapters, one module per family, and the registry of families the build and the CLI read.
+
+Importing this package does not import torch: the CLI reads FAMILIES for its choices at start-up, and the
+adapter interface (base.py, which needs torch) loads on first use of one of its names.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import AtlasError
-from .base import Adapter, Chunk, Prepared, check_layers, default_batch_size, gene_token_count, pick_device, stream
+
+if TYPE_CHECKING:
+    from .base import Adapter
+
+_BASE = ("Adapter", "Chunk", "Prepared", "check_layers", "default_batch_size", "gene_token_count", "pick_device",
+         "stream")
+
+
+def __getattr__(name: str):
+    if name in _BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

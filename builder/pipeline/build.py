@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import AtlasError
 from ..fsutil import sha256_file
 from ..models import FAMILIES, check_layers, load
-from ..parse import atlas_name, layer_list
+from ..parse import atlas_name
 from . import dense, describe, engine, sample, stream
 from .annotate import AnnotateConfig
 from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
@@ -57,7 +57,8 @@ class BuildConfig:
     string: str = ""
     string_info: str = ""
     string_min_score: int = 700
-    layers: str = ""              # e.g. 0,3,5-7; empty: every layer
+    string_channels: str = "experimental,database"  # or "combined" (see genesets.read_string)
+    layers: tuple[int, ...] = ()  # empty: every layer
     atlas: str = ""               # default: the model family
     title: str = ""
     max_cells: int = 0            # 0: every cell
@@ -83,36 +84,21 @@ SECTIONS = {"engine": engine.EngineConfig, "train": TrainConfig, "stats": StatsC
 NOT_RESULTS = ("backed", "keep_partials", "engine")
 
 
-def _check_type(where: str, name: str, value, default):
-    expected = int if default is None else type(default)  # None defaults (aux_k, sample_tokens) take a number
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise AtlasError(f"{where}: {name} must be a list of strings, got {value!r}")
+def _value(key: str, value):
+    """A setting as BuildConfig holds it: paths as text, layer lists and gene-set lists as tuples."""
+    if isinstance(value, Path):
+        return str(value)
+    if key in ("layers", "genesets") and isinstance(value, (list, tuple)):
         return tuple(value)
-    if type(value) is not expected:
-        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[expected]
-        raise AtlasError(f"{where}: {name} must be {kind}, got {value!r}")
     return value
 
 
-def _section(path, key, value):
-    if not isinstance(value, dict):
-        raise AtlasError(f"{path}: [{key}] must be a table")
-    defaults = SECTIONS[key]()
-    known = {f.name for f in fields(defaults)}
-    for k, v in value.items():
-        if k not in known:
-            raise AtlasError(f"{path}: unknown key {k!r} in [{key}] (known: {', '.join(sorted(known))})")
-        value[k] = _check_type(f"{path}: [{key}]", k, v, getattr(defaults, k))
-    return replace(defaults, **value)
-
-
 def read_config(path: Path | None, overrides: dict) -> BuildConfig:
-    """Defaults, then the TOML file, then command-line options. Unknown keys, wrong types and values out of
-    range are refused, naming the file or option."""
-    cfg = BuildConfig()
+    """Defaults, then the TOML file, then command-line options (keys as in the file: `seed`, `engine.workers`).
+    Every value of the file goes through the type of its command-line option (options.SETTINGS), so both refuse
+    the same values in the same words, naming the file and key; cross-field rules are checked after."""
+    from ..options import check_setting
+
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -122,18 +108,19 @@ def read_config(path: Path | None, overrides: dict) -> BuildConfig:
             raw = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise AtlasError(f"{path}: not valid TOML ({e})") from None
-        top = {f.name: f for f in fields(BuildConfig) if f.name not in SECTIONS}
         for key, value in raw.items():
             if key in SECTIONS:
-                values[key] = _section(path, key, value)
-            elif key in top:
-                values[key] = _check_type(str(path), key, value, getattr(cfg, key))
+                if not isinstance(value, dict):
+                    raise AtlasError(f"{path}: [{key}] must be a table")
+                values.update({f"{key}.{k}": check_setting(f"{key}.{k}", v, str(path)) for k, v in value.items()})
             else:
-                raise AtlasError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(list(top) + list(SECTIONS)))})")
-    eng = {k: overrides.pop(k) for k in [f.name for f in fields(engine.EngineConfig)] if k in overrides}
-    values.update({k: v for k, v in overrides.items() if v not in (None, (), False)})
-    cfg = replace(cfg, **values)
-    cfg = replace(cfg, engine=replace(cfg.engine, **{k: v for k, v in eng.items() if v not in (None, "")}))
+                values[key] = check_setting(key, value, str(path))
+    values.update({k: v for k, v in overrides.items() if v not in (None, (), False, "")})
+    cfg = BuildConfig()
+    top = {k: _value(k, v) for k, v in values.items() if "." not in k}
+    sections = {sec: replace(getattr(cfg, sec), **{k.split(".", 1)[1]: _value(k, v) for k, v in values.items()
+                                                    if k.startswith(sec + ".")}) for sec in SECTIONS}
+    cfg = replace(cfg, **top, **sections)
     check_config(cfg)
     return cfg
 
@@ -291,7 +278,7 @@ class Builder:
         if not data.is_file():
             raise AtlasError(f"{data}: no such dataset file")
         adapter = load(cfg.model, Path(cfg.checkpoint), seed=cfg.seed)  # checks the checkpoint before any work
-        layers = check_layers(adapter, layer_list(cfg.layers) if cfg.layers else None)
+        layers = check_layers(adapter, list(cfg.layers) or None)
         dbs, nets = self._genesets()  # parsed now, so a bad file fails before the model runs
         inputs = {"checkpoint": tree_hash(Path(cfg.checkpoint)), "data": sha256_file(data)}
         pkey = key_of("plan", __version__, cfg.model, inputs, cfg.max_cells, cfg.gene_column, cfg.seed, cfg.shard_cells,
@@ -347,6 +334,7 @@ class Builder:
                        dbs, nets, modules, training, self.stage, sizes)
 
     def _genesets(self):
+        from ..parse import string_channels
         from .genesets import load_genesets, read_string, read_trrust
 
         cfg = self.cfg
@@ -357,7 +345,7 @@ class Builder:
             nets.append(e)
         if cfg.string:
             nets.append(read_string(Path(cfg.string), Path(cfg.string_info) if cfg.string_info else None,
-                                    cfg.string_min_score))
+                                    cfg.string_min_score, string_channels(cfg.string_channels)))
         return dbs, nets
 
     def _given(self, adapter, layers):
@@ -424,7 +412,7 @@ class Builder:
             ids = counts["gene_ids"][counts["gene_n"] >= self.cfg.stats.min_support]
             universe[L] = names.reindex(ids).dropna().tolist()
         table = pd.concat(parts, ignore_index=True)
-        write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe, self.cfg.annotate))
+        write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe=universe, cfg=self.cfg.annotate))
 
 
 def _sae_width(path: Path) -> int:
