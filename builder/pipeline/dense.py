@@ -28,7 +28,7 @@ from .codes import shard_name
 
 SUMS = ("n", "s1", "h_n", "h_sse", "h_s1", "h_s2", "h_xtx", "h_fire", "h_l0", "h_za", "h_a1", "h_a2")
 PCA_MAX = 50  # principal axes kept in the merged result (SVD comparison k <= 50, PCA baseline components)
-FOLD_EVERY = 4  # finished shards folded together (one checkpoint write for several shards)
+FOLD_EVERY = 1  # fold each finished shard at once: the cache holds one shard's dense sums, not several
 
 
 def partial_name(layer: int) -> str:
