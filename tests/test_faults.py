@@ -356,7 +356,7 @@ FAULTS = [
     Fault("train-lr-nan", TRAIN + " --lr nan", ("'--lr'", "nan is not a finite number")),
     Fault("train-lr-inf", TRAIN + " --lr inf", ("'--lr'", "inf is not a finite number")),
     Fault("train-lr-zero", TRAIN + " --lr 0", ("'--lr'", "0.0 is not in the range x>0")),
-    Fault("train-holdout-1", TRAIN + " --holdout 1", ("'--holdout'", "0<=x<1")),
+    Fault("train-holdout-1", TRAIN + " --holdout 1", ("'--holdout'", "0<x<1")),
     Fault("train-epochs-0", TRAIN + " --epochs 0", ("'--epochs'", "x>=1")),
     Fault("train-k-0", TRAIN + " --k 0", ("'--k'", "x>=1")),
     Fault("train-k-too-large", TRAIN + " --k 1000", ("--k 1000: more than the SAE's 128 features",)),
