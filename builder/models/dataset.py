@@ -53,8 +53,12 @@ class Counts:
     def rows(self, start: int, stop: int) -> sp.csr_matrix:
         return _as_counts(self.source[start:stop])
 
+    def matrix(self) -> sp.csr_matrix:
+        """All rows at once, for callers that need the whole matrix in memory (pretraining a small model)."""
+        return self.rows(0, self.shape[0])
+
     def toarray(self) -> np.ndarray:
-        return self.rows(0, self.shape[0]).toarray()
+        return self.matrix().toarray()
 
     def __getitem__(self, i: int) -> sp.csr_matrix:
         i = int(i)

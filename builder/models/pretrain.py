@@ -90,7 +90,7 @@ def read_corpus(family: str, data: Path, cfg: PretrainConfig) -> Corpus:
     _, first = np.unique(names, return_index=True)
     valid = np.zeros(len(names), bool)
     valid[first] = names[first] != ""  # one column per gene name: duplicates would give one token two values
-    known = ds.counts[:, valid]
+    known = ds.counts.matrix()[:, valid]
     usable = np.flatnonzero(np.diff(known.indptr) >= 2)
     if len(usable) < MIN_CELLS:
         raise AtlasError(f"{data}: {len(usable)} cells with at least 2 genes counted; pretraining needs at least "
@@ -149,7 +149,7 @@ def gene_medians(corpus: Corpus) -> dict[str, float]:
     _, names = ds.gene_column(corpus.column, None)
     names = np.array([normalise_ensembl(n) for n in names])
     col = {g: i for i, g in reversed(list(enumerate(names)))}  # first column of each id, as read_corpus
-    m = ds.counts[corpus.train][:, [col[g] for g in corpus.genes]].tocsc()
+    m = ds.counts.matrix()[corpus.train][:, [col[g] for g in corpus.genes]].tocsc()
     m = m.multiply(1e4 / ds.total_counts()[corpus.train][:, None]).tocsc()
     return {g: float(np.median(m.data[m.indptr[j]: m.indptr[j + 1]])) for j, g in enumerate(corpus.genes)}
 
