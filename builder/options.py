@@ -252,6 +252,7 @@ SETTINGS: dict[str, Setting] = {
     "graphs.cosine": Setting(Number(0, 1), "Decoder cosine of a match."),
     "graphs.umap_neighbors": Setting(Integer(min=2), "UMAP neighbours."),
     "graphs.umap_min_dist": Setting(Number(0), "UMAP minimum distance."),
+    "graphs.umap_epochs": Setting(POSITIVE, "UMAP optimisation epochs."),
     "graphs.pca_components": Setting(Integer(1, 50), "Principal directions (x 2 signs) given top-gene lists."),
     "graphs.seed": Setting(SEED, "Seed of Leiden and UMAP."),
 }

@@ -7,9 +7,13 @@ Per shard and layer (STREAM/shards/NNNNN/LL.dense.npz), float64 unless said:
   h_*               over the tokens of held-out cells: h_n, h_sse (reconstruction error), h_s1, h_s2 (sum of
                     squares), h_xtx (d x d), h_fire (firing per feature), h_l0, h_a1, h_a2 (sums of each
                     feature's activation and its square), h_za (features x d: sum of a_f x)
-The driver folds finished shards into STREAM/fold-NNNNN/ (NNNNN = shards folded, a checkpoint committed once)
-in shard order and deletes their partials, so the cache never holds every shard's partials at once and a killed
-build resumes from the last checkpoint. `finalize` turns the total into STREAM/merged/layer_LL.npz (`summarize`):
+The driver folds each finished shard at once, layer by layer and in shard order, into STREAM/fold/LL-NNNNN.npz
+(the running total of layer LL over the first NNNNN shards: a checkpoint written to a temporary name and renamed),
+then deletes the layer's previous checkpoint and the shard's partial of that layer. So the cache holds one running
+total per layer, one shard's partials and at most one layer's new total, never a second copy of every layer, and a
+killed build resumes from each layer's last checkpoint. The running per-gene sums are kept in float32 (genes x d
+per layer, the largest part: at a 20,000-gene vocabulary and d = 512, 40 MB a layer; float32 sums of float32
+per-shard sums lose nothing the PCA gene lists could show). `finalize` turns the total into STREAM/merged/layer_LL.npz (`summarize`):
 the sums above without the per-gene ones, the principal axes of the held-out tokens (eigenvalues, top PCA_MAX
 axes), h_za projected on them (h_za_proj, features x PCA_MAX) and each gene's mean activation projected on them
 (gene_proj, genes x PCA_MAX, centred on the layer mean).
@@ -17,6 +21,7 @@ axes), h_za projected on them (h_za_proj, features x PCA_MAX) and each gene's me
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +33,6 @@ from .codes import shard_name
 
 SUMS = ("n", "s1", "h_n", "h_sse", "h_s1", "h_s2", "h_xtx", "h_fire", "h_l0", "h_za", "h_a1", "h_a2")
 PCA_MAX = 50  # principal axes kept in the merged result (SVD comparison k <= 50, PCA baseline components)
-FOLD_EVERY = 1  # fold each finished shard at once: the cache holds one shard's dense sums, not several
 
 
 def partial_name(layer: int) -> str:
@@ -39,7 +43,7 @@ def _add_genes(acc: dict, ids: np.ndarray, n: np.ndarray, s: np.ndarray) -> None
     """acc's per-gene rows (ids ascending) plus these; rows of a gene in both add acc's value first."""
     union = np.union1d(acc["gene_ids"], ids)
     if union.size != acc["gene_ids"].size:
-        gn, gs = np.zeros(union.size, np.int64), np.zeros((union.size, acc["gene_sum"].shape[1]))
+        gn, gs = np.zeros(union.size, np.int64), np.zeros((union.size, acc["gene_sum"].shape[1]), acc["gene_sum"].dtype)
         at = np.searchsorted(union, acc["gene_ids"])
         gn[at], gs[at] = acc["gene_n"], acc["gene_sum"]
         acc.update(gene_ids=union, gene_n=gn, gene_sum=gs)
@@ -52,7 +56,7 @@ def _fold_one(acc: dict | None, z) -> dict:
     if acc is None:
         acc = {k: np.asarray(z[k], np.float64).copy() for k in SUMS}
         acc.update(gene_ids=np.zeros(0, np.int64), gene_n=np.zeros(0, np.int64),
-                   gene_sum=np.zeros((0, z["gene_sum"].shape[1])))
+                   gene_sum=np.zeros((0, z["gene_sum"].shape[1]), np.float32))
     else:
         for k in SUMS:
             acc[k] += z[k]
@@ -60,43 +64,45 @@ def _fold_one(acc: dict | None, z) -> dict:
     return acc
 
 
-def _checkpoint(folder: Path) -> tuple[Path | None, int]:
-    """(the latest committed fold folder, shards it holds)."""
+def _checkpoint(folder: Path, layer: int) -> tuple[Path | None, int]:
+    """(layer's latest running total, shards it holds)."""
     best = (None, 0)
-    for d in folder.glob("fold-*"):
-        if is_done(d) and int(d.name[5:]) > best[1]:
-            best = (d, int(d.name[5:]))
+    for f in (Path(folder) / "fold").glob(f"{layer:02d}-*.npz"):
+        if int(f.stem[3:]) > best[1]:
+            best = (f, int(f.stem[3:]))
     return best
 
 
-def fold(folder: Path, layers: list[int], n_shards: int, keep_partials: bool = False, final: bool = False) -> int:
-    """Fold the finished shards that follow the last checkpoint, in shard order, when FOLD_EVERY of them are
-    waiting (or any, with `final`). Returns the shards folded so far."""
-    folder = Path(folder)
-    prev, done = _checkpoint(folder)
+def _fold_layer(folder: Path, L: int, n_shards: int, keep_partials: bool) -> int:
+    prev, done = _checkpoint(folder, L)
     ready = done
     while ready < n_shards and is_done(folder / "shards" / shard_name(ready)):
         ready += 1
-    if ready == done or (ready - done < FOLD_EVERY and not final):
+    if ready == done:
         return done
-    target = folder / f"fold-{ready:05d}"
-    with commit_once(target) as tmp:
-        for L in layers:
-            acc = None
-            if prev is not None:
-                with np.load(prev / f"layer_{L:02d}.npz") as z:
-                    acc = {k: z[k] for k in z.files}
-            for s in range(done, ready):
-                with np.load(folder / "shards" / shard_name(s) / partial_name(L)) as z:
-                    acc = _fold_one(acc, z)
-            np.savez(tmp / f"layer_{L:02d}.npz", **acc)
+    acc = None
     if prev is not None:
-        shutil.rmtree(prev, ignore_errors=True)
+        with np.load(prev) as z:
+            acc = {k: z[k] for k in z.files}
+    for s in range(done, ready):
+        with np.load(folder / "shards" / shard_name(s) / partial_name(L)) as z:
+            acc = _fold_one(acc, z)
+    tmp = folder / "fold" / f".{L:02d}-{ready:05d}.tmp.npz"
+    tmp.parent.mkdir(exist_ok=True)
+    np.savez(tmp, **acc)
+    os.replace(tmp, folder / "fold" / f"{L:02d}-{ready:05d}.npz")
+    if prev is not None:
+        prev.unlink(missing_ok=True)
     if not keep_partials:
         for s in range(done, ready):
-            for L in layers:
-                (folder / "shards" / shard_name(s) / partial_name(L)).unlink(missing_ok=True)
+            (folder / "shards" / shard_name(s) / partial_name(L)).unlink(missing_ok=True)
     return ready
+
+
+def fold(folder: Path, layers: list[int], n_shards: int, keep_partials: bool = False) -> int:
+    """Fold the finished shards that follow each layer's last checkpoint, in shard order. Returns the shards
+    every layer has folded."""
+    return min(_fold_layer(Path(folder), L, n_shards, keep_partials) for L in layers)
 
 
 def principal_axes(n: float, s1: np.ndarray, xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,17 +118,15 @@ def finalize(folder: Path, layers: list[int], n_shards: int, keep_partials: bool
     folder = Path(folder)
     if is_done(folder / "merged"):
         return
-    fold(folder, layers, n_shards, keep_partials, final=True)
-    last, done = _checkpoint(folder)
-    assert done == n_shards, (done, n_shards)
+    assert fold(folder, layers, n_shards, keep_partials) == n_shards
     with commit_once(folder / "merged") as tmp:
         for L in layers:
-            with np.load(last / f"layer_{L:02d}.npz") as z:
+            with np.load(_checkpoint(folder, L)[0]) as z:
                 acc = {k: z[k] for k in z.files}
             np.savez(tmp / f"layer_{L:02d}.npz", **summarize(acc))
         (tmp / "stream.json").write_bytes(dumps_json({"layers": layers, "shards": n_shards}, indent=True))
     if not keep_partials:
-        shutil.rmtree(last, ignore_errors=True)
+        shutil.rmtree(folder / "fold", ignore_errors=True)
 
 
 def summarize(acc: dict) -> dict:

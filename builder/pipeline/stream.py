@@ -4,7 +4,7 @@ exist only per batch in memory; codes go straight into their files.
 
 Stage folder STREAM/:
   shards/NNNNN/    one per shard, committed atomically: codes (codes.py) and LL.dense.npz (dense.py)
-  fold-NNNNN/      the running total of the dense sums of the first NNNNN shards (dense.py)
+  fold/LL-NNNNN.npz  the running total of layer LL's dense sums over the first NNNNN shards (dense.py)
   merged/          layer_LL.npz: the merged dense sums, principal axes and gene projections; stream.json
 A killed build resumes at the first shard without a folder; finished shards are never recomputed.
 """
