@@ -235,3 +235,52 @@ def test_site_shows_the_nulls(built, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_ray_engine_without_ray_installed_is_one_line(built, tiny, labelled, tmp_path, capsys, monkeypatch):
+    shutil.copytree(built / "data" / "scgpt", tmp_path / "data" / "scgpt")
+    before = tree(tmp_path / "data" / "scgpt")
+    for name in ("ray", "ray.data"):  # None in sys.modules: `import ray` raises ImportError, as without the package
+        monkeypatch.setitem(sys.modules, name, None)
+    code, _, err = run(build_args(tmp_path, tiny, labelled, "scgpt", name="scgpt", extra=("--engine", "ray")), capsys)
+    assert code == 2 and err == "error: --engine ray needs Ray: pip install 'feature-atlas[ray]'\n", err
+    assert tree(tmp_path / "data" / "scgpt") == before and not (tmp_path / "cache").exists()
+
+
+def test_a_failing_shard_keeps_the_finished_ones_and_the_previous_atlas(built, tiny, labelled, tmp_path, capsys):
+    """Shard 0 encodes and shard 1 overflows the SAE of layer 0: one line naming shard 1, exit 2, the previous atlas
+    and site as they were, shard 0 kept and not recomputed by the rerun."""
+    import torch
+
+    from builder.pipeline.forward import ModelRunner, ModelSpec
+    from builder.pipeline.sae import TopKSAE
+
+    for sub in ("data", "site"):
+        shutil.copytree(built / sub / "scgpt", tmp_path / sub / "scgpt")
+    before = {sub: tree(tmp_path / sub / "scgpt") for sub in ("data", "site")}
+    # The input dimension whose largest activation grows most from shard 0 (cells 0-7) to shard 1 (cells 8-15),
+    # and a weight that overflows float32 above the midpoint: finite in shard 0, infinite codes in shard 1.
+    runner = ModelRunner(ModelSpec("scgpt", str(tiny / "scgpt"), str(labelled), (0,), max_cells=60))
+    peak = [np.concatenate([c.acts[0] for c in runner.run(range(a, a + 8))]).max(axis=0) for a in (0, 8)]
+    d = int(np.argmax(peak[1] - peak[0]))
+    assert peak[1][d] > peak[0][d] > 0
+    tau = float(peak[0][d] + peak[1][d]) / 2
+    for L in (0, 1):
+        sae = TopKSAE(64, 128, 4)
+        if L == 0:
+            with torch.no_grad():
+                sae.W_enc[d, 0] = float(np.finfo(np.float32).max) / tau
+        sae.save(tmp_path / "saes" / f"layer_{L:02d}", {})
+    args = [a for a in build_args(tmp_path, tiny, labelled, "scgpt", name="scgpt") if a != "--train-sae"]
+    args += ["--sae", str(tmp_path / "saes")]
+    stamps = []
+    for _ in range(2):
+        code, _, err = run(args, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: stream: shard 1 failed on a worker: layer 0: the SAE gives NaN or infinite codes "
+                              "in cells 8..15"), err
+        shard0 = list((tmp_path / "cache").glob("stream-*/shards/00000/.done"))
+        assert len(shard0) == 1 and not list((tmp_path / "cache").glob("stream-*/shards/00001"))
+        stamps.append(shard0[0].stat().st_mtime_ns)
+        assert {sub: tree(tmp_path / sub / "scgpt") for sub in ("data", "site")} == before
+    assert stamps[0] == stamps[1]  # the rerun kept shard 0
