@@ -449,6 +449,8 @@ class _BuildProgress:
 @setting_option("--data", "data", help="Dataset .h5ad with raw counts [default: atlas_data/inputs/immune_sample.h5ad].")
 @setting_option("--sae", "sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
 @click.option("--train-sae", is_flag=True, help="Train a TopK SAE per layer instead ([train] in the config).")
+@click.option("--interventions", is_flag=True, help="Causal patching of SAE features on held-out cells "
+              "([interventions] in the config; needs a checkpoint with its prediction head).")
 @setting_option("--genesets", "genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; "
                 "default: GO_BP, KEGG, Reactome, Hallmark).")
 @setting_option("--trrust", "trrust")
@@ -474,7 +476,7 @@ class _BuildProgress:
 @data_dir_option
 @site_option
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
-def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_links, string_info, string_channels,
+def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trrust, string_links, string_info, string_channels,
           layers, max_cells, cell_type_column, donor_column, shard_cells, engine, ray_address, workers,
           gpus_per_worker, config, name, title, seed, cache, data_dir, site_dir, quiet):
     """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
@@ -484,6 +486,7 @@ def build(model, checkpoint, data, sae, train_sae, genesets, trrust, string_link
 
     cfg = read_config(config, {
         "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae,
+        "interventions.enabled": interventions,
         "genesets": tuple(genesets), "trrust": trrust, "string": string_links, "string_info": string_info,
         "string_channels": string_channels, "layers": layers, "max_cells": max_cells,
         "cell_type_column": cell_type_column, "donor_column": donor_column, "shard_cells": shard_cells,

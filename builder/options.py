@@ -255,6 +255,21 @@ SETTINGS: dict[str, Setting] = {
     "graphs.umap_epochs": Setting(POSITIVE, "UMAP optimisation epochs."),
     "graphs.pca_components": Setting(Integer(1, 50), "Principal directions (x 2 signs) given top-gene lists."),
     "graphs.seed": Setting(SEED, "Seed of Leiden and UMAP."),
+    "interventions.enabled": Setting(click.BOOL, "Patch SAE features on held-out cells (needs the model's head)."),
+    "interventions.max_cells": Setting(POSITIVE, "Held-out cells patched per layer (a seeded choice when more)."),
+    "interventions.draws": Setting(POSITIVE, "Mask draws per patched cell."),
+    "interventions.mask_rate": Setting(UNIT_OPEN, "Share of gene tokens masked per draw."),
+    "interventions.n_top": Setting(NON_NEGATIVE, "Features patched per layer by largest |attribution|."),
+    "interventions.n_random": Setting(NON_NEGATIVE, "More features patched per layer, evenly across frequency quartiles."),
+    "interventions.null_features": Setting(POSITIVE, "Frequency-matched patched features per tested feature (null)."),
+    "interventions.null_directions": Setting(NON_NEGATIVE, "Random directions of the same norm at the same positions "
+                                             "per tested feature (null)."),
+    "interventions.min_cells": Setting(POSITIVE, "Patched cells a feature must fire in to be sampled."),
+    "interventions.min_genes": Setting(POSITIVE, "Top genes with a measured effect needed for a specificity."),
+    "interventions.bootstrap": Setting(NON_NEGATIVE, "Bootstrap resamples of cells for the intervals (0: none)."),
+    "interventions.level": Setting(UNIT_OPEN, "Level of the bootstrap intervals."),
+    "interventions.effects_top": Setting(POSITIVE, "Most affected genes kept per tested feature."),
+    "interventions.batch": Setting(POSITIVE, "Interventions run in one forward pass (x mask draws sequences)."),
 }
 
 _KINDS = {  # what a config value must be before its range is checked

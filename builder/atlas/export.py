@@ -219,6 +219,19 @@ def manifest(out: Outputs) -> dict:
     }
 
 
+def causal(out: Outputs) -> tuple[dict[str, pa.Table], dict | None]:
+    """causal_summary and causal_effects from the interventions stage (none without --interventions)."""
+    if out.interventions is None:
+        return {}, None
+    record = json.loads((out.interventions / "interventions.json").read_text())
+    summary = _read(out.interventions / "causal_summary.parquet")
+    effects = _read(out.interventions / "causal_effects.parquet")
+    summary.insert(2, "method", record["method"])
+    effects["gene"] = _symbols(effects["gene"]) if len(effects) else effects["gene"]
+    tables = {"causal_summary": _frame("causal_summary", [summary]), "causal_effects": _frame("causal_effects", [effects])}
+    return tables, {k: record[k] for k in ("method", "cells_patched", "tested", "agreement")}
+
+
 def _baseline_rows(ann: Path) -> pa.Table | None:
     path = ann / "baselines.parquet"
     return pq.read_table(path) if path.is_file() else None
@@ -234,4 +247,9 @@ def export(out: Outputs, data_dir: Path) -> Path:
               "layers": layers(out, feats, labels, rates), "svd_comparison": svd_comparison(out),
               "null_baseline": null_baseline(out, _baseline_rows(ann)), "edges": edges(out),
               "enrichments": pq.read_table(ann / "enrichments.parquet")}
-    return write_atlas(Path(data_dir) / out.name, manifest(out), tables).path
+    extra, record = causal(out)
+    tables.update(extra)
+    mf = manifest(out)
+    if record is not None:
+        mf["interventions"] = record
+    return write_atlas(Path(data_dir) / out.name, mf, tables).path

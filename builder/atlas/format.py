@@ -90,15 +90,31 @@ SCHEMA: dict[str, TableSpec] = {
         _c("kind", STR), _c("layer_a", I16), _c("feature_a", I32), _c("layer_b", I16), _c("feature_b", I32),
         _c("weight", F64), _c("count", I64, True), _c("null_p", F64, True),
     )),
-    # Optional side analyses of the published atlases.
-    "causal_patching": TableSpec(("layer", "feature"), LF + (
-        _c("n_cells", I32, True), _c("target_change", F64), _c("other_change", F64), _c("specificity", F64),
-        _c("top_genes", STRS),
+    # Interventions (README "Interventions"): causal patching of features, and perturbation response. A built
+    # atlas fills them with intervals, p and q; an imported one with what the published files hold.
+    "causal_summary": TableSpec(("layer", "feature"), LF + (
+        _c("method", STR), _c("selection", STR, True), _c("n_cells", I32, True), _c("frequency", F64, True),
+        _c("specificity", F64, True), _c("null_mean", F64, True), _c("null_sd", F64, True), _c("z", F64, True),
+        _c("p", F64, True), _c("p_empirical", F64, True), _c("q", F64, True), _c("n_null", I32, True),
+        _c("null_values", pa.list_(F32), True), _c("n_top_genes", I32, True), _c("total_effect", F64, True),
+        _c("total_lo", F64, True), _c("total_hi", F64, True), _c("objective_change", F64, True),
+        _c("attribution", F64, True), _c("target_change", F64, True), _c("other_change", F64, True),
+        _c("specificity_ratio", F64, True), _c("top_genes", STRS, True),
     ), required=False),
-    "perturbation": TableSpec(("gene", "rank"), (
-        _c("gene", STR), _c("rank", I16), _c("is_tf", BOOL, True), _c("n_known", I32, True),
-        _c("n_responding", I32, True), _c("n_significant", I32, True), _c("feature", I32),
-        _c("effect", F64), _c("label", STR, True), _c("layer", I16, True),
+    "causal_effects": TableSpec(("layer", "feature", "rank"), LF + (
+        _c("rank", I32), _c("gene", STR), _c("delta", F64), _c("ci_lo", F64, True), _c("ci_hi", F64, True),
+        _c("n_cells", I32), _c("top_gene", BOOL),
+    ), required=False),
+    "perturbation_response": TableSpec(("dataset", "perturbation", "layer", "feature"), (
+        _c("dataset", STR), _c("perturbation", STR), _c("layer", I16, True), _c("feature", I32),
+        _c("effect", F64), _c("ci_lo", F64, True), _c("ci_hi", F64, True), _c("p", F64, True), _c("q", F64, True),
+        _c("n_pert", I32, True), _c("n_ctrl", I32, True), _c("rank", I16, True), _c("label", STR, True),
+    ), required=False),
+    "tf_specificity": TableSpec(("dataset", "perturbation"), (
+        _c("dataset", STR), _c("perturbation", STR), _c("is_tf", BOOL, True), _c("n_cells", I32, True),
+        _c("kd_efficiency", F64, True), _c("n_de", I32, True), _c("n_targets", I32, True),
+        _c("n_responding", I32, True), _c("n_specific", I32, True), _c("odds", F64, True), _c("p", F64, True),
+        _c("q", F64, True), _c("ceiling_odds", F64, True), _c("ceiling_q", F64, True), _c("verdict", STR, True),
     ), required=False),
     "svd_comparison": TableSpec(("layer", "metric"), (
         _c("layer", I16), _c("metric", STR), _c("value", F64, True),
@@ -139,11 +155,14 @@ JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an int
 FEATURE_REFS = {
     "feature_genes": [("layer", "feature")], "enrichments": [("layer", "feature")],
     "celltypes": [("layer", "feature")], "top_cells": [("layer", "feature")],
-    "module_members": [("layer", "feature")], "causal_patching": [("layer", "feature")],
+    "module_members": [("layer", "feature")], "causal_summary": [("layer", "feature")],
+    "causal_effects": [("layer", "feature")],
     "cell_activations": [("layer", "feature")],
     "edges": [("layer_a", "feature_a"), ("layer_b", "feature_b")],
 }
-UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"]}
+UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"],
+                 "causal_summary": ["specificity", "p", "p_empirical", "q"], "perturbation_response": ["p", "q"],
+                 "tf_specificity": ["p", "q", "ceiling_q"]}
 
 
 @dataclass

@@ -337,6 +337,17 @@ def _import_extras(reader, names, rows) -> dict:
     return extras
 
 
+PUBLISHED_CAUSAL = ("published: zeroing the feature in its SAE's top-k at layer-L positions, unmasked inputs; "
+                    "target_change / other_change = mean change of the logit of the position's own gene for the "
+                    "feature's top-20 genes / other genes; specificity_ratio = |target| / |other|")
+CAUSAL_LACKS = ("no per-gene effects, no intervals, no null and no p-values; the readout is the logit of a gene the "
+                "model sees at that position, and the ratio has a near-zero denominator for some features")
+PUBLISHED_DATASET = "published K562 CRISPRi (replogle_concat)"
+PERTURBATION_LACKS = ("effects are (mean - control mean) / control SD over 20 cells, top 5 per perturbation; no "
+                      "intervals, p-values or tests; n_specific counts features whose top-20 genes hold a TRRUST "
+                      "target or the perturbed gene")
+
+
 def _label(lb):
     """The predecessor writes "unlabeled" or "" for a feature without a label."""
     return None if lb in (None, "", "unlabeled", "unlabelled") else lb
@@ -374,11 +385,11 @@ def _causal(reader, name, rows, extras):
         top = f.get("tg", [])
         if not isinstance(top, list) or not all(isinstance(g, str) for g in top):
             raise AtlasError(f"{path}: feature {f['i']}: field 'tg' is not a list of gene names")
-        rows["causal_patching"].append({"layer": lay, "feature": f["i"],
-                                        "n_cells": f.get("nc") if isinstance(f.get("nc"), int) else None,
-                                        "target_change": _num(f["td"]), "other_change": _num(f["od"]),
-                                        "specificity": _num(f["sr"]), "top_genes": top})
-    extras["causal_patching"] = {**_clean(data.get("summary") or {}), "layer": lay}
+        rows["causal_summary"].append({"layer": lay, "feature": f["i"], "method": PUBLISHED_CAUSAL,
+                                       "n_cells": f.get("nc") if isinstance(f.get("nc"), int) else None,
+                                       "target_change": _num(f["td"]), "other_change": _num(f["od"]),
+                                       "specificity_ratio": _num(f["sr"]), "top_genes": top})
+    extras["causal_summary"] = {**_clean(data.get("summary") or {}), "layer": lay, "lacks": CAUSAL_LACKS}
 
 
 def _svd(reader, name, rows, extras):
@@ -442,10 +453,16 @@ def _perturbation(reader, name, rows, extras):
         except AtlasError as e:  # the table has room for an unknown layer; the site then shows feature ids only
             reader.report.skipped.append(f"{name}: layer unknown ({str(e).split(': ', 1)[1]})")
     for gene, rank, t, i, es, lb in hits:
-        rows["perturbation"].append({"gene": gene, "rank": rank, "is_tf": t.get("tf"), "n_known": t.get("nk"),
-                                     "n_responding": t.get("nr"), "n_significant": t.get("ns"), "feature": i,
-                                     "effect": es, "label": _label(lb), "layer": lay})
-    extras["perturbation"] = {**_clean(data.get("summary") or {}), "layer": lay}
+        rows["perturbation_response"].append({"dataset": PUBLISHED_DATASET, "perturbation": gene, "layer": lay,
+                                              "feature": i, "effect": es, "rank": rank, "label": _label(lb)})
+    for t in targets:
+        nums = {k: t.get(k) if isinstance(t.get(k), int) and not isinstance(t.get(k), bool) else None
+                for k in ("nk", "nr", "ns")}
+        rows["tf_specificity"].append({"dataset": PUBLISHED_DATASET, "perturbation": t["gene"],
+                                       "is_tf": t.get("tf") if isinstance(t.get("tf"), bool) else None,
+                                       "n_targets": nums["nk"], "n_responding": nums["nr"], "n_specific": nums["ns"]})
+    extras["perturbation_response"] = {**_clean(data.get("summary") or {}), "layer": lay, "dataset": PUBLISHED_DATASET,
+                                       "lacks": PERTURBATION_LACKS}
 
 
 def _clean(obj):

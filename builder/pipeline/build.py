@@ -10,6 +10,7 @@ Stages (each CACHE/<stage>-<key>/, key = hash of its inputs, parameters and the 
   annotate    enrichments, labels, null baseline                              (annotate.py)
   graph-LL    modules with their null, map, SVD comparison, PCA gene lists   (graphs.py)
   cross-LL-MM cross-layer edges of an adjacent pair, decoder-cosine matches  (graphs.py)
+  interventions  --interventions: causal patching on held-out cells          (interventions.py)
 Map stages commit every shard folder on its own, so a killed build resumes at the first unfinished shard.
 This module imports neither builder.atlas nor builder.site: the CLI exports and renders what `run` returns.
 """
@@ -38,6 +39,7 @@ from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
 from .codes import shard_name
 from .forward import ModelSpec
 from .graphs import GraphConfig
+from .causal_stats import InterventionsConfig
 from .plan import PlanConfig, read_plan
 from .sae import TrainConfig
 from .stats import StatsConfig
@@ -76,10 +78,11 @@ class BuildConfig:
     stats: StatsConfig = field(default_factory=StatsConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     graphs: GraphConfig = field(default_factory=GraphConfig)
+    interventions: InterventionsConfig = field(default_factory=InterventionsConfig)
 
 
 SECTIONS = {"engine": engine.EngineConfig, "train": TrainConfig, "stats": StatsConfig, "annotate": AnnotateConfig,
-            "graphs": GraphConfig}
+            "graphs": GraphConfig, "interventions": InterventionsConfig}
 # Settings that cannot change any output byte stay out of cache keys and the manifest.
 NOT_RESULTS = ("backed", "keep_partials", "engine")
 
@@ -144,7 +147,9 @@ def check_config(cfg: BuildConfig) -> None:
               ("stats.auc_floor", 0 < cfg.stats.auc_floor <= 1, "in (0, 1]"),
               ("stats.top_genes", cfg.stats.top_genes >= 1, "at least 1"), ("stats.top_cells", cfg.stats.top_cells >= 1, "at least 1"),
               ("annotate.alpha", 0 < cfg.annotate.alpha <= 1, "in (0, 1]"),
-              ("graphs.cross_alpha", 0 < cfg.graphs.cross_alpha <= 1, "in (0, 1]")]
+              ("graphs.cross_alpha", 0 < cfg.graphs.cross_alpha <= 1, "in (0, 1]"),
+              ("interventions.mask_rate", 0 < cfg.interventions.mask_rate < 1, "in (0, 1)"),
+              ("interventions.level", 0 < cfg.interventions.level < 1, "in (0, 1)")]
     for name, ok, expected in checks:
         if not ok:
             value = cfg
@@ -214,6 +219,7 @@ class Outputs:
     training: dict  # layer -> SAE training record
     stage: Stage
     cache_bytes: dict = field(default_factory=dict)
+    interventions: Path | None = None  # the interventions stage folder, with --interventions
 
 
 class Builder:
@@ -278,6 +284,10 @@ class Builder:
         if not data.is_file():
             raise AtlasError(f"{data}: no such dataset file")
         adapter = load(cfg.model, Path(cfg.checkpoint), seed=cfg.seed)  # checks the checkpoint before any work
+        if cfg.interventions.enabled:
+            from .patching import check_head
+
+            check_head(adapter)
         layers = check_layers(adapter, list(cfg.layers) or None)
         dbs, nets = self._genesets()  # parsed now, so a bad file fails before the model runs
         inputs = {"checkpoint": tree_hash(Path(cfg.checkpoint)), "data": sha256_file(data)}
@@ -329,9 +339,23 @@ class Builder:
                 a, b, tdir, saes[a], saes[b], record, cfg.graphs, tmp))
         modules = {L: module_rows(gdirs[L], adir, L) for L in layers}
         sizes = {"stream": folder_bytes(sdir), "stats": folder_bytes(tdir)}
+        idir = None
+        if cfg.interventions.enabled:
+            ikey = key_of("interventions", xkey, asdict(cfg.interventions), asdict(cfg.stats), cfg.seed)
+            idir = self.cached("interventions", ikey, lambda tmp: self._interventions(layers, saes, sdir, pdir, spec, tmp))
         return Outputs(cfg, self.name, layers, pdir, record, inputs, saes,
                        "trained by atlas build" if cfg.train_sae else "given (--sae)", sdir, tdir, adir, gdirs, cdirs,
-                       dbs, nets, modules, training, self.stage, sizes)
+                       dbs, nets, modules, training, self.stage, sizes, idir)
+
+    def _interventions(self, layers, saes, sdir, pdir, spec, tmp):
+        from .forward import ModelRunner
+        from .interventions import run as run_interventions
+        from .sae import load_sae
+
+        runner = ModelRunner(spec)
+        record, cells = read_plan(pdir)
+        run_interventions(runner.adapter, runner.prepared, {L: load_sae(saes[L]) for L in layers}, layers, sdir, record,
+                          cells, self.cfg.stats, self.cfg.interventions, self.cfg.seed, tmp, self.log)
 
     def _genesets(self):
         from ..parse import string_channels

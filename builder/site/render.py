@@ -108,7 +108,8 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "db_counts": _db_counts(atlas),
         "has_map": atlas.table("features").column("map_x").null_count < atlas.table("features").num_rows,
         "has_cells": atlas.has("cells") and atlas.table("cells").num_rows > 0,
-        "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_patching")),
+        "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_summary")),
+        "has_causal": atlas.has("causal_summary"),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
 

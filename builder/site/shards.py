@@ -132,12 +132,16 @@ def _feature_shards(atlas, feats, genes, labels) -> dict[str, object]:
                 lambda lv, nm, q, o, nt, p, auc, nc, nf: [lv, nm, sig(q, 3), sig(o, 4), nt, sig(p, 3), sig(auc, 3),
                                                           nc, nf])
     tcs = group(atlas.table("top_cells"), ["cell_type", "tissue", "activation"], lambda c, t, a: [c, t, sig(a)])
-    causal = group(atlas.table("causal_patching"), ["n_cells", "target_change", "other_change", "specificity", "top_genes"],
-                   lambda n, t, o, s, g: [n, sig(t), sig(o), sig(s, 3), g])
+    causal = _causal(atlas)
     pert = defaultdict(list)
-    for r in atlas.table("perturbation").to_pylist():
+    for r in atlas.table("perturbation_response").to_pylist():
         if r["layer"] is not None:
-            pert[(r["layer"], r["feature"])].append([r["gene"], sig(r["effect"], 3), r["is_tf"]])
+            pert[(r["layer"], r["feature"])].append([r["perturbation"], sig(r["effect"], 3), sig(r["ci_lo"], 3),
+                                                     sig(r["ci_hi"], 3), sig(r["q"], 3), r["dataset"]])
+    is_tf = {(r["dataset"], r["perturbation"]): r["is_tf"] for r in atlas.table("tf_specificity").to_pylist()}
+    for rows in pert.values():
+        for row in rows:
+            row.append(is_tf.get((row[5], row[0])))
     mods = {(r["layer"], r["module"]): r for r in atlas.table("modules").to_pylist()}
     xl = defaultdict(list)
     e = cols(atlas.table("edges"))
@@ -162,7 +166,7 @@ def _feature_shards(atlas, feats, genes, labels) -> dict[str, object]:
             "neighbours": sorted(xl.get(key, []), key=lambda r: (r[0], -(r[4] if isinstance(r[4], float) else 0), r[2], r[3])),
         }
         if key in causal:
-            rec["causal"] = causal[key][0]
+            rec["causal"] = causal[key]
         if key in pert:
             rec["perturbation"] = sorted(pert[key], key=lambda r: -abs(r[1] or 0))
         shard = out.setdefault(f"feat/{lay}/{f // BUCKET}.json", {"layer": lay, "features": {}})
@@ -227,9 +231,28 @@ def _comparisons(atlas) -> dict:
     if atlas.has("persistence"):
         out["persistence"] = [{k: sig(v, 4) for k, v in r.items() if v is not None}
                               for r in atlas.table("persistence").to_pylist()]
-    for r in atlas.table("causal_patching").to_pylist():
-        out["causal"].append([r["layer"], r["feature"], sig(r["specificity"], 3), sig(r["target_change"], 3),
-                              sig(r["other_change"], 3), r["n_cells"]])
+    for r in atlas.table("causal_summary").to_pylist():
+        if r["specificity_ratio"] is not None:  # the published ratio; a built atlas' AUCs are on the feature pages
+            out["causal"].append([r["layer"], r["feature"], sig(r["specificity_ratio"], 3), sig(r["target_change"], 3),
+                                  sig(r["other_change"], 3), r["n_cells"]])
+    return out
+
+
+CAUSAL_FIELDS = ("method", "selection", "n_cells", "specificity", "null_mean", "null_sd", "z", "p", "q", "n_null",
+                 "n_top_genes", "total_effect", "total_lo", "total_hi", "objective_change", "attribution",
+                 "target_change", "other_change", "specificity_ratio", "top_genes")
+
+
+def _causal(atlas) -> dict[tuple[int, int], dict]:
+    """(layer, feature) -> the feature's intervention record: summary fields that are set, and its gene effects
+    [gene, delta, lo, hi, cells, is one of its top genes], most affected first."""
+    effects = group(atlas.table("causal_effects"), ["gene", "delta", "ci_lo", "ci_hi", "n_cells", "top_gene"],
+                    lambda g, d, lo, hi, n, t: [g, sig(d, 3), sig(lo, 3), sig(hi, 3), n, int(t)])
+    out = {}
+    for r in atlas.table("causal_summary").to_pylist():
+        rec = {k: sig(r[k], 3) for k in CAUSAL_FIELDS if r.get(k) is not None}
+        rec["effects"] = effects.get((r["layer"], r["feature"]), [])
+        out[(r["layer"], r["feature"])] = rec
     return out
 
 
