@@ -74,7 +74,11 @@ def test_tolerates_quirks_and_reports_what_was_skipped(tmp_path):
     assert a.table("svd_comparison").num_rows == 2
     assert a.table("persistence").column("jaccard").to_pylist() == [0.3]
     assert a.table("novel_clusters").column("size").to_pylist() == [5]
-    assert a.table("perturbation").column("gene").to_pylist() == ["TP53"]
+    assert a.table("perturbation_response").column("perturbation").to_pylist() == ["TP53"]
+    tf = a.table("tf_specificity").to_pylist()
+    assert [(r["perturbation"], r["is_tf"], r["n_targets"], r["n_responding"], r["n_specific"]) for r in tf] == [
+        ("TP53", True, 3, 2, 1)]
+    assert "no intervals" in a.manifest["extras"]["perturbation_response"]["lacks"]
     assert a.manifest["model"]["family"] == "geneformer"
     text = "\n".join(report.skipped)
     assert "gene_index.json: not imported" in text and "notes.txt: not part of the format" in text
@@ -179,11 +183,15 @@ def test_geneformer_shapes_import_every_file_kind(tmp_path):
     out, report = import_biodyn(src, tmp_path / "out", "gf")
     a = read_atlas(out)
     assert validate(out) == []
-    causal = a.table("causal_patching").to_pylist()
+    causal = a.table("causal_summary").to_pylist()
     # No layer in the file: the layer whose labels match every record (layer 1 here, as layer 11 there).
     assert {r["layer"] for r in causal} == {1} and [r["n_cells"] for r in causal] == [None, None]
-    pert = a.table("perturbation").to_pylist()
-    assert {r["layer"] for r in pert} == {1} and [r["gene"] for r in pert] == ["GATA1", "GATA1"]
+    # The published ratio lands in specificity_ratio; the AUC, null, p and q it lacks stay empty.
+    assert all(r["specificity_ratio"] is not None and r["specificity"] is None and r["p"] is None for r in causal)
+    assert all(r["method"].startswith("published") for r in causal) and a.table("causal_effects").num_rows == 0
+    pert = a.table("perturbation_response").to_pylist()
+    assert {r["layer"] for r in pert} == {1} and [r["perturbation"] for r in pert] == ["GATA1", "GATA1"]
+    assert all(r["p"] is None and r["ci_lo"] is None for r in pert)
     assert pert[1]["label"] is None  # "unlabeled" is no label
     assert a.table("svd_comparison").num_rows == 15 and a.table("persistence").num_rows == 5
     assert a.table("novel_clusters").column("consensus_genes").to_pylist() == ['["RPL13", "RPS3"]']

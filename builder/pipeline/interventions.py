@@ -176,14 +176,19 @@ def _gene_rows(layer: int, f: int, prof: dict, tg, keep: int) -> list[dict]:
 
 
 def _agreement(summary: list[dict]) -> dict:
-    """Spearman correlation of attribution and the exact change of the objective over the tested features."""
+    """Spearman correlations of attribution and the exact change of the objective over the tested features: signed,
+    and of their magnitudes (the ranking attribution is used for)."""
     pairs = [(r["attribution"], r["objective_change"]) for r in summary
              if r["attribution"] is not None and r["objective_change"] is not None]
+    out = {"n": len(pairs), "spearman": None, "p": None, "spearman_abs": None, "p_abs": None}
     if len(pairs) < 3:
-        return {"n": len(pairs), "spearman": None, "p": None}
+        return out
     a, e = np.array(pairs).T
-    rho, p = sps.spearmanr(a, e)
-    return {"n": len(pairs), "spearman": None if np.isnan(rho) else float(rho), "p": None if np.isnan(p) else float(p)}
+    for suffix, (x, y) in (("", (a, e)), ("_abs", (np.abs(a), np.abs(e)))):
+        rho, p = sps.spearmanr(x, y)
+        out["spearman" + suffix] = None if np.isnan(rho) else float(rho)
+        out["p" + suffix] = None if np.isnan(p) else float(p)
+    return out
 
 
 def run(adapter, prepared, saes: dict, layers: list[int], stream: Path, plan: dict, cells: pd.DataFrame,
