@@ -263,7 +263,22 @@ ANNOTATE = ("annotate --genes stats/feature_genes.parquet --layer 0 --genesets H
             "--out annotation")
 IMPORT = "import biodyn bsrc --atlas imported"
 
+
+def headless_checkpoint(ws: Path) -> None:
+    """A tiny scGPT checkpoint without its expression decoder (the prediction head interventions read)."""
+    import torch
+
+    from builder.models.tiny import write_scgpt
+
+    ckpt = write_scgpt(ws / "headless")
+    state = torch.load(ckpt / "best_model.pt")
+    torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ckpt / "best_model.pt")
+
 FAULTS = [
+    # build --interventions: a checkpoint without its prediction head is refused before any stage
+    Fault("build-interventions-without-head", "build --model scgpt --checkpoint headless --train-sae --interventions "
+          "--data {sample} --atlas nohead --cache cache --quiet", ("headless", "no expression decoder", "its head"),
+          headless_checkpoint),
     # render: outputs that overlap inputs or are not sites, damaged atlas data
     Fault("render-site-is-data-dir", "render --data-dir atlas_data --site atlas_data", ("--site atlas_data", "same path")),
     Fault("render-site-inside-data-dir", "render --site atlas_data/site", ("--site is inside --data-dir",)),
