@@ -5,7 +5,7 @@ import { boot, load, featureShard, layerIds, labelOf } from "../lib/data.js";
 import { int, num, pct, pval } from "../lib/format.js";
 import { toCSV, download, copy } from "../lib/export.js";
 import { cellMapSection } from "../lib/cells.js";
-import { interventionsSection } from "./interventions.js";
+import { interventionsSection } from "../lib/interventions.js";
 
 export async function render(el, layerParam, featureParam) {
   const layer = Number(layerParam), f = Number(featureParam);

@@ -23,7 +23,7 @@ export const GLOSSARY = {
   svd_aligned: ["SVD-aligned", "The feature's decoder direction lies close (|cos| above the threshold) to one of the layer's top principal axes."],
   annotated_rate: ["Annotation rate", "The share of alive features with at least one enriched term."],
   baseline: ["Null baseline", "The same measure computed where no biology should be found (random gene lists, a random-weight model, shuffled codes, random directions…). An observed value is only meaningful next to its baseline."],
-  specificity: ["Causal specificity", "From activation patching: the change in the target genes' output divided by the change for other genes. Above 1, the feature acts more on its own genes."],
+  specificity: ["Causal specificity", "From patching the feature out of the model on held-out cells: the AUC of the feature's own top genes (found on other cells) among the genes whose predictions changed most; 0.5 means no preference. It is tested against the same AUC under frequency-matched features and random directions of the same size. Published atlases give a ratio instead: the change for the feature's genes over the change for other genes, with no null."],
   variance_explained: ["Variance explained", "The share of the layer's activation variance that the SAE reconstructs."],
   label: ["Label", "The feature's most significant enriched term (lowest q). Placeholders of the predecessor (a TF-list test, edge counts) are never labels."],
 };

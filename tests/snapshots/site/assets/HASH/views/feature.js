@@ -5,6 +5,7 @@ import { boot, load, featureShard, layerIds, labelOf } from "../lib/data.js";
 import { int, num, pct, pval } from "../lib/format.js";
 import { toCSV, download, copy } from "../lib/export.js";
 import { cellMapSection } from "../lib/cells.js";
+import { interventionsSection } from "../lib/interventions.js";
 
 export async function render(el, layerParam, featureParam) {
   const layer = Number(layerParam), f = Number(featureParam);
@@ -26,14 +27,13 @@ export async function render(el, layerParam, featureParam) {
       h("dt", {}, "Activation frequency ", help("frequency", "activation frequency")), h("dd", {}, `${pct(d.frequency)} of tokens (${int(d.fire_count)} fires)`),
       h("dt", {}, "Mean activation ", help("mean_activation", "mean activation")), h("dd", {}, num(d.mean_activation)),
       h("dt", {}, "Module ", help("module", "a module")), h("dd", {}, d.module ? [link(`#/modules/${layer}`, `Module ${d.module[0]}`), ` · ${labelOf(d.module[1])} · ${int(d.module[2])} features`] : "none"),
-      d.svd_aligned != null ? [h("dt", {}, "SVD-aligned ", help("svd_aligned", "SVD alignment")), h("dd", {}, d.svd_aligned ? "yes" : "no")] : null,
-      d.causal ? [h("dt", {}, "Causal specificity ", help("specificity", "causal specificity")), h("dd", {}, `${num(d.causal[3])} (target change ${num(d.causal[1])}, others ${num(d.causal[2])})`)] : null),
+      d.svd_aligned != null ? [h("dt", {}, "SVD-aligned ", help("svd_aligned", "SVD alignment")), h("dd", {}, d.svd_aligned ? "yes" : "no")] : null),
     genes(name, d.genes),
     enrichments(name, d.enrichments),
     celltypes(d.celltypes, d.top_cells),
     cellMapSection({ heading: "Cell map", what: "activation",
       source: boot.has_cells && load(`cellact/${layer}/${Math.floor(f / boot.bucket)}.json`).then((s) => s[String(f)]) }),
-    perturbation(d.perturbation),
+    interventionsSection(d, boot.has_causal),
     neighbours(d.neighbours),
   );
 }
@@ -103,14 +103,6 @@ function celltypes(cts, tops) {
       rows: tissues.map((c) => [c[1], num(c[3]), pval(c[2])]) })] : null,
     tops.length ? [h("h3", {}, "Most active cells"), table({ caption: "Most active cells", columns: [{ label: "Cell type" }, { label: "Tissue" }, { label: "Activation", num: true }],
       rows: tops.map((t) => [t[0], t[1] ?? "—", num(t[2])]) })] : null);
-}
-
-function perturbation(rows) {
-  if (!rows || !rows.length) return null;
-  return h("section", {}, h("h2", {}, "Perturbation response"),
-    h("p", { class: "muted" }, "Knock-downs (in silico, from the published atlas) after which this feature's activation changed most."),
-    table({ caption: "Perturbation response", columns: [{ label: "Perturbed gene" }, { label: "Effect", num: true }, { label: "Transcription factor" }],
-      rows: rows.map((r) => [link(`#/genes/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] == null ? "—" : r[2] ? "yes" : "no"]) }));
 }
 
 const KIND = { cross_layer_pmi: "co-firing (PMI)", decoder_cosine: "decoder cosine" };

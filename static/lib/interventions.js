@@ -1,7 +1,7 @@
 // The "Interventions" section of a feature page: causal patching (effect bars with intervals, specificity
 // against its null) and perturbation response. Everything from data is inserted as text.
-import { h, link, help, table, svg } from "../lib/dom.js";
-import { int, num, pval } from "../lib/format.js";
+import { h, link, help, table, svg } from "./dom.js";
+import { int, num, pval } from "./format.js";
 
 const W = 160, H = 14;
 
