@@ -19,8 +19,8 @@ import click
 from . import __version__
 from .errors import AtlasError
 from .fsutil import check_disjoint, check_replaceable
-from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, AtlasName, GeneListFile, GeneSetSpec, OutputFolder,
-                      in_dir, in_file, in_path, setting_option)
+from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, AtlasName, GeneListFile, GeneSetSpec,
+                      OutputFolder, in_dir, in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -467,6 +467,11 @@ class _BuildProgress:
 @setting_option("--ray-address", "engine.ray_address")
 @setting_option("--workers", "engine.workers")
 @setting_option("--gpus-per-worker", "engine.gpus_per_worker")
+@click.option("--random-init-model/--no-random-init-model", "random_init_model", default=None,
+              help=SETTINGS["baselines.random_init_model"].help)
+@click.option("--coexpression/--no-coexpression", "coexpression", default=None,
+              help=SETTINGS["baselines.coexpression"].help)
+@click.option("--pca-baseline/--no-pca-baseline", "pca_baseline", default=None, help=SETTINGS["baselines.pca"].help)
 @click.option("--config", "config", type=in_file(), help="atlas.toml with any of these settings.")
 @setting_option("--atlas", "atlas", "name", help="Atlas name (default: the model family).")
 @setting_option("--title", "title")
@@ -478,20 +483,23 @@ class _BuildProgress:
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trrust, string_links, string_info, string_channels,
           layers, max_cells, cell_type_column, donor_column, shard_cells, engine, ray_address, workers,
-          gpus_per_worker, config, name, title, seed, cache, data_dir, site_dir, quiet):
+          gpus_per_worker, random_init_model, coexpression, pca_baseline, config, name, title, seed, cache, data_dir,
+          site_dir, quiet):
     """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
     from .atlas.export import export
     from .pipeline.build import Builder, read_config
     from .site.render import render as render_site
 
     cfg = read_config(config, {
-        "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae,
-        "interventions.enabled": interventions,
+        "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae or None,
+        "interventions.enabled": interventions or None,
         "genesets": tuple(genesets), "trrust": trrust, "string": string_links, "string_info": string_info,
         "string_channels": string_channels, "layers": layers, "max_cells": max_cells,
         "cell_type_column": cell_type_column, "donor_column": donor_column, "shard_cells": shard_cells,
         "atlas": name, "title": title, "seed": seed, "engine.engine": engine, "engine.ray_address": ray_address,
-        "engine.workers": workers, "engine.gpus_per_worker": gpus_per_worker})
+        "engine.workers": workers, "engine.gpus_per_worker": gpus_per_worker,
+        "baselines.random_init_model": random_init_model, "baselines.coexpression": coexpression,
+        "baselines.pca": pca_baseline})
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
     out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
@@ -518,6 +526,10 @@ def _summary(path, site, st, out, seconds):
                f"{sum(r['n_features'] for r in lay)} features alive")
     click.echo(f"  annotated {sum(r['annotated'] for r in lay)} "
                f"({ann['observed'].mean():.1%} of features; random gene lists {ann['expected'].mean():.1%})")
+    others = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline != "random_genes")]
+    if len(others):
+        click.echo("  other baselines, share annotated: " + ", ".join(
+            f"{name} {g['expected'].mean():.1%}" for name, g in others.groupby("baseline", sort=True)))
     click.echo(f"  modules {int(mods['observed'].sum())} (within-gene null: {int(mods['expected'].sum())}); "
                f"cross-layer edges {int((edges.kind == 'cross_layer').sum())} beyond the within-gene null, "
                f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")

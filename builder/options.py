@@ -270,6 +270,14 @@ SETTINGS: dict[str, Setting] = {
     "interventions.level": Setting(UNIT_OPEN, "Level of the bootstrap intervals."),
     "interventions.effects_top": Setting(POSITIVE, "Most affected genes kept per tested feature."),
     "interventions.batch": Setting(POSITIVE, "Interventions run in one forward pass (x mask draws sequences)."),
+    "baselines.pca": Setting(click.BOOL, "Annotate the top genes of the top graphs.pca_components principal "
+                             "directions (both signs) as the pca baseline."),
+    "baselines.coexpression": Setting(click.BOOL, "Annotate equally sized groups of co-expressed genes of the "
+                                      "build's cells (no model) as the coexpression baseline."),
+    "baselines.coexpression_genes": Setting(Integer(20), "Most detected universe genes the coexpression baseline "
+                                            "clusters (its correlation matrix takes genes^2 x 8 bytes)."),
+    "baselines.random_init_model": Setting(click.BOOL, "Run the same build on the checkpoint's randomly "
+                                           "initialised twin (default: on with --train-sae)."),
 }
 
 _KINDS = {  # what a config value must be before its range is checked

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..pipeline import describe
+from ..pipeline import baseline_stage, describe
 from ..pipeline.annotate import ANY
 from ..pipeline.build import Outputs, results_config
 from ..pipeline.genesets import normalise_gene
@@ -175,8 +175,10 @@ def null_baseline(out: Outputs, baselines: pa.Table | None) -> pa.Table:
         nb(a, "cross_layer", f"edges_beyond_gene_null_to_{b}", "within_gene_shuffle", cj["edges"], None,
            f"pairs with log(count / expected) >= {out.cfg.graphs.cross_min_log_ratio:.3g} and BH q <= "
            f"{out.cfg.graphs.cross_alpha} against the within-gene expectation")
-    annotation = baselines.to_pandas() if baselines is not None else pd.DataFrame()  # the annotation's own rows
-    return _frame("null_baseline", [annotation, pd.DataFrame(rows, columns=list(annotation.columns) or None)])
+    # the annotation stage's rows (random_genes), then the baselines stage's (pca, coexpression, random_init_model)
+    parts = [t.to_pandas() for t in (baselines, baseline_stage.read(out.baselines)[0]) if t is not None]
+    columns = list(parts[0].columns) if parts else None
+    return _frame("null_baseline", [*parts, pd.DataFrame(rows, columns=columns)])
 
 
 def edges(out: Outputs) -> pa.Table:
@@ -210,12 +212,13 @@ def manifest(out: Outputs) -> dict:
                       "terms": len(d.terms)} for d in out.databases]
                     + [{"name": n.name, "edges": len(n.edges), "sha256": n.meta.get("sha256")} for n in out.networks],
         "parameters": json.loads(json.dumps(results_config(cfg), default=str)),
-        "baselines": list(json.loads((out.annotation / "annotation" / "annotate.json").read_text()).get("baselines", {}))
-        + ["within_gene_shuffle", "random_direction"],
+        "baselines": baselines_record(out),
         "provenance": {"inputs": out.inputs},
         "notes": ["Every rate on this site has its null beside it (table null_baseline): annotation against "
-                  "random gene lists of the same sizes and frequencies, modules and cross-layer edges against a "
-                  "shuffle of firing within the same gene, decoder directions against random directions."],
+                  "random gene lists of the same sizes and frequencies and, when they ran, gene lists of principal "
+                  "directions (pca), co-expressed gene groups (coexpression) and the same build on the untrained "
+                  "twin of the model (random_init_model); modules and cross-layer edges against a shuffle of firing "
+                  "within the same gene and against the twin; decoder directions against random directions."],
     }
 
 
@@ -230,6 +233,24 @@ def causal(out: Outputs) -> tuple[dict[str, pa.Table], dict | None]:
     effects["gene"] = _symbols(effects["gene"]) if len(effects) else effects["gene"]
     tables = {"causal_summary": _frame("causal_summary", [summary]), "causal_effects": _frame("causal_effects", [effects])}
     return tables, {k: record[k] for k in ("method", "cells_patched", "tested", "agreement")}
+def baselines_record(out: Outputs) -> dict:
+    """Which baselines ran, with their parameters (timings left out: the manifest must not change between runs),
+    and which did not, with the reason."""
+    notes = json.loads((out.annotation / "annotation" / "annotate.json").read_text()).get("baselines", {})
+    _, rec = baseline_stage.read(out.baselines)
+    ran = {name: {"note": note} for name, note in notes.items()}
+    for name, params in rec.get("ran", {}).items():
+        ran.setdefault(name, {}).update(_no_seconds(params))
+    ran["within_gene_shuffle"] = {"note": "modules and cross-layer edges: each feature's firing shuffled among the "
+                                          "tokens of the same gene"}
+    ran["random_direction"] = {"note": "SVD comparison: random unit directions of the same width"}
+    return {"ran": ran, "not_run": rec.get("not_run", {}), "config": rec.get("config", {})}
+
+
+def _no_seconds(value):
+    if isinstance(value, dict):
+        return {k: _no_seconds(v) for k, v in value.items() if "seconds" not in k}
+    return value
 
 
 def _baseline_rows(ann: Path) -> pa.Table | None:

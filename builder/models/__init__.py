@@ -36,6 +36,8 @@ class Family:
     load: Callable[[Path, int], Adapter]  # (checkpoint folder, seed) -> adapter
     write_tiny: Callable[..., Path]  # (out folder, **sizes) -> checkpoint folder with random weights
     checkpoint_files: str  # what the checkpoint folder holds, for help texts
+    # (checkpoint, out folder, seed) -> the randomly initialised twin (random_init_model baseline); None: none
+    write_twin: Callable[[Path, Path, int], Path] | None = None
 
 
 def _scgpt(checkpoint: Path, seed: int) -> Adapter:
@@ -62,10 +64,19 @@ def _tiny_geneformer(out: Path, **kw) -> Path:
     return write_geneformer(out, **kw)
 
 
+def _twin(family: str) -> Callable[[Path, Path, int], Path]:
+    def write(checkpoint: Path, out: Path, seed: int) -> Path:
+        from .twin import write_twin
+
+        return write_twin(family, checkpoint, out, seed)
+
+    return write
+
+
 FAMILIES: dict[str, Family] = {
-    "scgpt": Family("scgpt", _scgpt, _tiny_scgpt, "args.json, vocab.json, best_model.pt"),
+    "scgpt": Family("scgpt", _scgpt, _tiny_scgpt, "args.json, vocab.json, best_model.pt", _twin("scgpt")),
     "geneformer": Family("geneformer", _geneformer, _tiny_geneformer,
-                         "config.json, weights, token and gene median dictionaries"),
+                         "config.json, weights, token and gene median dictionaries", _twin("geneformer")),
 }
 
 __all__ = ["FAMILIES", "Adapter", "Chunk", "Family", "Prepared", "check_layers", "default_batch_size",

@@ -105,13 +105,19 @@ def read_corpus(family: str, data: Path, cfg: PretrainConfig) -> Corpus:
 
 # --- initial models and the family layouts ------------------------------------------------------------------
 
-def _scgpt_model(n_tokens: int, cfg: PretrainConfig):
+def init_scgpt(n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int, seed: int,
+               dropout: float = 0.0, zero_prob: bool = False):
+    """A freshly initialised scGPT with its expression head: PyTorch's defaults, then scGPT's init_weights."""
     from .scgpt import ScGPT
 
-    torch.manual_seed(cfg.seed)
-    model = ScGPT(n_tokens, cfg.width, cfg.heads, cfg.width, cfg.layers, pad_id=0, head=True, dropout=cfg.dropout)
+    torch.manual_seed(seed)
+    model = ScGPT(n_tokens, d, heads, d_hid, n_layers, pad_id=pad_id, head=True, zero_prob=zero_prob, dropout=dropout)
     torch.nn.init.uniform_(model.encoder.embedding.weight, -0.1, 0.1)  # scGPT's init_weights
     return model
+
+
+def _scgpt_model(n_tokens: int, cfg: PretrainConfig):
+    return init_scgpt(n_tokens, cfg.width, cfg.heads, cfg.width, cfg.layers, 0, cfg.seed, cfg.dropout)
 
 
 def _write_scgpt(folder: Path, genes: list[str], cfg: PretrainConfig, model) -> None:
@@ -138,7 +144,14 @@ def _geneformer_model(n_tokens: int, cfg: PretrainConfig):
         intermediate_size=2 * cfg.width, hidden_act="relu", max_position_embeddings=4096,  # V2's input size
         pad_token_id=0, layer_norm_eps=1e-12, hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout, initializer_range=0.02, architectures=["BertForMaskedLM"])
-    torch.manual_seed(cfg.seed)
+    return init_geneformer(config, cfg.seed)
+
+
+def init_geneformer(config, seed: int):
+    """A freshly initialised BertForMaskedLM of `config` (transformers' own initialisation, seeded)."""
+    import transformers
+
+    torch.manual_seed(seed)
     return transformers.BertForMaskedLM(config)
 
 

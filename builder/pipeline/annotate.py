@@ -199,8 +199,15 @@ def annotate_baseline(baseline: Baseline, observed_rates: pa.Table | pd.DataFram
 
     Use the same databases, networks, universe and config as that call, or the rates are not comparable.
     """
+    return annotate_baselines([baseline], observed_rates, databases, networks, universe=universe, cfg=cfg)
+
+
+def annotate_baselines(baselines: list[Baseline], observed_rates: pa.Table | pd.DataFrame, databases, networks=(), *,
+                       universe, cfg: AnnotateConfig = AnnotateConfig()) -> pa.Table:
+    """`annotate_baseline` for several baselines, preparing each universe once for all of them."""
     rates = observed_rates.to_pandas() if isinstance(observed_rates, pa.Table) else observed_rates
-    rows = _baseline_rows(_Tester(databases, networks, universe, cfg), baseline, rates)
+    tester = _Tester(databases, networks, universe, cfg)
+    rows = [r for b in baselines for r in _baseline_rows(tester, b, rates)]
     return pa.Table.from_pylist(rows, schema=BASELINE_ROWS)
 
 

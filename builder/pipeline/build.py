@@ -11,6 +11,9 @@ Stages (each CACHE/<stage>-<key>/, key = hash of its inputs, parameters and the 
   graph-LL    modules with their null, map, SVD comparison, PCA gene lists   (graphs.py)
   cross-LL-MM cross-layer edges of an adjacent pair, decoder-cosine matches  (graphs.py)
   interventions  --interventions: causal patching on held-out cells          (interventions.py)
+  twin        random_init_model: the checkpoint's untrained twin, then the   (models/twin.py; the same
+              same build on it, every stage under its own keys               stages, keyed by the twin)
+  baselines   pca, coexpression and random_init_model rows beside the rates  (baseline_stage.py)
 Map stages commit every shard folder on its own, so a killed build resumes at the first unfinished shard.
 This module imports neither builder.atlas nor builder.site: the CLI exports and renders what `run` returns.
 """
@@ -35,6 +38,7 @@ from ..models import FAMILIES, check_layers, load
 from ..parse import atlas_name
 from . import dense, describe, engine, sample, stream
 from .annotate import AnnotateConfig
+from .baseline_stage import BaselinesConfig
 from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
 from .codes import shard_name
 from .forward import ModelSpec
@@ -79,10 +83,11 @@ class BuildConfig:
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     graphs: GraphConfig = field(default_factory=GraphConfig)
     interventions: InterventionsConfig = field(default_factory=InterventionsConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
 
 
 SECTIONS = {"engine": engine.EngineConfig, "train": TrainConfig, "stats": StatsConfig, "annotate": AnnotateConfig,
-            "graphs": GraphConfig, "interventions": InterventionsConfig}
+            "graphs": GraphConfig, "interventions": InterventionsConfig, "baselines": BaselinesConfig}
 # Settings that cannot change any output byte stay out of cache keys and the manifest.
 NOT_RESULTS = ("backed", "keep_partials", "engine")
 
@@ -118,7 +123,8 @@ def read_config(path: Path | None, overrides: dict) -> BuildConfig:
                 values.update({f"{key}.{k}": check_setting(f"{key}.{k}", v, str(path)) for k, v in value.items()})
             else:
                 values[key] = check_setting(key, value, str(path))
-    values.update({k: v for k, v in overrides.items() if v not in (None, (), False, "")})
+    # None, "" and () mean "not given"; 0 and False given on the command line override the file.
+    values.update({k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (str, tuple)) and not v)})
     cfg = BuildConfig()
     top = {k: _value(k, v) for k, v in values.items() if "." not in k}
     sections = {sec: replace(getattr(cfg, sec), **{k.split(".", 1)[1]: _value(k, v) for k, v in values.items()
@@ -161,6 +167,9 @@ def check_config(cfg: BuildConfig) -> None:
     if cfg.donor_column and not cfg.cell_type_column:
         raise AtlasError("--donor-column needs --cell-type-column (the donor-level test is per cell type)")
     engine.check(cfg.engine)
+    from .baseline_stage import decide
+
+    decide(cfg, FAMILIES[cfg.model])
 
 
 def results_config(cfg: BuildConfig) -> dict:
@@ -220,6 +229,7 @@ class Outputs:
     stage: Stage
     cache_bytes: dict = field(default_factory=dict)
     interventions: Path | None = None  # the interventions stage folder, with --interventions
+    baselines: Path | None = None  # the baselines stage folder (baseline_stage.py)
 
 
 class Builder:
@@ -300,6 +310,11 @@ class Builder:
                                      cfg.max_cells or None, cfg.gene_column or None, cfg.cell_type_column or None,
                                      cfg.donor_column or None, cfg.backed), adapter))
         record, cells = read_plan(pdir)
+        from . import baseline_stage
+
+        decided = baseline_stage.decide(cfg, FAMILIES[cfg.model])
+        if not decided["pca"]:
+            baseline_stage.check_pca(record, cfg.graphs.pca_components)
         spec = ModelSpec(cfg.model, str(cfg.checkpoint), str(data), tuple(layers), cfg.seed, cfg.max_cells or None,
                          record["dataset"]["gene_column"], cfg.backed, cfg.batch_size, cfg.device, cfg.engine.threads)
         if cfg.train_sae:
@@ -343,9 +358,16 @@ class Builder:
         if cfg.interventions.enabled:
             ikey = key_of("interventions", xkey, asdict(cfg.interventions), asdict(cfg.stats), cfg.seed)
             idir = self.cached("interventions", ikey, lambda tmp: self._interventions(layers, saes, sdir, pdir, spec, tmp))
+        twin = None if decided["random_init_model"] else self._twin(inputs["checkpoint"], layers)
+        bkey = key_of("baselines", akey, [p.name for p in gdirs.values()], [p.name for p in cdirs.values()],
+                      asdict(cfg.baselines), decided, twin and twin["folders"], cfg.seed)
+        bdir = self.cached("baselines", bkey, lambda tmp: baseline_stage.run(
+            tmp, layers=layers, decided=decided, cfg=cfg, annotation=adir, gdirs=gdirs, cdirs=cdirs,
+            universe=self._universe(layers, tdir, pdir), dbs=dbs, nets=nets, data=data,
+            cells=cells.loc[cells["n_tokens"] > 0, "cell"].to_numpy(), twin=twin and twin["record"]))
         return Outputs(cfg, self.name, layers, pdir, record, inputs, saes,
                        "trained by atlas build" if cfg.train_sae else "given (--sae)", sdir, tdir, adir, gdirs, cdirs,
-                       dbs, nets, modules, training, self.stage, sizes, idir)
+                       dbs, nets, modules, training, self.stage, sizes, idir, bdir)
 
     def _interventions(self, layers, saes, sdir, pdir, spec, tmp):
         from .forward import ModelRunner
@@ -356,6 +378,46 @@ class Builder:
         record, cells = read_plan(pdir)
         run_interventions(runner.adapter, runner.prepared, {L: load_sae(saes[L]) for L in layers}, layers, sdir, record,
                           cells, self.cfg.stats, self.cfg.interventions, self.cfg.seed, tmp, self.log)
+
+    def _twin(self, checkpoint_hash: str, layers: list[int]) -> dict:
+        """The random_init_model baseline: write the checkpoint's untrained twin, then run this build on it (SAE
+        settings, seed, cells and layers unchanged; its own baselines off). Its stages are cached like any other."""
+        from .baseline_stage import summaries
+        from .dense import heldout_metrics, read_dense
+
+        cfg = self.cfg
+        key = key_of("twin", __version__, cfg.model, checkpoint_hash, cfg.seed)
+        folder = self.cached("twin", key, lambda tmp: FAMILIES[cfg.model].write_twin(
+            Path(cfg.checkpoint), tmp / "checkpoint", cfg.seed))
+        sub = replace(cfg, checkpoint=str(folder / "checkpoint"), annotate=replace(cfg.annotate, random_genes=False),
+                      baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False),
+                      interventions=replace(cfg.interventions, enabled=False))
+        self.log("random_init_model: the same build on the untrained twin")
+        t0 = time.perf_counter()
+        twin = Builder(sub, self.cache, self.log, self.progress)
+        out = twin.run()
+        if sum(twin.stage.computed.values()):
+            self.stage.done("twin", time.perf_counter() - t0)
+            self.stage.computed["twin"] += 1
+        else:
+            self.stage.cached["twin"] += 1
+        folders = [out.annotation.name, *(p.name for p in out.graphs.values()), *(p.name for p in out.cross.values())]
+        record = {"checkpoint_sha256": out.inputs["checkpoint"], "seed": cfg.seed, "layers": layers,
+                  "same_as_the_model": "SAE settings, seed, cells, layers, statistics and graph settings",
+                  "sae_variance_explained": {str(L): heldout_metrics(read_dense(out.stream, L))["variance_explained"]
+                                             for L in layers},
+                  "summary": summaries(out.annotation, out.graphs, out.cross)}
+        return {"folders": folders, "record": record}
+
+    def _universe(self, layers, tdir, pdir) -> dict:
+        """Per layer, the genes that can enter a top list: at least min_support tokens in the data."""
+        names = pq.read_table(pdir / "genes.parquet").to_pandas().set_index("token_id")["gene"]
+        universe = {}
+        for L in layers:
+            counts = describe.read_counts(tdir, L)
+            ids = counts["gene_ids"][counts["gene_n"] >= self.cfg.stats.min_support]
+            universe[L] = names.reindex(ids).dropna().tolist()
+        return universe
 
     def _genesets(self):
         from ..parse import string_channels
@@ -426,15 +488,9 @@ class Builder:
     def _annotate(self, layers, tdir, pdir, dbs, nets, tmp):
         from .annotate import annotate, write_annotation
 
-        names = pq.read_table(pdir / "genes.parquet").to_pandas().set_index("token_id")["gene"]
-        parts, universe = [], {}
-        for L in layers:
-            g = describe.read_table(tdir, L, "feature_genes")[["feature", "gene", "rank"]]
-            parts.append(g.assign(layer=L))
-            counts = describe.read_counts(tdir, L)
-            # The universe: genes that can enter a top list (at least min_support tokens in the data).
-            ids = counts["gene_ids"][counts["gene_n"] >= self.cfg.stats.min_support]
-            universe[L] = names.reindex(ids).dropna().tolist()
+        parts = [describe.read_table(tdir, L, "feature_genes")[["feature", "gene", "rank"]].assign(layer=L)
+                 for L in layers]
+        universe = self._universe(layers, tdir, pdir)
         table = pd.concat(parts, ignore_index=True)
         write_annotation(tmp / "annotation", annotate(table, dbs, nets, universe=universe, cfg=self.cfg.annotate))
 

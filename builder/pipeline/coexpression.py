@@ -72,8 +72,10 @@ class CoexpressionSums:
 class CountShards:
     """Raw counts of an .h5ad, read shard by shard of cells: layers['counts'], else raw.X, else X."""
 
-    def __init__(self, path: Path, chunk_cells: int):
+    def __init__(self, path: Path, chunk_cells: int, rows: np.ndarray | None = None):
+        """rows: the dataset rows to read (ascending), e.g. the cells of a build; None: every cell."""
         self.path, self.chunk = Path(path), int(chunk_cells)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         if not self.path.is_file():
             raise AtlasError(f"{self.path}: dataset not found")
         try:
@@ -95,6 +97,11 @@ class CountShards:
     def __iter__(self):
         for start in range(0, self.n_cells, self.chunk):
             X = sp.csr_matrix(self.matrix[start:start + self.chunk], dtype=np.float64)
+            if self.rows is not None:
+                pick = self.rows[(self.rows >= start) & (self.rows < start + X.shape[0])] - start
+                if pick.size == 0:
+                    continue
+                X = X[pick]
             bad = (X.data < 0) | (np.abs(X.data - np.round(X.data)) > 1e-3) | ~np.isfinite(X.data)
             if bad.any():
                 raise AtlasError(f"{self.path}: {self.key} holds {float(X.data[np.argmax(bad)]):.4g} in cells "
@@ -171,11 +178,12 @@ def _leaf_order(r: np.ndarray) -> np.ndarray:
 
 
 def coexpression_baseline(path: Path, universe, layers, cfg: CoexpressionConfig = CoexpressionConfig(),
-                          gene_column: str | None = None) -> tuple[Baseline, dict]:
-    """The baseline's lists (the same groups for every layer) and a record of how they were made."""
+                          gene_column: str | None = None, rows: np.ndarray | None = None) -> tuple[Baseline, dict]:
+    """The baseline's lists (the same groups for every layer) and a record of how they were made. `rows`: the
+    dataset rows (cells) to use, ascending (a build passes its cells); None: every cell."""
     uni = {normalise_gene(g) for g in (set().union(*universe.values()) if isinstance(universe, dict) else universe)}
     uni.discard(None)
-    shards = CountShards(path, cfg.chunk_cells)
+    shards = CountShards(path, cfg.chunk_cells, rows)
     try:
         names = shards.gene_names(uni, gene_column)
         detected = detection(shards)

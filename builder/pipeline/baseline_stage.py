@@ -1,0 +1,166 @@
+"""The baselines stage of `atlas build`: every annotation rate beside gene lists made without the trained SAE,
+by the same tests on the same data (issue 16, point 1), and modules and cross-layer edges beside an untrained
+twin of the model (point 4).
+
+- random_genes: made inside the annotate stage (the features' own lists dealt out again);
+- pca: the top genes of the top `graphs.pca_components` principal directions of each layer, both signs (so
+  2 x n lists), from the held-out covariance the streaming pass accumulates over shards (graph stages);
+- coexpression: equally sized groups of co-expressed genes of the build's cells, no model (coexpression.py);
+- random_init_model: the same build (SAE settings, seed, cells, layers) on the randomly initialised twin of the
+  checkpoint (models/twin.py): its annotation rates, its modules and its cross-layer edges. Its stages are
+  cached under their own keys (the twin's checkpoint hash enters every key), so a rebuild reuses them.
+
+Stage folder baselines-KEY/: baselines.parquet (rows of the atlas null_baseline table) and baselines.json (which
+ran, with their parameters and seconds, and which did not, with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import AtlasError
+from ..jsonio import dumps_json
+from .annotate import ANY, BASELINE_ROWS, annotate_baselines
+from .baselines import Baseline
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    pca: bool = True                 # lists of the principal directions (cheap: the axes come with the stream)
+    coexpression: bool = True        # two passes over the counts and a genes x genes correlation matrix
+    coexpression_genes: int = 4000   # most detected universe genes clustered (the matrix is genes^2 x 8 bytes)
+    random_init_model: bool | None = None  # a second build on the untrained twin; None: on with --train-sae
+
+
+def decide(cfg, family) -> dict[str, str]:
+    """name -> '' (runs) or why it does not; AtlasError when one is switched on without what it needs.
+    `cfg` is the BuildConfig, `family` its models.Family."""
+    b = cfg.baselines
+    out = {"random_genes": "" if cfg.annotate.random_genes else "switched off (annotate.random_genes = false)",
+           "pca": "" if b.pca else "switched off (baselines.pca = false)",
+           "coexpression": "" if b.coexpression else "switched off (baselines.coexpression = false)"}
+    need = ""
+    if family.write_twin is None:
+        need = f"model family {family.name!r} has no random-init twin"
+    elif not cfg.train_sae:
+        need = "SAEs given with --sae; the twin needs SAEs trained by the build on its own activations (--train-sae)"
+    if b.random_init_model and need:
+        raise AtlasError(f"baselines.random_init_model: {need}; switch it off (--no-random-init-model)")
+    if b.random_init_model is False:
+        out["random_init_model"] = "switched off (baselines.random_init_model = false)"
+    else:
+        out["random_init_model"] = need
+    return out
+
+
+def check_pca(record: dict, n_components: int) -> None:
+    """The principal axes need more held-out tokens than components, and no more components than the width."""
+    width, held = record["model"]["width"], record["heldout_tokens"]
+    if n_components > width:
+        raise AtlasError(f"graphs.pca_components {n_components}: larger than the model width {width}")
+    if held <= n_components:
+        raise AtlasError(f"baselines.pca: {held} held-out gene tokens are too few for {n_components} principal axes "
+                         "(raise train.holdout or the cells, lower graphs.pca_components, or --no-pca-baseline)")
+
+
+def pca_lists(gdirs: dict) -> pd.DataFrame:
+    """The graph stages' PCA gene lists as a (layer, list, gene, rank) table; list = 2 x component (+1 if negative)."""
+    parts = []
+    for L, gdir in sorted(gdirs.items()):
+        t = pq.read_table(Path(gdir) / "pca_genes.parquet").to_pandas()
+        parts.append(pd.DataFrame({"layer": np.int64(L), "list": 2 * t["component"] + (t["sign"] < 0),
+                                   "gene": t["gene"].astype(str), "rank": t["rank"].astype(np.int64)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def twin_rows(layers: list[int], rates: pd.DataFrame, own: dict, twin: dict) -> list[dict]:
+    """random_init_model rows: the twin's annotation rates (from its own annotate stage) beside the trained model's,
+    and its modules and cross-layer edges. `own`/`twin`: {"rates", "graphs": {L: graph.json}, "cross": {(a, b):
+    cross.json}} of each build."""
+    note = "random_init_model: the same build (SAE settings, seed, cells) on the randomly initialised twin"
+    rows = []
+    trained = {(int(r.layer), r.database): r.annotated / max(r.n_features, 1) for r in rates.itertuples()}
+    for r in twin["rates"].itertuples():
+        rows.append(_row(int(r.layer), "annotation", r.database, "random_init_model", trained.get((int(r.layer), r.database)),
+                         r.annotated / max(r.n_features, 1), f"{note}; share of its alive features annotated"))
+    for L in layers:
+        mine, theirs = own["graphs"][L], twin["graphs"][L]
+        for measure in ("modules", "in_modules"):
+            rows.append(_row(L, "modules", measure, "random_init_model", mine["modules"][measure],
+                             theirs["modules"][measure], f"{note}; its {measure.replace('_', ' ')}"))
+            rows.append(_row(L, "modules", f"{measure}_of_random_init_model", "within_gene_shuffle",
+                             theirs["modules"][measure], theirs["modules_null"][measure],
+                             f"the twin's {measure.replace('_', ' ')} beside its own within-gene null"))
+    for (a, b), mine in own["cross"].items():
+        theirs = twin["cross"][a, b]
+        rows.append(_row(a, "cross_layer", f"edges_beyond_gene_null_to_{b}", "random_init_model", mine["edges"],
+                         theirs["edges"], f"{note}; its cross-layer edges by the same test"))
+    return rows
+
+
+def _row(layer, analysis, measure, baseline, observed, expected, note) -> dict:
+    f = lambda v: None if v is None else float(v)  # noqa: E731
+    return {"layer": int(layer), "analysis": analysis, "measure": measure, "baseline": baseline,
+            "observed": f(observed), "expected": f(expected), "note": note}
+
+
+def summaries(annotation: Path, graphs: dict, cross: dict) -> dict:
+    """What twin_rows reads of one build's stage folders."""
+    return {"rates": pq.read_table(Path(annotation) / "annotation" / "rates.parquet").to_pandas(),
+            "graphs": {L: json.loads((Path(d) / "graph.json").read_text()) for L, d in graphs.items()},
+            "cross": {k: json.loads((Path(d) / "cross.json").read_text()) for k, d in cross.items()}}
+
+
+def run(tmp: Path, *, layers, decided: dict, cfg, annotation: Path, gdirs: dict, cdirs: dict, universe: dict,
+        dbs, nets, data: Path, cells: np.ndarray, twin: dict | None) -> None:
+    """Write baselines.parquet and baselines.json into `tmp` (see the module docstring)."""
+    from .coexpression import CoexpressionConfig, coexpression_baseline
+
+    rates = pq.read_table(Path(annotation) / "annotation" / "rates.parquet").to_pandas()
+    record = {"ran": {}, "not_run": {k: v for k, v in decided.items() if v}}
+    if not decided["random_genes"]:
+        record["ran"]["random_genes"] = {"lists": "one per feature", "seed": cfg.annotate.seed}
+    lists, rows = [], []
+    if not decided["pca"]:
+        t0 = time.perf_counter()
+        lists.append(Baseline("pca", pca_lists(gdirs), f"pca: top {cfg.stats.top_genes} genes of each of the top "
+                              f"{cfg.graphs.pca_components} principal directions of the layer, both signs (held-out "
+                              "covariance accumulated over shards; same minimum support as the features)"))
+        record["ran"]["pca"] = {"components": cfg.graphs.pca_components, "signs": 2, "seconds": time.perf_counter() - t0}
+    if not decided["coexpression"]:
+        t0 = time.perf_counter()
+        cc = CoexpressionConfig(n_genes=cfg.baselines.coexpression_genes, size=cfg.annotate.top_n, seed=cfg.seed)
+        base, made = coexpression_baseline(data, universe, layers, cc, rows=cells)
+        lists.append(base)
+        record["ran"]["coexpression"] = {k: v for k, v in made.items() if k != "dataset"} | {
+            "seconds": time.perf_counter() - t0}
+    if lists:
+        t0 = time.perf_counter()
+        table = annotate_baselines(lists, rates, dbs, nets, universe=universe, cfg=cfg.annotate)
+        rows += table.to_pylist()
+        for b in lists:  # the tests of every baseline share one prepared universe: their time is reported together
+            record["ran"][b.name] |= {"note": b.note, "annotate_seconds_all_lists": time.perf_counter() - t0}
+    if twin is not None:
+        own = summaries(annotation, gdirs, cdirs)
+        rows += twin_rows(layers, rates, own, twin["summary"])
+        record["ran"]["random_init_model"] = {k: v for k, v in twin.items() if k != "summary"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=BASELINE_ROWS), tmp / "baselines.parquet", compression="zstd")
+    record["config"] = asdict(cfg.baselines)
+    (tmp / "baselines.json").write_bytes(dumps_json(record, indent=True))
+
+
+def read(folder: Path | None) -> tuple[pa.Table | None, dict]:
+    if folder is None:
+        return None, {}
+    return pq.read_table(Path(folder) / "baselines.parquet"), json.loads((Path(folder) / "baselines.json").read_text())
+
+
+__all__ = ["ANY", "BaselinesConfig", "check_pca", "decide", "pca_lists", "read", "run", "twin_rows"]
