@@ -1,15 +1,15 @@
-"""Annotation rates of model-free gene lists on the bundled dataset, with time and memory.
+"""The annotation rate of the demo models beside each baseline of `atlas build`, with the time and memory of each.
 
-    python bench/baselines.py [--data atlas_data/inputs/immune_sample.h5ad] [--min-cells 5] [--knn-lists 600]
+    python bench/baselines.py [--data atlas_data/inputs/pbmc68k_counts.h5ad] [--max-cells 0]
+                              [--families scgpt,geneformer] [--work bench/out/baselines]
 
-Universe: the genes detected in at least --min-cells cells (a stand-in for a build's genes with min_support
-tokens). Databases: the bundled defaults, plus TRRUST target sets when ../shared/reference has them. Cases, each
-in its own process so its peak RSS is its own:
-- coexpression: the baseline's groups (builder/pipeline/coexpression.py), 20 genes each;
-- knn: the issue's construction, the --knn-lists most detected genes each with its 19 most correlated genes
-  (lists overlap, as features' top genes do);
-and beside each, random_genes: the same lists with their genes dealt out again (curveball: sizes and each
-gene's number of lists kept), annotated by the same pooled family.
+For each bundled demo checkpoint (atlas_data/inputs/models/), on the bundled labelled dataset it was trained on,
+with the build's defaults (--train-sae, bundled gene sets): first the build with every baseline off (the model
+alone), then one build per baseline with only that baseline on, all on one cache. The later builds reuse the
+model's cached stages, so each one's time and peak RSS are that baseline's own (plus reading the cache and the
+imports, the floor the model-alone row shows when it is rerun cached: the `cached` row). random_init_model is a
+whole second build on the checkpoint's untrained twin; random_genes re-annotates the features (its annotate
+stage key changes). Each build runs in its own process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -22,102 +22,87 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-TRRUST = ROOT / ".." / "shared" / "reference" / "genesets" / "trrust_rawdata.human.tsv"
+BASELINES = ("random_genes", "pca", "coexpression", "random_init_model")
+OFF = {"random_genes": "[annotate]\nrandom_genes = false\n", "pca": "pca = false\n",
+       "coexpression": "coexpression = false\n", "random_init_model": "random_init_model = false\n"}
 
 
-def universe(data: Path, min_cells: int) -> list[str]:
-    from builder.pipeline.coexpression import CountShards, detection
-
-    shards = CountShards(data, 2048)
-    names, det = shards.gene_names(set()), detection(shards)
-    shards.close()
-    return sorted({n for n, d in zip(names, det) if n and d >= min_cells})
-
-
-def databases():
-    from builder.pipeline.genesets import load_genesets, read_trrust
-
-    dbs = load_genesets([])
-    if TRRUST.is_file():
-        dbs.append(read_trrust(TRRUST)[0])
-    return dbs
+def config(only: str | None, max_cells: int) -> str:
+    """A config with every baseline off but `only`."""
+    top = f"max_cells = {max_cells}\n" if max_cells else ""
+    base = "".join(OFF[b] for b in ("pca", "coexpression", "random_init_model") if b != only)
+    ann = OFF["random_genes"] if only != "random_genes" else ""
+    return top + ann + "[baselines]\n" + base
 
 
-def knn_lists(data: Path, uni: list[str], n_lists: int, size: int = 20) -> pd.DataFrame:
-    """Each of the n_lists most detected universe genes with its size - 1 most correlated genes."""
-    from builder.pipeline.coexpression import CountShards, detection, shard_sums
+def child(args: list[str], out: Path) -> None:
+    from builder.cli import main
 
-    shards = CountShards(data, 2048)
-    names, det = shards.gene_names(set(uni)), detection(shards)
-    inside = np.flatnonzero(np.isin(names, uni) & (det > 0))
-    genes = np.asarray(sorted(inside[np.argsort(-det[inside], kind="stable")][:4000]))
-    sums = None
-    for X in shards:
-        part = shard_sums(X, genes)
-        sums = part if sums is None else sums.merge(part)
-    shards.close()
-    r = sums.correlation()
-    seeds = np.argsort(-det[genes], kind="stable")[:n_lists]
-    rows = []
-    for i, s in enumerate(seeds):
-        order = np.argsort(-r[s], kind="stable")[:size]  # r[s, s] = 1 puts the seed first
-        rows += [(0, i, names[genes[g]], rank) for rank, g in enumerate(order, 1)]
-    return pd.DataFrame(rows, columns=["layer", "feature", "gene", "rank"])
-
-
-def run_case(name: str, data: Path, min_cells: int, n_lists: int) -> dict:
-    from builder.pipeline.annotate import AnnotateConfig, annotate
-    from builder.pipeline.coexpression import coexpression_baseline
-
-    uni = universe(data, min_cells)
-    dbs = databases()
     t0 = time.perf_counter()
-    if name == "coexpression":
-        lists = coexpression_baseline(data, uni, [0])[0].lists.rename(columns={"list": "feature"})
-    else:
-        lists = knn_lists(data, uni, n_lists)
-    t_lists = time.perf_counter() - t0
-    ann = annotate(lists, dbs, universe=uni, cfg=AnnotateConfig())
-    t_all = time.perf_counter() - t0
-    rates = ann.rates.to_pandas().set_index("database")
-    return {"case": name, "universe": len(uni), "lists": int(lists["feature"].nunique()),
-            "distinct_genes": int(lists["gene"].nunique()), "lists_seconds": t_lists,
-            "annotate_seconds": t_all - t_lists, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "observed": (rates["annotated"] / rates["n_features"]).round(4).to_dict(),
-            "random_genes": (rates["null_annotated"] / rates["n_features"]).round(4).to_dict()}
+    try:
+        main(args)
+    except SystemExit as e:
+        if e.code:
+            raise
+    out.write_text(json.dumps({"seconds": time.perf_counter() - t0,
+                               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def build(family: str, case: str, only: str | None, a, work: Path) -> dict:
+    cfg = work / f"{family}-{case}.toml"
+    cfg.write_text(config(only, a.max_cells))
+    args = ["build", "--model", family, "--checkpoint", str(ROOT / "atlas_data" / "inputs" / "models" / family),
+            "--data", str(a.data), "--train-sae", "--cell-type-column", "cell_type", "--config", str(cfg),
+            "--atlas", f"{family}-{case}", "--cache", str(work / "cache"), "--data-dir", str(work / "data"),
+            "--site", str(work / "site"), "--quiet"]
+    rec = work / f"{family}-{case}.json"
+    subprocess.run([sys.executable, __file__, "--child", str(rec), "--", *args], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    res = json.loads(rec.read_text())
+    nb = pd.read_parquet(work / "data" / f"{family}-{case}" / "null_baseline.parquet")
+    res["rows"] = nb[(nb.analysis != "svd")].to_dict("records")
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=ROOT / "atlas_data" / "inputs" / "immune_sample.h5ad")
-    ap.add_argument("--min-cells", type=int, default=5)
-    ap.add_argument("--knn-lists", type=int, default=600)
-    ap.add_argument("--case", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case, args.data, args.min_cells, args.knn_lists)))
+    ap.add_argument("--data", type=Path, default=ROOT / "atlas_data" / "inputs" / "pbmc68k_counts.h5ad")
+    ap.add_argument("--max-cells", type=int, default=0, help="0: every cell.")
+    ap.add_argument("--families", default="scgpt,geneformer")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "baselines")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    a, rest = ap.parse_known_args()
+    if a.child:
+        child([x for x in rest if x != "--"], a.child)
         return
-    results = []
-    for case in ("coexpression", "knn"):
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--data", str(args.data), "--min-cells",
-                              str(args.min_cells), "--knn-lists", str(args.knn_lists)],
-                             check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(out))
-    dbs = list(results[0]["observed"])
-    print(f"universe: {results[0]['universe']:,} genes detected in >= {args.min_cells} cells of {args.data.name}")
-    print("| lists | n | distinct genes | " + " | ".join(dbs) + " | lists s | annotate s | peak MB |")
-    print("|---|---:|---:|" + "---:|" * len(dbs) + "---:|---:|---:|")
-    for r in results:
-        for which in ("observed", "random_genes"):
-            label = r["case"] if which == "observed" else f"random_genes of {r['case']}"
-            cells = " | ".join(f"{r[which][d]:.1%}" for d in dbs)
-            timing = (f"{r['lists_seconds']:.1f} | {r['annotate_seconds']:.1f} | {r['peak_mb']:.0f}"
-                      if which == "observed" else " | | ")
-            print(f"| {label} | {r['lists']} | {r['distinct_genes']:,} | {cells} | {timing} |")
+    a.work.mkdir(parents=True, exist_ok=True)
+    rates, costs = [], []
+    for family in a.families.split(","):
+        runs = {"model": build(family, "model", None, a, a.work), "cached": build(family, "cached", None, a, a.work)}
+        for b in BASELINES:
+            runs[b] = build(family, b, b, a, a.work)
+        for case, r in runs.items():
+            costs.append((family, case, r["seconds"], r["peak_mb"]))
+        ann = pd.DataFrame([row for b in BASELINES for row in runs[b]["rows"]])
+        ann = ann[(ann.analysis == "annotation") & (ann.measure == "any database") & ann.baseline.isin(BASELINES)]
+        for L, g in ann.groupby("layer"):
+            share = dict(zip(g["baseline"], g["expected"]))
+            rates.append((family, int(L), float(g["observed"].iloc[0]), *[share.get(b) for b in BASELINES]))
+        twin = pd.DataFrame(runs["random_init_model"]["rows"])
+        twin = twin[(twin.baseline == "random_init_model") & (twin.analysis != "annotation")]
+        for r in twin.itertuples():
+            print(f"{family} layer {r.layer} {r.analysis} {r.measure}: trained {r.observed:g}, untrained twin {r.expected:g}")
+    pct = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
+    print("| model | layer | trained model | " + " | ".join(BASELINES) + " |")
+    print("|---|---:|---:|" + "---:|" * len(BASELINES))
+    for family, L, obs, *base in rates:
+        print(f"| {family} | {L} | {pct(obs)} | " + " | ".join(pct(v) for v in base) + " |")
+    print("\n| model | build | seconds | peak RSS MB |\n|---|---|---:|---:|")
+    for family, case, s, mb in costs:
+        print(f"| {family} | {case} | {s:.1f} | {mb:.0f} |")
 
 
 if __name__ == "__main__":

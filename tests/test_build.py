@@ -1,6 +1,7 @@
 """atlas build end to end on tiny checkpoints: both families, local vs Ray, determinism, resume after a kill in
 the middle of the streaming pass, backed vs in-memory reads, a subset of layers, bad input."""
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from builder.atlas.format import read_atlas, validate
@@ -92,7 +94,17 @@ def test_build_end_to_end(built, family):
     assert set(ct["name"]) <= {"high", "low", "mixed"} and (ct["auc"] >= 0.6).all() and (ct["q"] <= 0.05).all()
     nb = atlas.table("null_baseline").to_pandas()
     assert {"annotation", "modules", "cross_layer", "svd"} <= set(nb["analysis"])
-    assert set(nb["baseline"]) == {"random_genes", "within_gene_shuffle", "random_direction"}
+    assert set(nb["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model", "within_gene_shuffle",
+                                   "random_direction"}
+    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database")]
+    assert set(ann["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model"}
+    assert (ann.groupby("layer")["observed"].nunique() == 1).all()  # one observed rate, beside every baseline
+    twin = nb[nb.baseline == "random_init_model"]
+    assert {"annotation", "modules", "cross_layer"} <= set(twin["analysis"])
+    ran = m["baselines"]["ran"]
+    assert m["baselines"]["not_run"] == {} and ran["pca"]["components"] == 10 and ran["coexpression"]["cells"] == 60
+    assert ran["random_init_model"]["checkpoint_sha256"] != m["model"]["checkpoint_sha256"]
+    assert not any("seconds" in k for k in json.dumps(m["baselines"]).split('"'))  # the manifest stays reproducible
     svd = atlas.table("svd_comparison").to_pandas()
     assert {"share_10_p50", "r2_10_p50", "share_10_p50_random", "r2_10_p50_random", "share_10_mean_expected"} <= set(svd["metric"])
     assert "decoder_cosine" in set(atlas.table("edges").column("kind").to_pylist())
@@ -106,7 +118,22 @@ def test_rebuild_is_byte_identical_and_cached(built, tiny, labelled, tmp_path, c
     assert tree(tmp_path / "site" / "scgpt") == tree(built / "site" / "scgpt")
     args = [a for a in build_args(tmp_path, tiny, labelled, "scgpt", name="scgpt") if a != "--quiet"]
     code, out, _ = run(args, capsys)
-    assert code == 0 and "cached: plan, sample, sae, stream, stats, annotate, graph, cross" in out
+    assert code == 0 and "cached: plan, sample, sae, stream, stats, annotate, graph, cross, twin, baselines" in out
+
+
+def test_random_init_model_rows_are_the_twin_build_s_own(built):
+    """The twin's annotation rate in null_baseline is what its own annotate stage found, and its stages sit in the
+    cache under their own keys (a second annotate stage, without the random_genes baseline)."""
+    nb = read_atlas(built / "data" / "scgpt").table("null_baseline").to_pandas()
+    twin = nb[(nb.baseline == "random_init_model") & (nb.analysis == "annotation")].set_index(["layer", "measure"])
+    stages = [pq.read_table(d / "annotation" / "rates.parquet").to_pandas()
+              for d in sorted((built / "cache").glob("annotate-*"))]
+    theirs = [r for r in stages if r["null_annotated"].isna().all()]  # the twins of both families
+    found = [r.set_index(["layer", "database"]) for r in theirs]
+    shares = [(r["annotated"] / r["n_features"]).sort_index() for r in found]
+    assert any(np.allclose(s.to_numpy(), twin["expected"].sort_index().to_numpy()) for s in shares
+               if len(s) == len(twin))
+    assert len(list((built / "cache").glob("twin-*/checkpoint/twin.json"))) == 2
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,19 @@ def test_baseline_lists_for_every_layer_are_deterministic(planted):
     assert again.lists.equals(lists)
 
 
+def test_a_build_s_cells_give_the_groups_of_those_cells_alone(tmp_path, planted):
+    """`rows` (the cells of a build: --max-cells, cells with tokens) equals a file holding only those cells."""
+    path, counts, names = planted
+    rows = np.flatnonzero(np.arange(counts.shape[0]) % 3 != 1)[:250]  # spread over several shards, with gaps
+    cfg = CoexpressionConfig(n_genes=100, size=20, chunk_cells=64)
+    some, rec = coexpression_baseline(path, names, [0], cfg, rows=rows)
+    alone, rec_alone = coexpression_baseline(write_h5ad(tmp_path / "some.h5ad", counts[rows], names), names, [0], cfg)
+    assert rec["cells"] == rec_alone["cells"] == rows.size
+    assert some.lists.equals(alone.lists)
+    every, _ = coexpression_baseline(path, names, [0], cfg)
+    assert not every.lists.equals(some.lists)  # the cells matter, so the restriction is real
+
+
 def test_bad_datasets_are_refused_with_the_file(tmp_path, planted):
     _, counts, names = planted
     logged = write_h5ad(tmp_path / "logged.h5ad", np.log1p(counts), names)

@@ -262,6 +262,7 @@ STATS = "sae stats --codes codes --out stats"
 ANNOTATE = ("annotate --genes stats/feature_genes.parquet --layer 0 --genesets Hallmark --min-size 2 --universe-from-table "
             "--out annotation")
 IMPORT = "import biodyn bsrc --atlas imported"
+BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --atlas b --cache cache --max-cells 4"
 
 
 def headless_checkpoint(ws: Path) -> None:
@@ -462,6 +463,19 @@ FAULTS = [
           lambda ws: shutil.copy(ws / "stats" / "feature_genes.parquet", ws / "annotation" / "genes.parquet")),
     Fault("annotate-out-other-output", ANNOTATE.replace("--out annotation", "--out stats"), ("stats", "not an annotation folder")),
     Fault("annotate-seed-negative", ANNOTATE + " --seed -5", ("'--seed'", "0<=x<=4294967295")),
+    # build: settings refused before any stage writes (issue 16's bad-input list)
+    Fault("build-random-init-model-with-given-saes", BUILD + " --sae sae --random-init-model",
+          ("baselines.random_init_model", "--train-sae")),
+    Fault("build-train-k-beyond-width", BUILD + " --train-sae --config k.toml", ("train.k 100000", "SAE width"),
+          put("k.toml", "[train]\nk = 100000\n")),
+    Fault("build-stats-alpha-0", BUILD + " --train-sae --config a.toml", ("[stats] alpha", "0<x<1"),
+          put("a.toml", "[stats]\nalpha = 0\n")),
+    Fault("build-auc-floor-1.5", BUILD + " --train-sae --config a.toml", ("[stats] auc_floor", "0<x<=1"),
+          put("a.toml", "[stats]\nauc_floor = 1.5\n")),
+    Fault("build-coexpression-genes-5", BUILD + " --train-sae --config c.toml", ("[baselines] coexpression_genes",),
+          put("c.toml", "[baselines]\ncoexpression_genes = 5\n")),
+    Fault("build-random-init-model-not-boolean", BUILD + " --train-sae --config r.toml",
+          ("[baselines] random_init_model: expected true or false",), put("r.toml", "[baselines]\nrandom_init_model = 'auto'\n")),
     # the command line itself
     Fault("unknown-option", "render --bogus", ("No such option", "--bogus")),
     Fault("unknown-command", "publish", ("No such command 'publish'",)),

@@ -4,7 +4,7 @@ Casting a whole model to bf16 (`model.to(torch.bfloat16)`) also runs its LayerNo
 in bf16; on scGPT that left a 1% median relative error at layer 11. Autocast keeps those in fp32 and runs only
 the matrix products in bf16/fp16, which is what the activations should be recorded with (issue 16, point 11).
 
-To use in `base.stream` instead of `model.to(device=device, dtype=dtype)`:
+`base.stream` (hence `atlas extract` and the build's streaming pass) runs the model this way:
 
     place(adapter.model, device)
     with autocast(device):

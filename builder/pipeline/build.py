@@ -299,6 +299,9 @@ class Builder:
 
             check_head(adapter)
         layers = check_layers(adapter, list(cfg.layers) or None)
+        if cfg.train_sae and cfg.train.k > cfg.train.expansion * adapter.width:  # before any stage writes
+            raise AtlasError(f"train.k {cfg.train.k}: larger than the SAE width {cfg.train.expansion * adapter.width} "
+                             f"(train.expansion {cfg.train.expansion} x model width {adapter.width})")
         dbs, nets = self._genesets()  # parsed now, so a bad file fails before the model runs
         inputs = {"checkpoint": tree_hash(Path(cfg.checkpoint)), "data": sha256_file(data)}
         pkey = key_of("plan", __version__, cfg.model, inputs, cfg.max_cells, cfg.gene_column, cfg.seed, cfg.shard_cells,
@@ -459,8 +462,6 @@ class Builder:
 
         cfg = self.cfg
         tc = replace(cfg.train, seed=cfg.seed)
-        if tc.k > tc.expansion * adapter.width:
-            raise AtlasError(f"train.k {tc.k}: larger than the SAE width {tc.expansion * adapter.width}")
         cut, n = sample.threshold(cells, tc.sample_tokens, cfg.seed)
         mkey = key_of("sample", pkey, layers, n)
         shards = [(f"shards/{shard_name(i)}", t) for i, (_, _, t) in enumerate(record["shards"])]
