@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..errors import AtlasError
 from ..jsonio import dumps_json
-from .annotate import ANY, BASELINE_ROWS, annotate_baselines
+from .annotate import BASELINE_ROWS, annotate_baselines
 from .baselines import Baseline
 
 
@@ -163,4 +163,4 @@ def read(folder: Path | None) -> tuple[pa.Table | None, dict]:
     return pq.read_table(Path(folder) / "baselines.parquet"), json.loads((Path(folder) / "baselines.json").read_text())
 
 
-__all__ = ["ANY", "BaselinesConfig", "check_pca", "decide", "pca_lists", "read", "run", "twin_rows"]
+__all__ = ["BaselinesConfig", "check_pca", "decide", "pca_lists", "read", "run", "twin_rows"]

@@ -361,13 +361,7 @@ class Builder:
         if cfg.interventions.enabled:
             ikey = key_of("interventions", xkey, asdict(cfg.interventions), asdict(cfg.stats), cfg.seed)
             idir = self.cached("interventions", ikey, lambda tmp: self._interventions(layers, saes, sdir, pdir, spec, tmp))
-        twin = None if decided["random_init_model"] else self._twin(inputs["checkpoint"], layers)
-        bkey = key_of("baselines", akey, [p.name for p in gdirs.values()], [p.name for p in cdirs.values()],
-                      asdict(cfg.baselines), decided, twin and twin["folders"], cfg.seed)
-        bdir = self.cached("baselines", bkey, lambda tmp: baseline_stage.run(
-            tmp, layers=layers, decided=decided, cfg=cfg, annotation=adir, gdirs=gdirs, cdirs=cdirs,
-            universe=self._universe(layers, tdir, pdir), dbs=dbs, nets=nets, data=data,
-            cells=cells.loc[cells["n_tokens"] > 0, "cell"].to_numpy(), twin=twin and twin["record"]))
+        bdir = self._baselines(decided, inputs, layers, akey, adir, gdirs, cdirs, tdir, pdir, cells, dbs, nets)
         return Outputs(cfg, self.name, layers, pdir, record, inputs, saes,
                        "trained by atlas build" if cfg.train_sae else "given (--sae)", sdir, tdir, adir, gdirs, cdirs,
                        dbs, nets, modules, training, self.stage, sizes, idir, bdir)
@@ -381,6 +375,19 @@ class Builder:
         record, cells = read_plan(pdir)
         run_interventions(runner.adapter, runner.prepared, {L: load_sae(saes[L]) for L in layers}, layers, sdir, record,
                           cells, self.cfg.stats, self.cfg.interventions, self.cfg.seed, tmp, self.log)
+
+    def _baselines(self, decided, inputs, layers, akey, adir, gdirs, cdirs, tdir, pdir, cells, dbs, nets) -> Path:
+        """The baselines stage (baseline_stage.py), after the twin's build when random_init_model runs."""
+        from . import baseline_stage
+
+        cfg = self.cfg
+        twin = None if decided["random_init_model"] else self._twin(inputs["checkpoint"], layers)
+        bkey = key_of("baselines", akey, [p.name for p in gdirs.values()], [p.name for p in cdirs.values()],
+                      asdict(cfg.baselines), decided, twin and twin["folders"], cfg.seed)
+        return self.cached("baselines", bkey, lambda tmp: baseline_stage.run(
+            tmp, layers=layers, decided=decided, cfg=cfg, annotation=adir, gdirs=gdirs, cdirs=cdirs,
+            universe=self._universe(layers, tdir, pdir), dbs=dbs, nets=nets, data=Path(cfg.data),
+            cells=cells.loc[cells["n_tokens"] > 0, "cell"].to_numpy(), twin=twin and twin["record"]))
 
     def _twin(self, checkpoint_hash: str, layers: list[int]) -> dict:
         """The random_init_model baseline: write the checkpoint's untrained twin, then run this build on it (SAE
