@@ -519,13 +519,14 @@ def _summary(path, site, st, out, seconds):
     atlas = read_atlas(path, check=False)
     lay = atlas.table("layers").to_pylist()
     nb = atlas.table("null_baseline").to_pandas()
-    mods = nb[(nb.analysis == "modules") & (nb.measure == "modules")]
+    mods = nb[(nb.analysis == "modules") & (nb.measure == "modules") & (nb.baseline == "within_gene_shuffle")]
     ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline == "random_genes")]
     edges = atlas.table("edges").to_pandas()
     click.echo(f"built {atlas.name}: {len(lay)} layers, {sum(r['alive'] for r in lay)} of "
                f"{sum(r['n_features'] for r in lay)} features alive")
-    click.echo(f"  annotated {sum(r['annotated'] for r in lay)} "
-               f"({ann['observed'].mean():.1%} of features; random gene lists {ann['expected'].mean():.1%})")
+    rate = sum(r["annotated"] for r in lay) / max(sum(r["alive"] for r in lay), 1)
+    click.echo(f"  annotated {sum(r['annotated'] for r in lay)} ({rate:.1%} of alive features"
+               + (f"; random gene lists {ann['expected'].mean():.1%})" if len(ann) else ")"))
     others = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline != "random_genes")]
     if len(others):
         click.echo("  other baselines, share annotated: " + ", ".join(

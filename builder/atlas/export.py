@@ -125,8 +125,8 @@ def layers(out: Outputs, feats: pa.Table, labels: pd.DataFrame, rates: pd.DataFr
                      "annotated": int((fl["n_enrichments"] > 0).sum()), "n_modules": len(out.modules[L]),
                      "variance_explained": ev["variance_explained"], "mean_feature_cosine": None,
                      "n_svd_aligned": None,
-                     "annotated_null_rate": float(r["null_annotated"].iloc[0] / max(r["n_features"].iloc[0], 1))
-                     if len(r) else None})
+                     "annotated_null_rate": None if not len(r) or pd.isna(r["null_annotated"].iloc[0])  # random_genes off
+                     else float(r["null_annotated"].iloc[0] / max(r["n_features"].iloc[0], 1))})
     return _frame("layers", rows)
 
 
