@@ -31,6 +31,7 @@ export function render(el) {
         lineChart({ title: "Annotation rate per layer", labels, format: pct, max: rateMax, yTitle: "Share of alive",
           series: [{ name: "annotated", color: "var(--bar2)", values: rate },
                    { name: "expected by chance", color: "var(--muted)", dash: "4 3", values: nullRate }] }))),
+    baselineTable(boot.nulls),
     dbChart(),
     boot.nulls.length ? nullTable(boot.nulls) : null,
     h("h2", {}, "Layers"),
@@ -71,4 +72,35 @@ function nullTable(rows) {
           const r = find.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
           return r ? h("span", { title: r[6] || "" }, `${cell(r[4], share(analysis, measure))} / ${cell(r[5], share(analysis, measure))}`) : "—";
         })]) }));
+}
+
+// The annotation rate (any database) of each layer beside every baseline that ran, and, when the build ran on
+// the model's untrained twin, modules and cross-layer edges beside the twin's. Atlases without these rows
+// (imports) show only what they have: the table is left out and the tables above and below remain.
+const BASELINE_NAMES = { random_genes: "random genes", pca: "principal directions", coexpression: "co-expressed genes",
+  random_init_model: "untrained model" };
+function baselineTable(rows) {
+  const ann = rows.filter((r) => r[1] === "annotation" && r[2] === "any database");
+  if (!ann.length) return null;
+  const names = [...new Set(ann.map((r) => r[3]))].sort((a, b) => Object.keys(BASELINE_NAMES).indexOf(a) - Object.keys(BASELINE_NAMES).indexOf(b));
+  const layers = [...new Set(ann.map((r) => r[0]))].sort((a, b) => a - b);
+  const at = new Map(rows.map((r) => [`${r[0]}\u0000${r[1]}\u0000${r[2].startsWith("edges_beyond_gene_null_to_") ? "edges" : r[2]}\u0000${r[3]}`, r]));
+  const get = (l, analysis, measure, baseline) => at.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
+  const twin = names.includes("random_init_model");
+  const pair = (r) => (r ? `${int(r[4])} / ${int(r[5])}` : "—");
+  const note = (name) => (ann.find((r) => r[3] === name) || [])[6] || "";
+  return h("section", {},
+    h("h2", {}, "Annotation rate against baselines ", help("baseline", "a null baseline")),
+    h("p", {}, "How to read this: each cell is the share of gene lists with an enrichment at the same pooled FDR; the baselines' lists were made without the trained SAE, so a layer's features show more than these constructions only where the trained model's share clearly exceeds every baseline in its row.",
+      twin ? " Modules and cross-layer edges read “trained model / untrained twin”: an untrained network already carries each gene's token from layer to layer." : ""),
+    table({ caption: "Annotation rate of the trained model and of each baseline, per layer", cls: "baselines",
+      columns: [{ label: "Layer" }, { label: "Trained model", num: true },
+        ...names.map((n) => ({ label: BASELINE_NAMES[n] || n.replace(/_/g, " "), num: true })),
+        ...(twin ? [{ label: "Modules", num: true }, { label: "Cross-layer edges", num: true }] : [])],
+      rows: layers.map((l) => {
+        const first = names.map((n) => get(l, "annotation", "any database", n)).find(Boolean);
+        return [link(`#/layer/${l}`, `Layer ${l}`), pct(first ? first[4] : null),
+          ...names.map((n) => { const r = get(l, "annotation", "any database", n); return h("span", { title: note(n) }, r ? pct(r[5]) : "—"); }),
+          ...(twin ? [pair(get(l, "modules", "modules", "random_init_model")), pair(get(l, "cross_layer", "edges", "random_init_model"))] : [])];
+      }) }));
 }
