@@ -443,10 +443,12 @@ class _BuildProgress:
 
 
 @cli.command()
-@setting_option("--model", "model")
+@setting_option("--model", "model", help="Model family. Alone (no --checkpoint): the demo build, from the bundled "
+                "demo model of that family and the bundled labelled PBMCs, SAEs trained now.")
 @setting_option("--checkpoint", "checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
-                "Geneformer: a transformers folder).")
-@setting_option("--data", "data", help="Dataset .h5ad with raw counts [default: atlas_data/inputs/immune_sample.h5ad].")
+                "Geneformer: a transformers folder) [default: the bundled demo model of --model].")
+@setting_option("--data", "data", help="Dataset .h5ad with raw counts [default: the bundled PBMCs for the demo build, "
+                "else atlas_data/inputs/immune_sample.h5ad].")
 @setting_option("--sae", "sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
 @click.option("--train-sae", is_flag=True, help="Train a TopK SAE per layer instead ([train] in the config).")
 @click.option("--interventions", is_flag=True, help="Causal patching of SAE features on held-out cells "
@@ -473,7 +475,9 @@ class _BuildProgress:
               help=SETTINGS["baselines.coexpression"].help)
 @click.option("--pca-baseline/--no-pca-baseline", "pca_baseline", default=None, help=SETTINGS["baselines.pca"].help)
 @click.option("--config", "config", type=in_file(), help="atlas.toml with any of these settings.")
-@setting_option("--atlas", "atlas", "name", help="Atlas name (default: the model family).")
+@setting_option("--atlas", "atlas", "name", help="Atlas name (default: the model family; FAMILY-demo for the demo "
+                "build). A default name never replaces an atlas imported or built from another checkpoint.")
+@click.option("--replace", is_flag=True, help="Let the default atlas name replace an atlas that came from elsewhere.")
 @setting_option("--title", "title")
 @setting_option("--seed", "seed", help="Seed of every random step (default 0).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=Path(".atlas_cache"),
@@ -483,12 +487,23 @@ class _BuildProgress:
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trrust, string_links, string_info, string_channels,
           layers, max_cells, cell_type_column, donor_column, shard_cells, engine, ray_address, workers,
-          gpus_per_worker, random_init_model, coexpression, pca_baseline, config, name, title, seed, cache, data_dir,
-          site_dir, quiet):
-    """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site."""
+          gpus_per_worker, random_init_model, coexpression, pca_baseline, config, name, title, seed, replace, cache,
+          data_dir, site_dir, quiet):
+    """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site.
+
+    `atlas build --model scgpt` (or geneformer) alone builds the demo atlas from the bundled inputs."""
     from .atlas.export import export
+    from .fsutil import held
+    from .models import bundled
     from .pipeline.build import Builder, read_config
+    from .pipeline.targets import check_provenance, check_targets
     from .site.render import render as render_site
+
+    given: dict = {}
+
+    def demo_defaults(values):
+        given.update(values)
+        return bundled.demo_defaults(values.get("model"), values)
 
     cfg = read_config(config, {
         "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae or None,
@@ -499,17 +514,37 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
         "atlas": name, "title": title, "seed": seed, "engine.engine": engine, "engine.ray_address": ray_address,
         "engine.workers": workers, "engine.gpus_per_worker": gpus_per_worker,
         "baselines.random_init_model": random_init_model, "baselines.coexpression": coexpression,
-        "baselines.pca": pca_baseline})
+        "baselines.pca": pca_baseline}, demo_defaults)
+    demo = not given.get("checkpoint")
+    if demo:  # the bundled files, by checksum, before anything reads them
+        bundled.verify(cfg.checkpoint)
+        if Path(cfg.data) == bundled.DATA:
+            bundled.verify(bundled.DATA)
+    name = cfg.atlas or cfg.model
+    check_targets(cfg, name, cache, data_dir, site_dir)
+    if not given.get("atlas") and not replace:
+        check_provenance(cfg, name, data_dir)
+    if demo:
+        click.echo(bundled.demo_sentence(cfg.model, cfg))
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
-    out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
-    st = out.stage
-    t1 = time.perf_counter()
-    path = export(out, data_dir)
-    st.done("export", time.perf_counter() - t1)
-    t1 = time.perf_counter()
-    site = render_site(path, site_dir)
-    st.done("render", time.perf_counter() - t1)
+    lock, fresh = Path(cache) / ".build.lock", not Path(cache).exists()
+    try:
+        # One build at a time per cache: a second one waits, then finds the first one's stages cached.
+        with held(lock, lambda: click.echo(f"waiting: another build is using the cache {cache}", err=True)):
+            out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
+            st = out.stage
+            t1 = time.perf_counter()
+            path = export(out, data_dir)
+            st.done("export", time.perf_counter() - t1)
+            t1 = time.perf_counter()
+            site = render_site(path, site_dir)
+            st.done("render", time.perf_counter() - t1)
+    except BaseException:
+        if fresh and Path(cache).is_dir() and {p.name for p in Path(cache).iterdir()} <= {lock.name}:  # refused before any stage: leave no cache
+            lock.unlink(missing_ok=True)
+            Path(cache).rmdir()
+        raise
     _summary(path, site, st, out, time.perf_counter() - t0)
 
 
@@ -531,6 +566,11 @@ def _summary(path, site, st, out, seconds):
     if len(others):
         click.echo("  other baselines, share annotated: " + ", ".join(
             f"{name} {g['expected'].mean():.1%}" for name, g in others.groupby("baseline", sort=True)))
+    ct = atlas.table("celltypes").to_pandas()
+    ct = ct[ct.level == "cell_type"]
+    if len(ct):
+        click.echo(f"  cell types: {ct.groupby(['layer', 'feature']).ngroups} features pass the cell-type test, "
+                   f"best AUC {ct['auc'].max():.2f}")
     click.echo(f"  modules {int(mods['observed'].sum())} (within-gene null: {int(mods['expected'].sum())}); "
                f"cross-layer edges {int((edges.kind == 'cross_layer').sum())} beyond the within-gene null, "
                f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")

@@ -72,6 +72,27 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def held(lock_file: Path, on_wait=lambda: None) -> Iterator[None]:
+    """An exclusive flock on `lock_file` (created if needed) for the whole block: a second process waits,
+    after calling on_wait() once, instead of working beside the first. Released when the process ends."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # no locks on this file system: run unlocked, as the swaps do
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+        yield
+    finally:
+        os.close(fd)
+
+
 def tidy(folder: Path) -> list[Path]:
     """Remove leftovers of dead processes in `folder`; move back an old folder whose swap was cut short.
 

@@ -1,5 +1,6 @@
 import os
 import threading
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,17 @@ from builder.atlas.synthetic import make_synthetic
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models load from local folders only
 os.chdir(Path(__file__).resolve().parent.parent)  # tests name bundled inputs relative to the repository
 ROOT = Path(__file__).resolve().parent.parent
-SCGPT_SRC = ROOT.parent / "shared" / "reference" / "scgpt-atlas"
+# Reference data beside the clone; ATLAS_SHARED=/nonexistent runs the suite as a fresh clone without it.
+SHARED = Path(os.environ.get("ATLAS_SHARED", ROOT.parent / "shared"))
+SCGPT_SRC = SHARED / "reference" / "scgpt-atlas"
+# The demo builds of the tests: the real demo path (bundled checkpoints and cells), smaller SAE training and fewer
+# cells so that both families build in about a minute.
+DEMO_TEST_CONFIG = """max_cells = 400
+shard_cells = 200
+[train]
+epochs = 1
+sample_tokens = 40000
+"""
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -53,10 +64,36 @@ def synthetic_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory, synthetic_data, request):
-    """Rendered sites: demo, hostile, and the imported scGPT atlas when the reference data is present."""
+def demo_build(tmp_path_factory):
+    """`atlas build --model scgpt` and `--model geneformer` on the bundled inputs, once per test run: atlas data
+    in .data, sites in .site, and what each command printed (stdout) in .printed[family]."""
+    import contextlib
+    import io
+
+    from builder.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    (root / "small.toml").write_text(DEMO_TEST_CONFIG)
+    printed = {}
+    for family in ("scgpt", "geneformer"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            try:
+                main(["build", "--model", family, "--config", str(root / "small.toml"), "--cache", str(root / "cache"),
+                      "--data-dir", str(root / "data"), "--site", str(root / "site"), "--quiet"])
+            except SystemExit as e:
+                assert e.code == 0, buf.getvalue()
+        printed[family] = buf.getvalue()
+    return SimpleNamespace(root=root, data=root / "data", site=root / "site", printed=printed)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, synthetic_data, demo_build, request):
+    """Rendered sites: the two demo builds, the synthetic demo, hostile, and the imported scGPT atlas when the
+    reference data is present."""
     root = tmp_path_factory.mktemp("site")
-    for atlas in (synthetic_data / "demo", synthetic_data / "hostile"):
+    for atlas in (synthetic_data / "demo", synthetic_data / "hostile", demo_build.data / "scgpt-demo",
+                  demo_build.data / "geneformer-demo"):
         render(atlas, root)
     if SCGPT_SRC.is_dir():
         render(request.getfixturevalue("scgpt_atlas"), root)

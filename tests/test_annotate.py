@@ -20,8 +20,9 @@ from builder.pipeline.enrichment import SfTable, degree_fit, membership, network
 from builder.pipeline.genesets import GeneSets, Network, bundled, load_genesets, read_trrust
 from builder.pipeline.multitest import bh, haldane_odds
 from test_cli import run
+from conftest import SHARED
 
-TRRUST = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "genesets" / "trrust_rawdata.human.tsv"
+TRRUST = SHARED / "reference" / "genesets" / "trrust_rawdata.human.tsv"
 needs_trrust = pytest.mark.skipif(not TRRUST.is_file(), reason="../shared/reference/genesets not present")
 COLUMNS = ["layer", "feature", "gene", "rank"]
 OFF = AnnotateConfig(random_genes=False)

@@ -17,9 +17,10 @@ import pytest
 
 from builder.atlas.format import read_atlas, validate
 from test_cli import run
+from conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-TRRUST = ROOT.parent / "shared" / "reference" / "genesets" / "trrust_rawdata.human.tsv"
+TRRUST = SHARED / "reference" / "genesets" / "trrust_rawdata.human.tsv"
 SAMPLE = ROOT / "atlas_data" / "inputs" / "immune_sample.h5ad"
 CONFIG = """max_cells = 60
 shard_cells = 8

@@ -8,7 +8,7 @@ leave every file of the workspace as it was: nothing new, nothing changed, no te
 Adding a row: Fault(id, command line, words, setup). Paths in the command line are relative to the workspace
 copy; {ckpt} is a tiny scGPT checkpoint and {sample} the bundled .h5ad. `setup(ws)` damages the copy before the
 run (helpers below: put, truncate, edit_json, rewrite_table, ...). Rows for `atlas build` belong in the same
-table once the build rewrite lands (a bad config value, SIGKILL during a build, two builds on one cache).
+table; SIGKILL during a build and two builds on one cache are tests of their own below.
 """
 
 from __future__ import annotations
@@ -263,6 +263,8 @@ ANNOTATE = ("annotate --genes stats/feature_genes.parquet --layer 0 --genesets H
             "--out annotation")
 IMPORT = "import biodyn bsrc --atlas imported"
 BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --atlas b --cache cache --max-cells 4"
+# Default atlas name (scgpt), default cache: the rows on default names and overlapping outputs.
+TRAIN_BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --train-sae --max-cells 4 --quiet"
 
 
 def headless_checkpoint(ws: Path) -> None:
@@ -476,6 +478,45 @@ FAULTS = [
           put("c.toml", "[baselines]\ncoexpression_genes = 5\n")),
     Fault("build-random-init-model-not-boolean", BUILD + " --train-sae --config r.toml",
           ("[baselines] random_init_model: expected true or false",), put("r.toml", "[baselines]\nrandom_init_model = 'auto'\n")),
+    # build: config values, outputs that overlap inputs or each other, folders that are not its outputs, default
+    # names over atlases from elsewhere, the demo's bundled inputs; each refused before any stage runs
+    Fault("build-config-unknown-key", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: colour: unknown setting",),
+          put("atlas.toml", "colour = 1\n")),
+    Fault("build-config-unknown-section-key", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: [train] speed: unknown setting",),
+          put("atlas.toml", "[train]\nspeed = 2\n")),
+    Fault("build-config-alpha", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: [annotate] alpha: 1.5 is not in the range 0<x<1",),
+          put("atlas.toml", "[annotate]\nalpha = 1.5\n")),
+    Fault("build-config-resolution-0", TRAIN_BUILD + " --config atlas.toml", ("[graphs] resolution: 0.0 is not in the range x>0",),
+          put("atlas.toml", "[graphs]\nresolution = 0\n")),
+    Fault("build-config-type", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: max_cells: expected an integer, got 'many'",),
+          put("atlas.toml", 'max_cells = "many"\n')),
+    Fault("build-config-nan", TRAIN_BUILD + " --config atlas.toml", ("[train] lr: nan is not a finite number",),
+          put("atlas.toml", "[train]\nlr = nan\n")),
+    Fault("build-config-not-toml", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: not valid TOML",), put("atlas.toml", "x = = 1\n")),
+    Fault("build-config-section-value", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: [train] must be a table",),
+          put("atlas.toml", "train = 5\n")),
+    Fault("build-config-layers-reversed", TRAIN_BUILD + " --config atlas.toml", ("atlas.toml: layers", "range 1-0 runs backwards"),
+          put("atlas.toml", 'layers = "1-0"\n')),
+    Fault("build-data-dir-inside-cache", TRAIN_BUILD + " --cache c --data-dir c/data", ("--data-dir/--atlas is inside --cache",)),
+    Fault("build-site-is-data-dir", TRAIN_BUILD + " --site atlas_data", ("--site atlas_data and --data-dir atlas_data are the same path",)),
+    Fault("build-cache-inside-checkpoint", TRAIN_BUILD + " --cache {ckpt}/cache", ("--cache is inside --checkpoint",)),
+    Fault("build-site-holds-data", TRAIN_BUILD.replace("{sample}", "site/demo/x.h5ad") + " --atlas demo",
+          ("--data is inside --site/--atlas",), lambda ws: shutil.copy(SAMPLE, ws / "site" / "demo" / "x.h5ad")),
+    Fault("build-over-a-folder-not-an-atlas", TRAIN_BUILD + " --atlas mine", ("atlas_data/mine", "not an atlas (no manifest.json)"),
+          put("atlas_data/mine/thesis.tex", "years of work")),
+    Fault("build-over-a-folder-not-a-site", TRAIN_BUILD + " --atlas mine", ("site/mine", "not a rendered site"),
+          put("site/mine/notes.txt", "mine")),
+    Fault("build-name-inputs", TRAIN_BUILD + " --atlas inputs", ("'--atlas'", "'inputs' is reserved")),
+    Fault("build-default-name-over-import", TRAIN_BUILD, ("atlas_data/scgpt: holds an atlas imported from", "--replace"),
+          lambda ws: shutil.copytree(ws / "atlas_data" / "imported", ws / "atlas_data" / "scgpt")),
+    Fault("build-default-name-over-other-model", TRAIN_BUILD, ("atlas_data/scgpt: holds an atlas built from", "--replace"),
+          lambda ws: shutil.copytree(ws / "atlas_data" / "demo", ws / "atlas_data" / "scgpt")),
+    Fault("build-demo-inputs-missing", "build --model scgpt", ("atlas_data/inputs/SHA256SUMS: missing", "git checkout")),
+    Fault("build-trrust-missing", TRAIN_BUILD + " --trrust nowhere.tsv", ("'--trrust'", "does not exist")),
+    Fault("build-layers-beyond-model", TRAIN_BUILD + " --layers 5", ("--layers 5", "0..1")),
+    Fault("build-cell-type-column-missing", TRAIN_BUILD + " --cell-type-column nope", ("nope",)),
+    Fault("build-sae-and-train", TRAIN_BUILD + " --sae sae", ("give exactly one of --sae DIR and --train-sae",)),
+    Fault("build-no-checkpoint-other-family", "build --config atlas.toml", ("model '(none)'",), put("atlas.toml", "seed = 1\n")),
     # the command line itself
     Fault("unknown-option", "render --bogus", ("No such option", "--bogus")),
     Fault("unknown-command", "publish", ("No such command 'publish'",)),

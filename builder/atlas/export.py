@@ -202,7 +202,8 @@ def manifest(out: Outputs) -> dict:
                   "description": f"Built by atlas build from {rec['model']['name']} on {Path(cfg.data).name} "
                                  f"({rec['dataset']['cells']} cells, {rec['tokens']} gene tokens)."},
         "model": {"family": cfg.model, "name": rec["model"]["name"], "n_layers": rec["model"]["n_layers"],
-                  "layers": out.layers, "width": rec["model"]["width"], "checkpoint_sha256": out.inputs["checkpoint"]},
+                  "layers": out.layers, "width": rec["model"]["width"], "checkpoint_sha256": out.inputs["checkpoint"],
+                  **pretraining(Path(cfg.checkpoint))},
         "sae": {"kind": "topk", "n_features": describe.read_table(out.stats, out.layers[0], "features").shape[0],
                 "source": out.sae_source},
         "dataset": {"name": Path(cfg.data).name, "cells": rec["dataset"]["cells"], "tokens": rec["tokens"],
@@ -251,6 +252,17 @@ def _no_seconds(value):
     if isinstance(value, dict):
         return {k: _no_seconds(v) for k, v in value.items() if "seconds" not in k}
     return value
+
+
+def pretraining(checkpoint: Path) -> dict:
+    """A checkpoint written by `atlas pretrain` carries its record and model card: both go into the manifest
+    (`model.pretraining`, `model.card`), so the site can say what the model is and show the card."""
+    rec, card = checkpoint / "pretrain.json", checkpoint / "MODEL_CARD.md"
+    if not (rec.is_file() and card.is_file()):
+        return {}
+    record = json.loads(rec.read_text())
+    record["data"] = {k: v for k, v in record.get("data", {}).items() if k != "heldout_cells"}
+    return {"pretraining": record, "card": card.read_text(encoding="utf-8")}
 
 
 def _baseline_rows(ann: Path) -> pa.Table | None:

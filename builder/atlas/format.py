@@ -143,7 +143,7 @@ NONE = type(None)
 MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "atlas": (dict,), "atlas.id": (str,), "atlas.title": (str, NONE), "atlas.description": (str, NONE),
     "model": (dict,), "model.family": (str, NONE), "model.name": (str, NONE), "model.n_layers": (int, NONE),
-    "model.layers": (list,), "model.layers[]": (int,),
+    "model.layers": (list,), "model.layers[]": (int,), "model.card": (str,), "model.pretraining": (dict,),
     "sae": (dict,), "dataset": (dict,), "genesets": (list,), "genesets[]": (dict,), "parameters": (dict,),
     "cross_layer_pairs": (list,), "cross_layer_pairs[]": (dict,), "extras": (dict,), "source": (dict,),
     "notes": (list,), "notes[]": (str,), "provenance": (dict,),

@@ -101,8 +101,9 @@ def _value(key: str, value):
     return value
 
 
-def read_config(path: Path | None, overrides: dict) -> BuildConfig:
+def read_config(path: Path | None, overrides: dict, defaults: Callable[[dict], dict] | None = None) -> BuildConfig:
     """Defaults, then the TOML file, then command-line options (keys as in the file: `seed`, `engine.workers`).
+    defaults(values given) can add defaults that depend on what was given (the demo build's, for one).
     Every value of the file goes through the type of its command-line option (options.SETTINGS), so both refuse
     the same values in the same words, naming the file and key; cross-field rules are checked after."""
     from ..options import check_setting
@@ -125,6 +126,8 @@ def read_config(path: Path | None, overrides: dict) -> BuildConfig:
                 values[key] = check_setting(key, value, str(path))
     # None, "" and () mean "not given"; 0 and False given on the command line override the file.
     values.update({k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (str, tuple)) and not v)})
+    if defaults is not None:
+        values = {**defaults(dict(values)), **values}
     cfg = BuildConfig()
     top = {k: _value(k, v) for k, v in values.items() if "." not in k}
     sections = {sec: replace(getattr(cfg, sec), **{k.split(".", 1)[1]: _value(k, v) for k, v in values.items()

@@ -74,6 +74,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(blob)
         downloads = _write_downloads(atlas, tmp / "downloads")
+        _write_model_card(atlas, tmp / "model")
         listing = _env().get_template("downloads.html").render(title=atlas.manifest.get("atlas", {}).get("title")
                                                                or atlas.name, names=downloads)
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
@@ -102,7 +103,7 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
     return {
         "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
         "description": m.get("atlas", {}).get("description") or "",
-        "model": m.get("model", {}), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
+        "model": _model(m), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
         "genesets": m.get("genesets", []), "notes": m.get("notes", []),
         "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
         "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "db_counts": _db_counts(atlas),
@@ -112,6 +113,18 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "has_causal": atlas.has("causal_summary"),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
+
+
+def _model(m: dict) -> dict:
+    """The manifest's model without its card; a pretrained model's facts for the overview in `pretrained`."""
+    model = {k: v for k, v in (m.get("model") or {}).items() if k not in ("card", "pretraining")}
+    rec = (m.get("model") or {}).get("pretraining")
+    if isinstance(rec, dict) and isinstance(rec.get("data"), dict) and isinstance(rec.get("config"), dict):
+        d, c = rec["data"], rec["config"]
+        model["pretrained"] = {"cells": d.get("train_cells"), "data": d.get("file"), "steps": c.get("steps"),
+                               "layers": c.get("layers"), "width": c.get("width"), "trained": rec.get("trained"),
+                               "card": "model/" if isinstance((m.get("model") or {}).get("card"), str) else None}
+    return model
 
 
 IMPORT = re.compile(r'^import [^;]*? from "(\.{1,2}/[\w/]+\.js)";', re.M)
@@ -180,6 +193,38 @@ def _write_downloads(atlas: Atlas, out: Path) -> list[str]:
         pacsv.write_csv(_csv_ready(atlas.table(name)), out / f"{name}.csv")
     shutil.copyfile(atlas.path / "manifest.json", out / "manifest.json")
     return names
+
+
+def card_html(markdown: str) -> str:
+    """A model card's Markdown as HTML. Raw HTML is off, so tags in the card show as text; markdown-it also
+    refuses javascript:, vbscript:, file: and data: links."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+
+def _write_model_card(atlas: Atlas, out: Path) -> None:
+    """model/: the card of a model pretrained by `atlas pretrain` (manifest model.card, model.pretraining),
+    with its loss curve drawn again from the recorded numbers rather than copied from the checkpoint."""
+    from ..models.modelcard import loss_svg
+
+    model = atlas.manifest.get("model", {})
+    card, record = model.get("card"), model.get("pretraining")
+    if not isinstance(card, str) or not isinstance(record, dict):
+        return
+    out.mkdir(parents=True)
+    try:
+        svg = loss_svg(record) if record.get("trained") else None
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise AtlasError(f"{atlas.path / 'manifest.json'}: field 'model.pretraining' is not a record of atlas "
+                         f"pretrain ({type(e).__name__}: {e})") from None
+    if svg is not None:
+        (out / "loss_curve.svg").write_text(svg, encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    (out / "pretrain.json").write_bytes(dumps_json(record, indent=True))
+    title = card.lstrip("# ").splitlines()[0] if card.strip() else "Model card"
+    html = _env().get_template("model.html").render(title=title, card=card_html(card))
+    (out / "index.html").write_text(html, encoding="utf-8")
 
 
 def render_index(site_root: Path) -> None:
