@@ -695,3 +695,55 @@ def test_read_only_output_folder(ws, ckpt, name, command, folder, option):
         assert snapshot(ws) == before
     finally:
         os.chmod(ws / folder, 0o755)
+
+
+# ----- builds: a kill keeps the previous atlas and site and the rerun resumes; two builds share a cache safely --
+
+SMALL_BUILD = """max_cells = 60
+shard_cells = 8
+[train]
+k = 8
+epochs = 1
+sample_tokens = 20000
+[graphs]
+umap_neighbors = 10
+"""
+
+
+def build_cmd(ckpt: Path, name: str, seed: int = 0) -> list[str]:
+    return ["build", "--model", "scgpt", "--checkpoint", str(ckpt), "--data", str(SAMPLE), "--train-sae",
+            "--config", "small.toml", "--atlas", name, "--seed", str(seed)]
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def test_sigkill_during_a_build_keeps_the_atlas_and_site_and_the_rerun_resumes(ws, ckpt):
+    (ws / "small.toml").write_text(SMALL_BUILD)
+    finish(cli_process(build_cmd(ckpt, "t"), ws))
+    atlas, site = snapshot(ws / "atlas_data" / "t"), snapshot(ws / "site" / "t")
+    proc = cli_process(build_cmd(ckpt, "t", seed=1), ws)  # a new build over the old one, killed as it exports
+    assert interrupt_when_writing(proc, ws / "atlas_data", ".t.tmp-", signal.SIGKILL), "finished before the kill"
+    assert snapshot(ws / "atlas_data" / "t") == atlas and snapshot(ws / "site" / "t") == site
+    assert leftovers(ws / "atlas_data")
+    out, err = finish(cli_process(build_cmd(ckpt, "t", seed=1), ws))
+    assert "stream: computing" not in err and "cached: " in out  # resumed from the cache: no model pass again
+    assert leftovers(ws / "atlas_data") == [] and leftovers(ws / "site") == []
+    assert snapshot(ws / "atlas_data" / "t") != atlas and validate(ws / "atlas_data" / "t") == []
+
+
+def test_two_builds_on_one_cache_wait_for_each_other(ws, ckpt):
+    (ws / "small.toml").write_text(SMALL_BUILD)
+    first = cli_process(build_cmd(ckpt, "a"), ws)
+    while first.poll() is None and not (ws / ".atlas_cache" / ".build.lock").exists():
+        time.sleep(0.01)
+    second = cli_process(build_cmd(ckpt, "b"), ws)
+    (_, err_a), (_, err_b) = finish(first), finish(second)
+    assert "waiting: another build is using the cache" in err_b
+    assert "stream: computing" not in err_b  # the second found the first one's stages done
+    for table in ("features", "feature_genes", "enrichments", "edges"):
+        assert sha256_file(ws / "atlas_data" / "a" / f"{table}.parquet") == sha256_file(ws / "atlas_data" / "b" / f"{table}.parquet")
+    assert validate(ws / "atlas_data" / "b") == []
