@@ -96,14 +96,19 @@ def sized_page(browser):
         ctx.close()
 
 
+BUILT_VIEWS = ["#/", "#/layer/0", "#/layer/3", "#/feature/0/0", "#/feature/3/100", "#/genes/CD74", "#/terms",
+               "#/celltypes", "#/celltypes/" + urllib.parse.quote("CD19+ B"), "#/modules", "#/modules/2", "#/flow",
+               "#/comparisons", "#/about"]
+
+
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("atlas", ["demo", "scgpt"])
+@pytest.mark.parametrize("atlas", ["demo", "scgpt", "scgpt-demo", "geneformer-demo"])
 def test_every_view_is_clean(sized_page, server, site, atlas, width):
     if not (site / atlas).is_dir():
         pytest.skip(f"{atlas} not rendered (reference data missing)")
     page = sized_page(width)
     found = {}
-    for view in DEMO_VIEWS if atlas == "demo" else SCGPT_VIEWS:
+    for view in {"demo": DEMO_VIEWS, "scgpt": SCGPT_VIEWS}.get(atlas, BUILT_VIEWS):
         problems = check_view(page, server + f"{atlas}/{view}", width)
         problems += page.problems
         page.problems.clear()

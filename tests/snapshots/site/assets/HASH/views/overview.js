@@ -16,6 +16,7 @@ export function render(el) {
   append(el, 
     h("h1", {}, boot.title),
     boot.description ? h("p", { class: "muted" }, boot.description) : null,
+    pretrainedNote(boot.model),
     h("div", { class: "cards" },
       card(int(t.layers), "layers"), card(int(t.n_features), "features"), card(int(t.alive), "alive features"),
       card(int(t.annotated), "annotated features"), card(pct(t.annotated_rate), "annotated of alive"),
@@ -43,6 +44,18 @@ export function render(el) {
       pct(l.annotated_rate), pct(l.annotated_null_rate), int(l.n_modules), pct(l.variance_explained)]) }),
     h("p", {}, "Methods, parameters and downloads: ", link("#/about", "About this atlas"), "."),
   );
+}
+
+// A model pretrained by `atlas pretrain` (the demo models): say what it is, link its card, show how a real
+// atlas is built. Every value is inserted as text.
+function pretrainedNote(model) {
+  const p = model && model.pretrained;
+  if (!p) return null;
+  const what = p.trained ? `pretrained by this project on ${int(p.cells)} cells of ${p.data}` : `untrained (random weights, the twin of a model pretrained on ${int(p.cells)} cells of ${p.data})`;
+  return h("section", { class: "notice demo-model" },
+    h("p", {}, h("b", {}, "A small demo model. "), `This atlas comes from ${model.name || model.family}, a small ${model.family} model (${int(p.layers)} layers x ${int(p.width)}) ${what}: not a published checkpoint, so its features show what a small model learns from few cells. `,
+      p.card ? h("a", { href: p.card }, "Model card") : null, p.card ? " (objective, held-out accuracy against trivial baselines, loss curve)." : ""),
+    h("p", {}, "Build an atlas of a real model: ", h("code", {}, `atlas build --model ${model.family} --checkpoint DIR --data FILE.h5ad --train-sae --cell-type-column COL`)));
 }
 
 function dbChart() {
