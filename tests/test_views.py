@@ -20,31 +20,40 @@ BAD = {"#/no/such/view": "Page not found", "#/feature/0/99999": "has no feature 
        "#/genes/NOTAGENE": "No feature has NOTAGENE", "#/celltypes/nobody": "No feature marks a cell type",
        "#/glossary/nothing": "No glossary entry"}
 
-# Text nodes that read "null", "undefined" or "NaN": a value the page failed to format.
+# Text nodes that read "null", "undefined" or "NaN": a value the page failed to format. Built atlases use "null"
+# as the statistical noun ("edges beyond gene null to 1", "its null beside it"): those two phrases are not values.
 BAD_TEXT_JS = """() => {
   const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const out = [];
   for (let n = w.nextNode(); n; n = w.nextNode()) {
     if (n.parentElement.closest('script,style,noscript')) continue;
-    if (/(^|[^\\w-])(null|undefined|NaN)([^\\w-]|$)/.test(n.textContent)) out.push(n.textContent.slice(0, 80));
+    const text = n.textContent.replace(/\\b(gene|its) null\\b/g, "");
+    if (/(^|[^\\w-])(null|undefined|NaN)([^\\w-]|$)/.test(text)) out.push(n.textContent.slice(0, 80));
   }
   return out;
 }"""
-# Words split across two lines inside a table cell (a single word wider than its cell may still break; a break
-# after a hyphen, as in R-HSA-69278, is an ordinary line-break opportunity).
+# Words split across two lines inside a table cell (a single word wider than the room its text has may still break,
+# as a long path beside its label in a phone's stacked row; a break after a hyphen, as in R-HSA-69278, is an
+# ordinary line-break opportunity). The room: from where the cell's text starts to the cell's right padding.
 BROKEN_WORDS_JS = """() => {
   const out = [];
   for (const cell of document.querySelectorAll('main td, main th, main .vt-row span')) {
     if (!cell.offsetParent) continue;
     const w = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    const right = cell.getBoundingClientRect().right - parseFloat(getComputedStyle(cell).paddingRight);
     for (let n = w.nextNode(); n; n = w.nextNode()) {
+      const whole = document.createRange();
+      whole.selectNodeContents(n);
+      const room = right - Math.min(...[...whole.getClientRects()].map((x) => x.left));
       const re = /[^\\s-]+/g;
       let m;
       while ((m = re.exec(n.textContent))) {
         const r = document.createRange();
         r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
-        const lines = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
-        if (lines.size > 1 && r.getBoundingClientRect().width < cell.clientWidth - 4) out.push(m[0]);
+        const parts = [...r.getClientRects()].filter((x) => x.width > 0);
+        const lines = new Set(parts.map((x) => Math.round(x.top)));
+        const width = parts.reduce((sum, x) => sum + x.width, 0);  // the word's width unbroken
+        if (lines.size > 1 && width < room - 4) out.push(m[0]);
       }
     }
   }
