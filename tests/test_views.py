@@ -20,14 +20,15 @@ BAD = {"#/no/such/view": "Page not found", "#/feature/0/99999": "has no feature 
        "#/genes/NOTAGENE": "No feature has NOTAGENE", "#/celltypes/nobody": "No feature marks a cell type",
        "#/glossary/nothing": "No glossary entry"}
 
-# Text nodes that read "null", "undefined" or "NaN": a value the page failed to format. Built atlases use "null"
-# as the statistical noun ("edges beyond gene null to 1", "its null beside it"): those two phrases are not values.
+# Text nodes that read "null", "undefined" or "NaN": a value the page failed to format. The site also uses "null"
+# as the statistical noun ("edges beyond gene null to 1", "its null beside it", "no null, no interval"): those
+# phrases are not values.
 BAD_TEXT_JS = """() => {
   const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const out = [];
   for (let n = w.nextNode(); n; n = w.nextNode()) {
     if (n.parentElement.closest('script,style,noscript')) continue;
-    const text = n.textContent.replace(/\\b(gene|its) null\\b/g, "");
+    const text = n.textContent.replace(/\\b(gene|its|no) null\\b/g, "");
     if (/(^|[^\\w-])(null|undefined|NaN)([^\\w-]|$)/.test(text)) out.push(n.textContent.slice(0, 80));
   }
   return out;
