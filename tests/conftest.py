@@ -18,12 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ATLAS_SHARED", ROOT.parent / "shared"))
 SCGPT_SRC = SHARED / "reference" / "scgpt-atlas"
 # The demo builds of the tests: the real demo path (bundled checkpoints and cells), smaller SAE training and fewer
-# cells so that both families build in about a minute.
+# cells so that both families build in about a minute; without the untrained twin's second build (its rows are
+# tested in test_baseline_stage.py), which would double that.
 DEMO_TEST_CONFIG = """max_cells = 400
 shard_cells = 200
 [train]
 epochs = 1
 sample_tokens = 40000
+[baselines]
+random_init_model = false
 """
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
