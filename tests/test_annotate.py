@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import igraph as ig
 import numpy as np

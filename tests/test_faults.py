@@ -14,7 +14,6 @@ table; SIGKILL during a build and two builds on one cache are tests of their own
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -741,7 +740,7 @@ def test_two_builds_on_one_cache_wait_for_each_other(ws, ckpt):
     while first.poll() is None and not (ws / ".atlas_cache" / ".build.lock").exists():
         time.sleep(0.01)
     second = cli_process(build_cmd(ckpt, "b"), ws)
-    (_, err_a), (_, err_b) = finish(first), finish(second)
+    (_, _), (_, err_b) = finish(first), finish(second)
     assert "waiting: another build is using the cache" in err_b
     assert "stream: computing" not in err_b  # the second found the first one's stages done
     for table in ("features", "feature_genes", "enrichments", "edges"):

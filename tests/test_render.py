@@ -145,7 +145,7 @@ def test_feature_shards_sort_cell_types_by_effect_and_flag_low_support(demo_shar
 
 
 def test_flow_summaries_keep_edge_kinds_apart(synthetic_data, tmp_path):
-    from builder.atlas.format import read_atlas, write_atlas
+    from builder.atlas.format import write_atlas
     from builder.atlas.synthetic import make_synthetic
     from builder.site.shards import build_shards
 

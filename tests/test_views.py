@@ -3,7 +3,6 @@ request, no horizontal overflow, no text node reading null/undefined/NaN, no wor
 bad routes and ids give a message; accessibility checked with axe-core in both themes."""
 import re
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
