@@ -19,8 +19,8 @@ import click
 from . import __version__
 from .errors import AtlasError
 from .fsutil import check_disjoint, check_replaceable
-from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, AtlasName, GeneListFile, GeneSetSpec,
-                      OutputFolder, in_dir, in_file, in_path, setting_option)
+from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, UNIT_OPEN, AtlasName, GeneListFile,
+                      GeneSetSpec, OutputFolder, in_dir, in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -584,6 +584,79 @@ def _summary(path, site, st, out, seconds):
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
     click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
     click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
+
+
+@cli.command()
+@click.option("--atlas", "name", type=AtlasName(), required=True, help="Atlas (under --data-dir) built by atlas build.")
+@click.option("--data", type=in_file(), required=True, help="Perturb-seq .h5ad with raw counts.")
+@click.option("--perturbation-column", "column", required=True, help="obs column naming each cell's perturbed gene.")
+@click.option("--control", required=True, help="Value of that column marking control cells (e.g. non-targeting).")
+@click.option("--batch-column", help="obs column of batches (gem groups): controls from the same batches, batch as "
+              "a covariate.")
+@setting_option("--trrust", "trrust", help="TRRUST TSV (TF, target, mode, PubMed ids): TF target sets for the "
+                "specificity test (without it, no TF test).")
+@setting_option("--layers", "layers", help="Layers of the atlas to test, e.g. 0,3 (default: every layer).")
+@click.option("--dataset-name", help="Name of the dataset in the tables (default: the file name without .h5ad); "
+              "its earlier rows are replaced.")
+@click.option("--min-cells", type=click.IntRange(3), default=20, show_default=True,
+              help="Perturbations with fewer cells (after the batch rule) are skipped and listed.")
+@click.option("--pseudo", type=click.IntRange(0), default=1, show_default=True,
+              help="Pseudo-perturbations (random control subsets) per perturbation, for the null.")
+@click.option("--top-genes", type=POSITIVE, default=100, show_default=True,
+              help="Top-scoring genes in which a TF's targets are counted.")
+@click.option("--min-targets", type=POSITIVE, default=5, show_default=True,
+              help="Curated targets in the universe a TF needs to be tested.")
+@click.option("--max-controls", type=click.IntRange(0), default=0, show_default=True,
+              help="Use at most this many control cells (a seeded choice); 0: all.")
+@click.option("--alpha", type=UNIT_OPEN, default=0.05, show_default=True, help="BH level for every call.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the pseudo-perturbations and control choice.")
+@click.option("--checkpoint", type=in_dir(), help="Checkpoint folder (default: the one the atlas records; checked "
+              "against its hash).")
+@click.option("--sae", type=in_dir(), help="Folder of SAEs (layer_LL/) (default: those the atlas records).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=Path(".atlas_cache"),
+              show_default=True, help="Stage cache of the atlas' build (where its trained SAEs are).")
+@setting_option("--gene-column", "gene_column", help="var column naming the genes (default: the best match).")
+@setting_option("--device", "device", default="cpu", show_default=True)
+@data_dir_option
+@site_option
+@click.option("--quiet", is_flag=True, help="Print only the summary.")
+def perturb(name, data, column, control, batch_column, trrust, layers, dataset_name, min_cells, pseudo, top_genes,
+            min_targets, max_controls, alpha, seed, checkpoint, sae, cache, gene_column, device, data_dir, site_dir,
+            quiet):
+    """Run the atlas' model and SAEs over a Perturb-seq dataset; add the perturbation response and TF specificity
+    to the atlas (and re-render its site when site/NAME exists)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .atlas.perturbation import perturb as run
+    from .pipeline.perturb_stats import PerturbConfig
+    from .site.render import render as render_site
+
+    target = data_dir / name
+    if not (target / "manifest.json").is_file():
+        available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
+        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+    site = site_dir / name
+    check_disjoint([("--data-dir/--atlas", target)], [("--data", data), ("--trrust", trrust)])
+    cfg = PerturbConfig(min_cells=min_cells, alpha=alpha, pseudo=pseudo, top_genes=top_genes, min_targets=min_targets,
+                        max_controls=max_controls, seed=seed)
+    dataset = dataset_name or Path(data).name.removesuffix(".h5ad")
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    t0 = time.perf_counter()
+    atlas, record = run(target, data, column, control, cfg, dataset, layers, trrust, batch_column, checkpoint, sae,
+                        cache, gene_column, device, log)
+    s = record["summary"]
+    click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
+               f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")
+    ps = s["pseudo"]
+    if ps["n_pseudo"]:
+        click.echo(f"  pseudo-perturbations: {ps['n_pseudo']}, mean responding features {ps['mean_responding']:.2f}, "
+                   f"false-positive rate {ps['false_positive_rate']:.3f} at alpha {alpha:g}")
+    if s["n_tf"]:
+        click.echo(f"  TFs specific: {s['n_specific']} of {s['n_tf']} ({s['fraction']:.1%}, 95% CI "
+                   f"{s['ci_lo']:.1%}-{s['ci_hi']:.1%}); expression ceiling {s['ceiling_n_specific']} of {s['n_tf']}; "
+                   f"non-TF negative control {s['negative_n_specific']} of {s['negative_n']}")
+    if (site / "atlas.json").is_file():
+        render_site(atlas.path, site_dir)
+        click.echo(f"  re-rendered {site}/")
 
 
 @cli.command()

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ..pipeline import baseline_stage, describe
 from ..pipeline.annotate import ANY
 from ..pipeline.build import Outputs, results_config
+from ..pipeline.cache import tree_hash
 from ..pipeline.genesets import normalise_gene
 from .format import SCHEMA, write_atlas
 
@@ -205,7 +206,7 @@ def manifest(out: Outputs) -> dict:
                   "layers": out.layers, "width": rec["model"]["width"], "checkpoint_sha256": out.inputs["checkpoint"],
                   **pretraining(Path(cfg.checkpoint))},
         "sae": {"kind": "topk", "n_features": describe.read_table(out.stats, out.layers[0], "features").shape[0],
-                "source": out.sae_source},
+                "source": out.sae_source, "files": sae_files(out)},
         "dataset": {"name": Path(cfg.data).name, "cells": rec["dataset"]["cells"], "tokens": rec["tokens"],
                     "heldout_cells": rec["heldout_cells"], "sha256": out.inputs["data"],
                     "cell_type_column": cfg.cell_type_column or None, "donor_column": cfg.donor_column or None},
@@ -221,6 +222,17 @@ def manifest(out: Outputs) -> dict:
                   "twin of the model (random_init_model); modules and cross-layer edges against a shuffle of firing "
                   "within the same gene and against the twin; decoder directions against random directions."],
     }
+
+
+def sae_files(out: Outputs) -> dict:
+    """Each layer's SAE and its hash, so that later commands (atlas perturb) load exactly these SAEs: a trained one
+    by its entry in the stage cache (a name that does not depend on where the cache is), a given one by its path."""
+    files = {}
+    for L, p in sorted(out.saes.items()):
+        p = Path(p)
+        where = {"cache_entry": f"{p.parent.name}/{p.name}"} if out.cfg.train_sae else {"path": str(p)}
+        files[str(L)] = {**where, "sha256": tree_hash(p)}
+    return files
 
 
 def causal(out: Outputs) -> tuple[dict[str, pa.Table], dict | None]:

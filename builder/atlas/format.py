@@ -7,6 +7,7 @@ that the README and SCHEMA agree.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,12 +110,16 @@ SCHEMA: dict[str, TableSpec] = {
         _c("dataset", STR), _c("perturbation", STR), _c("layer", I16, True), _c("feature", I32),
         _c("effect", F64), _c("ci_lo", F64, True), _c("ci_hi", F64, True), _c("p", F64, True), _c("q", F64, True),
         _c("n_pert", I32, True), _c("n_ctrl", I32, True), _c("rank", I16, True), _c("label", STR, True),
+        _c("mean_pert", F64, True), _c("mean_ctrl", F64, True), _c("active_pert", F64, True),
+        _c("active_ctrl", F64, True),
     ), required=False),
     "tf_specificity": TableSpec(("dataset", "perturbation"), (
         _c("dataset", STR), _c("perturbation", STR), _c("is_tf", BOOL, True), _c("n_cells", I32, True),
         _c("kd_efficiency", F64, True), _c("n_de", I32, True), _c("n_targets", I32, True),
         _c("n_responding", I32, True), _c("n_specific", I32, True), _c("odds", F64, True), _c("p", F64, True),
         _c("q", F64, True), _c("ceiling_odds", F64, True), _c("ceiling_q", F64, True), _c("verdict", STR, True),
+        _c("n_ctrl", I32, True), _c("target_set", STR, True), _c("overlap", I32, True), _c("ceiling_p", F64, True),
+        _c("ceiling_overlap", I32, True),
     ), required=False),
     "svd_comparison": TableSpec(("layer", "metric"), (
         _c("layer", I16), _c("metric", STR), _c("value", F64, True),
@@ -146,7 +151,7 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "model.layers": (list,), "model.layers[]": (int,), "model.card": (str,), "model.pretraining": (dict,),
     "sae": (dict,), "dataset": (dict,), "genesets": (list,), "genesets[]": (dict,), "parameters": (dict,),
     "cross_layer_pairs": (list,), "cross_layer_pairs[]": (dict,), "extras": (dict,), "source": (dict,),
-    "notes": (list,), "notes[]": (str,), "provenance": (dict,),
+    "notes": (list,), "notes[]": (str,), "provenance": (dict,), "perturbation": (dict,), "perturbation.*": (dict,),
     "tables": (dict,), "tables.*": (dict,), "tables.*.rows": (int,), "tables.*.sha256": (str,),
 }
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", NONE: "null"}
@@ -162,7 +167,7 @@ FEATURE_REFS = {
 }
 UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"],
                  "causal_summary": ["specificity", "p", "p_empirical", "q"], "perturbation_response": ["p", "q"],
-                 "tf_specificity": ["p", "q", "ceiling_q"]}
+                 "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"]}
 
 
 @dataclass
@@ -244,6 +249,32 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
             # Fixed writer settings keep the bytes identical for identical input.
             pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
             listing[name] = {"rows": t.num_rows, "sha256": sha256_file(file)}
+        manifest["tables"] = listing
+        (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
+        problems = validate(tmp)
+        if problems:
+            raise AtlasError(f"refusing to write {path}: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return read_atlas(path, check=False)
+
+
+def replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
+    """Rewrite the atlas at `path` with `tables` replaced and `manifest` (its `tables` listing recomputed): every
+    other table file is copied byte for byte. Atomic and validated, as write_atlas."""
+    path = Path(path)
+    listed = read_manifest(path).get("tables", {})
+    manifest = {**manifest, "schema_version": SCHEMA_VERSION}
+    with atomic_dir(path) as tmp:
+        listing = {}
+        for name in sorted(set(listed) | set(tables)):
+            file = tmp / f"{name}.parquet"
+            if name in tables:
+                t = conform(name, tables[name])
+                pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
+                listing[name] = {"rows": t.num_rows, "sha256": sha256_file(file)}
+            else:
+                shutil.copyfile(path / f"{name}.parquet", file)
+                listing[name] = listed[name]
         manifest["tables"] = listing
         (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
         problems = validate(tmp)
