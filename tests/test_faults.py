@@ -263,6 +263,7 @@ ANNOTATE = ("annotate --genes stats/feature_genes.parquet --layer 0 --genesets H
 IMPORT = "import biodyn bsrc --atlas imported"
 BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --atlas b --cache cache --max-cells 4"
 # Default atlas name (scgpt), default cache: the rows on default names and overlapping outputs.
+PERTURB = "perturb --atlas built --data screen.h5ad --perturbation-column gene --control nt --min-cells 5 --quiet"
 TRAIN_BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --train-sae --max-cells 4 --quiet"
 
 
@@ -276,11 +277,73 @@ def headless_checkpoint(ws: Path) -> None:
     state = torch.load(ckpt / "best_model.pt")
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ckpt / "best_model.pt")
 
+_PERTURB: dict = {}
+
+
+def perturb_workspace(ws: Path) -> None:
+    """A built atlas with loadable SAEs (`built`: a tiny scGPT, layer 0, the workspace's SAE as saes/layer_00),
+    made once per run and copied in, and a small Perturb-seq file: screen.h5ad, obs 'gene' = nt (24 cells), A, B
+    (8 each)."""
+    import anndata
+    import atexit
+    import tempfile
+
+    from builder.models.tiny import write_scgpt
+
+    if "root" not in _PERTURB:
+        root = Path(tempfile.mkdtemp(prefix="perturb-faults-"))
+        atexit.register(shutil.rmtree, root, True)
+        shutil.copytree(ws / "sae", root / "saes" / "layer_00")
+        ckpt = write_scgpt(root / "ckpt")
+        with contextlib.chdir(root):
+            main(shlex.split(f"build --model scgpt --checkpoint {ckpt} --data {SAMPLE} --sae saes --layers 0 "
+                             "--atlas built --cache cache --max-cells 40 --no-random-init-model --no-coexpression "
+                             "--no-pca-baseline --quiet"))
+        _PERTURB["root"] = root
+    root = _PERTURB["root"]
+    shutil.copytree(root / "atlas_data" / "built", ws / "atlas_data" / "built")
+    shutil.copytree(root / "saes", ws / "saes")
+    a = anndata.read_h5ad(SAMPLE)[:40].copy()
+    a.obs["gene"] = ["nt"] * 24 + ["A"] * 8 + ["B"] * 8
+    a.write_h5ad(ws / "screen.h5ad")
+
+
+def perturb_setup(*more: Callable) -> Callable:
+    return chain(perturb_workspace, *more)
+
+
 FAULTS = [
     # build --interventions: a checkpoint without its prediction head is refused before any stage
     Fault("build-interventions-without-head", "build --model scgpt --checkpoint headless --train-sae --interventions "
           "--data {sample} --atlas nohead --cache cache --quiet", ("headless", "no expression decoder", "its head"),
           headless_checkpoint),
+    # perturb: every input checked before the model runs; the atlas unchanged
+    Fault("perturb-column-missing", PERTURB.replace("-column gene", "-column guide"),
+          ("screen.h5ad: obs has no column 'guide'", "--perturbation-column"), perturb_setup()),
+    Fault("perturb-control-missing", PERTURB.replace("--control nt", "--control NTC"),
+          ("--control 'NTC'", "no cell of", "values: A, B, nt"), perturb_setup()),
+    Fault("perturb-too-few-cells", PERTURB.replace("--min-cells 5", "--min-cells 10"),
+          ("--min-cells 10", "no perturbation", "largest: B with 8"), perturb_setup()),
+    Fault("perturb-too-few-controls", PERTURB.replace("--min-cells 5", "--min-cells 30"),
+          ("--control 'nt': 24 control cells, fewer than --min-cells 30",), perturb_setup()),
+    Fault("perturb-imported-atlas", PERTURB.replace("--atlas built", "--atlas imported"),
+          ("atlas imported", "no model checkpoint and no SAEs"), perturb_setup()),
+    Fault("perturb-atlas-without-model", PERTURB.replace("--atlas built", "--atlas demo"),
+          ("atlas demo: records no model checkpoint", "--sae DIR"), perturb_setup()),
+    Fault("perturb-sae-gone", PERTURB, ("SAE of layer 0 is not at saes/layer_00", "--sae DIR"),
+          perturb_setup(lambda ws: shutil.rmtree(ws / "saes"))),
+    Fault("perturb-atlas-missing", PERTURB.replace("--atlas built", "--atlas nope"),
+          ("atlas 'nope' not found in atlas_data", "built, demo, imported"), perturb_setup()),
+    Fault("perturb-layer-not-in-atlas", PERTURB + " --layers 1", ("--layers 1: atlas built has layers 0",),
+          perturb_setup()),
+    Fault("perturb-bad-trrust", PERTURB + " --trrust bad.tsv", ("bad.tsv:1", "4 tab-separated columns"),
+          perturb_setup(put("bad.tsv", "SPI1\tLYZ\n"))),
+    Fault("perturb-data-not-h5ad", PERTURB.replace("screen.h5ad", "junk.h5ad"), ("junk.h5ad: not a readable .h5ad",),
+          perturb_setup(put("junk.h5ad", "not hdf5"))),
+    Fault("perturb-batch-column-missing", PERTURB + " --batch-column lane",
+          ("screen.h5ad: obs has no column 'lane'", "--batch-column"), perturb_setup()),
+    Fault("perturb-min-cells-2", PERTURB.replace("--min-cells 5", "--min-cells 2"), ("'--min-cells'", "x>=3"),
+          perturb_setup()),
     # render: outputs that overlap inputs or are not sites, damaged atlas data
     Fault("render-site-is-data-dir", "render --data-dir atlas_data --site atlas_data", ("--site atlas_data", "same path")),
     Fault("render-site-inside-data-dir", "render --site atlas_data/site", ("--site is inside --data-dir",)),

@@ -47,10 +47,12 @@ def locate(atlas: Atlas, layers: list[int] | None, checkpoint: Path | None, sae:
     if "source" in m and not params.get("checkpoint"):
         raise AtlasError(f"atlas {name}: imported ({m['source'].get('kind', 'from elsewhere')}), it records no model "
                          f"checkpoint and no SAEs this command can load; perturb an atlas made by atlas build")
-    ckpt = Path(checkpoint or params.get("checkpoint") or "")
-    if not str(ckpt) or not ckpt.is_dir():
-        raise AtlasError(f"atlas {name}: its checkpoint {str(ckpt) or '(none recorded)'} is not a folder here; "
-                         f"give --checkpoint DIR")
+    if checkpoint is None and not params.get("checkpoint"):
+        raise AtlasError(f"atlas {name}: records no model checkpoint (it was not made by atlas build); give "
+                         f"--checkpoint DIR and --sae DIR")
+    ckpt = Path(checkpoint or params["checkpoint"])
+    if not ckpt.is_dir():
+        raise AtlasError(f"atlas {name}: its checkpoint {ckpt} is not a folder here; give --checkpoint DIR")
     if model.get("checkpoint_sha256") and tree_hash(ckpt) != model["checkpoint_sha256"]:
         raise AtlasError(f"--checkpoint {ckpt}: not the checkpoint atlas {name} was built from (its hash differs)")
     built = list(model.get("layers") or [])
