@@ -127,7 +127,8 @@ def main():
         for family, (e, t) in rows.items():
             hours = (cells * e["full"] + P * t["vectorised"]) / 3600
             print(f"projection, demo {family}, {P} perturbations x {n} cells, {cap:,} controls "
-                  f"({share:.0%} re-encoded per perturbation): {cells / 1e6:.2f} M cell passes, {hours:.1f} h on this CPU")
+                  f"({share:.0%} re-encoded per perturbation): {cells / 1e6:.2f} M cell passes, "
+                  f"{hours:.1f} h on this CPU")
     print(f"(control re-encoding dominates; --max-controls caps it; the test of a perturbation is "
           f"{rows['scgpt'][1]['vectorised']:.2f} s)")
 

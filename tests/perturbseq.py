@@ -1,7 +1,7 @@
 """A synthetic Perturb-seq dataset made from the bundled PBMC counts, and a TRRUST-format file of its planted TFs.
 
-Cells are bundled dendritic cells drawn with replacement and thinned (each count kept with probability 0.8), so no two are
-equal. Perturbations (obs['gene']; controls are 'non-targeting'):
+Cells are bundled dendritic cells drawn with replacement and thinned (each count kept with probability 0.8), so
+no two are equal. Perturbations (obs['gene']; controls are 'non-targeting'):
 - SPI1 (a TF): its counts kept with probability 0.1, and its 30 planted targets' counts with probability 0.05;
 - KLF6 (a TF): its counts kept with probability 0.1, targets untouched;
 - two non-TF genes (NT): their counts kept with probability 0.1, nothing else changed;

@@ -136,28 +136,35 @@ def inputs(demo_build, tmp_path_factory):
     return root, demo_build.root / "cache"
 
 
-@pytest.fixture(scope="module")
-def perturbed(inputs):
-    """`atlas perturb` run once on the copy (5 pseudo-perturbations per perturbation), with the files before."""
-    root, cache = inputs
-    atlas = root / "data" / "scgpt-demo"
-    before = {p.name: sha256_file(p) for p in atlas.iterdir()}
-    manifest = json.loads((atlas / "manifest.json").read_text())
-    args = ["perturb", "--atlas", "scgpt-demo", "--data", str(root / "screen.h5ad"), "--perturbation-column", "gene",
-            "--control", CONTROL, "--trrust", str(root / "trrust.tsv"), "--pseudo", "5", "--cache", str(cache),
-            "--data-dir", str(root / "data"), "--site", str(root / "site"), "--quiet"]
+def perturb_cli(inputs, data_dir: Path, site: Path) -> str:
+    """`atlas perturb` on the screen (5 pseudo-perturbations per perturbation); returns what it printed."""
     import contextlib
     import io
 
     from builder.cli import main
 
+    root, cache = inputs
+    args = ["perturb", "--atlas", "scgpt-demo", "--data", str(root / "screen.h5ad"), "--perturbation-column", "gene",
+            "--control", CONTROL, "--trrust", str(root / "trrust.tsv"), "--pseudo", "5", "--cache", str(cache),
+            "--data-dir", str(data_dir), "--site", str(site), "--quiet"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
             main(args)
         except SystemExit as e:
             assert e.code == 0, out.getvalue()
-    return read_atlas(atlas), before, manifest, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def perturbed(inputs):
+    """`atlas perturb` run once on the copy, with the files and manifest from before."""
+    root, _ = inputs
+    atlas = root / "data" / "scgpt-demo"
+    before = {p.name: sha256_file(p) for p in atlas.iterdir()}
+    manifest = json.loads((atlas / "manifest.json").read_text())
+    printed = perturb_cli(inputs, root / "data", root / "site")
+    return read_atlas(atlas), before, manifest, printed
 
 
 def test_the_planted_tf_is_specific_and_the_unshifted_one_is_not(perturbed):
@@ -224,9 +231,18 @@ def test_only_the_two_tables_change_and_the_site_is_rendered_again(perturbed, in
     assert "re-rendered" in printed and "TFs specific: 1 of 2" in printed
     root, _ = inputs
     hit = atlas.table("perturbation_response").to_pandas().query("q < 0.05").iloc[0]
-    shards = [json.loads(p.read_text()) for p in (root / "site" / "scgpt-demo" / "data").glob(f"*/feat/{hit.layer}/*.json")]
+    site = root / "site" / "scgpt-demo" / "data"
+    shards = [json.loads(p.read_text()) for p in site.glob(f"*/feat/{hit.layer}/*.json")]
     rec = next(s["features"][str(hit.feature)] for s in shards if str(hit.feature) in s["features"])
     assert any(r[0] == hit.perturbation and r[5] == "screen" for r in rec["perturbation"])
+
+
+def test_the_same_inputs_give_the_same_bytes(perturbed, inputs, demo_build, tmp_path):
+    atlas, *_ = perturbed
+    shutil.copytree(demo_build.data / "scgpt-demo", tmp_path / "data" / "scgpt-demo")
+    perturb_cli(inputs, tmp_path / "data", tmp_path / "site")
+    again = tmp_path / "data" / "scgpt-demo"
+    assert {p.name: sha256_file(p) for p in again.iterdir()} == {p.name: sha256_file(p) for p in atlas.path.iterdir()}
 
 
 def test_other_datasets_rows_are_kept_and_a_rerun_replaces_its_own(perturbed, tmp_path):
@@ -332,7 +348,8 @@ def test_batches_change_nothing_when_balanced(model, inputs):
 def test_a_batch_column_removes_a_planted_batch_confound(model, tmp_path):
     """CONF knocks down a gene with no downstream effect, but most of its cells are in batch b2, which has a
     technical shift, and most controls in b1: without batches many features 'respond'; with them, none."""
-    path = make_perturbseq(tmp_path / "conf.h5ad", n_ctrl=240, n_pert=40, tfs=False, confound=planted_genes()["non_tf"][0])
+    path = make_perturbseq(tmp_path / "conf.h5ad", n_ctrl=240, n_pert=40, tfs=False,
+                           confound=planted_genes()["non_tf"][0])
     ds, enc = encoder(model, path)
     cfg = PerturbConfig(pseudo=0)
     n = {}

@@ -79,7 +79,8 @@ def locate(atlas: Atlas, layers: list[int] | None, checkpoint: Path | None, sae:
             raise AtlasError(f"atlas {name}: records no SAE this command can load for layer {L} (built before SAE "
                              f"hashes were recorded, or not built); give --sae DIR with layer_LL/ folders")
         saes[L], hashes[str(L)] = path, tree_hash(path)
-    return ModelSource(model.get("family") or params.get("model"), ckpt, int(params.get("seed", 0)), chosen, saes, hashes)
+    family = model.get("family") or params.get("model")
+    return ModelSource(family, ckpt, int(params.get("seed", 0)), chosen, saes, hashes)
 
 
 def _merged(atlas: Atlas, table: str, dataset: str, rows: list[dict]) -> pa.Table:
@@ -131,7 +132,8 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     saes = {L: load_sae(p) for L, p in src.saes.items()}
     for L, s in saes.items():
         if s.d_in != adapter.width:
-            raise AtlasError(f"{src.saes[L]}: SAE input width {s.d_in} does not fit {adapter.name} (width {adapter.width})")
+            raise AtlasError(f"{src.saes[L]}: SAE input width {s.d_in} does not fit {adapter.name} "
+                             f"(width {adapter.width})")
     prepared = adapter.prepare(ds, gene_column)
     dev = pick_device(device)
     enc = pp.Encoder(adapter, prepared, saes, src.layers, default_batch_size(dev), dev)

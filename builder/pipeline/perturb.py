@@ -75,7 +75,8 @@ def read_design(dataset: Dataset, column: str, control: str, batch_column: str |
         rng = np.random.default_rng([cfg.seed, CONTROL_STREAM])
         controls = np.sort(rng.choice(controls, cfg.max_controls, replace=False))
     if controls.size < cfg.min_cells:
-        raise AtlasError(f"--control {control!r}: {controls.size} control cells, fewer than --min-cells {cfg.min_cells}")
+        raise AtlasError(f"--control {control!r}: {controls.size} control cells, fewer than --min-cells "
+                         f"{cfg.min_cells}")
     groups, skipped = {}, {}
     for name in sorted({v for v in text if v is not None and v != control}):
         rows = np.flatnonzero(text == name)
@@ -187,8 +188,8 @@ class Encoder:
                 idx = np.broadcast_to(local[:, None], v.shape)[on] * self.width[L] + f
                 size = rows.size * self.width[L]
                 cols = slice(self.offset[L], self.offset[L] + self.width[L])
-                mean[rows, cols] = (np.bincount(idx, a, size).reshape(rows.size, -1) / n_pos).astype(np.float32)
-                active[rows, cols] = (np.bincount(idx, minlength=size).reshape(rows.size, -1) / n_pos).astype(np.float32)
+                mean[rows, cols] = np.bincount(idx, a, size).reshape(rows.size, -1) / n_pos
+                active[rows, cols] = np.bincount(idx, minlength=size).reshape(rows.size, -1) / n_pos
                 if loadings:
                     parts[L].append((a, f, np.broadcast_to(chunk.genes[:, None], v.shape)[on]))
         if not loadings:
@@ -294,7 +295,8 @@ def test_perturbation(enc: Encoder, design: Design, expr: Expression, base: tupl
     kd = None
     if gene_rows.size:
         g = expr.genes[:, gene_rows]
-        kd = ps.kd_efficiency(np.asarray(g[expr.rows(cells)].sum(1)).ravel(), np.asarray(g[expr.rows(ctrl)].sum(1)).ravel())
+        kd = ps.kd_efficiency(np.asarray(g[expr.rows(cells)].sum(1)).ravel(),
+                              np.asarray(g[expr.rows(ctrl)].sum(1)).ravel())
     return Result(name, int(cells.size), int(ctrl.size), drop, feats, de, kd, pseudo)
 
 
@@ -309,7 +311,8 @@ def response_rows(enc: Encoder, res: Result, dataset: str, cfg: PerturbConfig) -
         for rank, c in enumerate(order, 1):
             if rank > cfg.keep and not f["q"][c] < cfg.alpha:
                 continue
-            out.append({"dataset": dataset, "perturbation": res.name, "layer": int(L), "feature": int(enc.feature_of[c]),
+            out.append({"dataset": dataset, "perturbation": res.name, "layer": int(L),
+                        "feature": int(enc.feature_of[c]),
                         "effect": float(f["effect"][c]), "ci_lo": float(f["lo"][c]), "ci_hi": float(f["hi"][c]),
                         "p": float(f["p"][c]), "q": float(f["q"][c]), "n_pert": res.n_pert, "n_ctrl": res.n_ctrl,
                         "rank": rank, "mean_pert": float(f["mean_pert"][c]), "mean_ctrl": float(f["mean_ctrl"][c]),
