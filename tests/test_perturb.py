@@ -357,3 +357,24 @@ def test_a_batch_column_removes_a_planted_batch_confound(model, tmp_path):
         rows, tf, _ = pp.run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
         n[b] = sum(r["q"] < ALPHA for r in rows)
     assert n[None] >= 20 and n["batch"] <= 2, n
+
+
+def test_an_imported_published_dataset_keeps_its_rows(tmp_path):
+    """The importer's rows (published dataset, layer unknown) stay beside a new dataset's rows, unchanged."""
+    from builder.atlas.import_biodyn import PUBLISHED_DATASET, import_biodyn
+    from test_import_biodyn import tiny_source, write as write_json
+
+    src = tiny_source(tmp_path / "src")
+    write_json(src, "perturbation_response.json", {"summary": {"n": 1}, "targets": [
+        {"gene": "TP53", "tf": True, "nk": 3, "nr": 2, "ns": 1, "top": [{"i": 1, "es": 0.4, "lb": "nope"}]}]})
+    out, _ = import_biodyn(src, tmp_path / "imported", "imported")
+    a = read_atlas(out)
+    old = a.table("perturbation_response").to_pylist()
+    row = {"dataset": "screen", "perturbation": "SPI1", "layer": 0, "feature": 1, "effect": -0.7, "ci_lo": -1.1,
+           "ci_hi": -0.3, "p": 1e-4, "q": 0.01, "n_pert": 40, "n_ctrl": 240, "rank": 1}
+    a = write(a, "screen", [row], [{"dataset": "screen", "perturbation": "SPI1", "is_tf": True,
+                                    "verdict": "specific"}], {"summary": {"n_tf": 1}})
+    rows = a.table("perturbation_response").to_pylist()
+    assert [r for r in rows if r["dataset"] == PUBLISHED_DATASET] == old and old[0]["layer"] is None
+    assert [r["dataset"] for r in a.table("tf_specificity").to_pylist()] == [PUBLISHED_DATASET, "screen"]
+    assert "perturbation_response" in a.manifest["extras"] and validate(a.path) == []
