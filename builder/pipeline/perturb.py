@@ -31,10 +31,10 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import AtlasError
-from ..geneids import gencode, is_ensembl, normalise_ensembl
 from ..models import stream
 from ..models.dataset import Dataset
 from . import perturb_stats as ps
+from .genesets import normalise_gene
 from .perturb_stats import PerturbConfig
 
 PSEUDO_STREAM, CONTROL_STREAM = 0x5053, 0x4354  # separate the pseudo-perturbation and control draws
@@ -97,26 +97,21 @@ def read_design(dataset: Dataset, column: str, control: str, batch_column: str |
 def gene_columns(dataset: Dataset) -> dict[str, np.ndarray]:
     """Upper-cased gene symbol -> var rows, from every text column of var and its index (Ensembl ids through the
     bundled GENCODE map), so a perturbation named by its symbol finds a gene given by Ensembl id."""
-    id_to_symbol = gencode()[0]
     out: dict[str, set[int]] = {}
     cols = [dataset.var.index.to_numpy().astype(str)]
     cols += [dataset.var[c].astype(str).to_numpy() for c in dataset.var.columns
              if dataset.var[c].dtype == object or isinstance(dataset.var[c].dtype, pd.CategoricalDtype)]
     for values in cols:
         for j, v in enumerate(values):
-            sym = id_to_symbol.get(normalise_ensembl(v)) if is_ensembl(v) else v.strip().upper()
+            sym = normalise_gene(v)
             if sym:
-                out.setdefault(sym.upper(), set()).add(j)
+                out.setdefault(sym, set()).add(j)
     return {k: np.array(sorted(v), np.int64) for k, v in out.items()}
 
 
 def token_symbols(adapter, tokens: np.ndarray) -> list[str | None]:
-    id_to_symbol = gencode()[0]
-    out = []
-    for t in tokens:
-        name = str(adapter.gene_names.get(int(t), ""))
-        out.append(id_to_symbol.get(normalise_ensembl(name)) if is_ensembl(name) else (name.upper() or None))
-    return out
+    """The symbol of each token id (Geneformer's Ensembl ids through GENCODE), as TRRUST names genes."""
+    return [normalise_gene(str(adapter.gene_names.get(int(t), ""))) for t in tokens]
 
 
 class Encoder:
