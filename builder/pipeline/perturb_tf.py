@@ -58,34 +58,37 @@ def _nearest_tf(res: Result, tfs: list[Result]) -> Result:
     return min(tfs, key=gap)
 
 
+def responding(res: Result, alpha: float) -> np.ndarray:
+    """Indices (over every feature of every layer) of the features with q < alpha."""
+    f = res.features
+    return np.flatnonzero(f["tested"] & (np.nan_to_num(f["q"], nan=1.0) < alpha))
+
+
 def specificity(enc: Encoder, results: list[Result], expr: Expression, loadings: tuple,
                 targets: dict[str, set[str]] | None, cfg: PerturbConfig, dataset: str) -> tuple[list[dict], dict]:
     """Rows of tf_specificity (one per perturbation) and the summary of manifest.perturbation[dataset]."""
     rows, tests = [], {}
+
+    def test(res: Result, tf: str) -> dict:
+        hits = responding(res, cfg.alpha)
+        scores = gene_scores(enc, loadings, hits, expr.universe) if hits.size else None
+        return _test(res, tf, targets[tf], expr, scores, cfg)
+
     for res in results:
-        f = res.features
-        responding = np.flatnonzero(f["tested"] & (np.nan_to_num(f["q"], nan=1.0) < cfg.alpha))
         is_tf = None if targets is None else res.name.upper() in targets
         rows.append({"dataset": dataset, "perturbation": res.name, "is_tf": is_tf, "n_cells": res.n_pert,
                      "n_ctrl": res.n_ctrl, "kd_efficiency": res.kd,
                      "n_de": int((np.nan_to_num(res.de["q"], nan=1.0) < cfg.alpha).sum()),
-                     "n_responding": int(responding.size), "n_specific": None})
+                     "n_responding": int(responding(res, cfg.alpha).size), "n_specific": None})
         if is_tf:
-            scores = gene_scores(enc, loadings, responding, expr.universe) if responding.size else None
-            tests[res.name] = _test(res, res.name.upper(), targets[res.name.upper()], expr, scores, cfg)
+            tests[res.name] = test(res, res.name.upper())
     tested_tfs = [r for r in results if r.name in tests and tests[r.name]["ceiling_p"] is not None]
-    if targets is not None and tested_tfs:
-        for res in results:
-            if res.name.upper() in targets:
-                continue
-            tf = _nearest_tf(res, tested_tfs)
-            f = res.features
-            responding = np.flatnonzero(f["tested"] & (np.nan_to_num(f["q"], nan=1.0) < cfg.alpha))
-            scores = gene_scores(enc, loadings, responding, expr.universe) if responding.size else None
-            tests[res.name] = _test(res, tf.name.upper(), targets[tf.name.upper()], expr, scores, cfg)
+    for res in results if tested_tfs else []:  # the negative control: non-TFs against their nearest TF's targets
+        if res.name.upper() not in targets:
+            tests[res.name] = test(res, _nearest_tf(res, tested_tfs).name.upper())
     by_name = {r["perturbation"]: r for r in rows}
-    for group in ([n for n in tests if by_name[n]["is_tf"]], [n for n in tests if not by_name[n]["is_tf"]]):
-        group = [n for n in group if tests[n]["ceiling_p"] is not None]  # enough targets to be tested
+    for is_tf in (True, False):  # BH across the TFs, and separately across the negative controls
+        group = [n for n in tests if by_name[n]["is_tf"] is is_tf and tests[n]["ceiling_p"] is not None]
         q = ps.fdr_with_missing([tests[n]["p"] for n in group])
         cq = ps.fdr_with_missing([tests[n]["ceiling_p"] for n in group])
         for n, a, b in zip(group, q, cq):
