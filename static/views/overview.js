@@ -4,6 +4,7 @@ import { boot } from "../lib/data.js";
 import { int, num, pct } from "../lib/format.js";
 import { barChart, lineChart } from "../lib/chart.js";
 import { PALETTE } from "../lib/map.js";
+import { interventionsBlock } from "../lib/interventions_summary.js";
 
 export function render(el) {
   const t = boot.totals, layers = boot.layers;
@@ -35,6 +36,7 @@ export function render(el) {
     baselineTable(boot.nulls),
     dbChart(),
     boot.nulls.length ? nullTable(boot.nulls) : null,
+    interventionsBlock(boot.interventions),
     h("h2", {}, "Layers"),
     table({ caption: "Per-layer summary", columns: [{ label: "Layer" }, { label: "Features", num: true }, { label: "Alive", num: true },
       { label: "Annotated", num: true }, { label: "Rate", num: true, help: ["annotated_rate", "the annotation rate"] },
