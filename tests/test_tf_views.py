@@ -106,6 +106,21 @@ def test_interventions_summary_counts_and_published_interval(sites):
                                                                                  pytest.approx(ref[1], rel=1e-3))
 
 
+def boot_of(site, atlas):
+    import json
+    import re
+
+    html = (site / atlas / "index.html").read_text()
+    return json.loads(re.search(r'<script id="boot" type="application/json">(.*?)</script>', html, re.S).group(1))
+
+
+def test_overview_loads_the_block_module_only_with_interventions(sites):
+    with_block, without = boot_of(sites.site, "tfs"), boot_of(sites.site, "plain")
+    assert "lib/interventions_summary.js" in with_block["deps"]["overview"] and with_block["interventions"]
+    assert "lib/interventions_summary.js" not in without["deps"]["overview"] and without["interventions"] is None
+    assert without["tf_keys"] == [] and "GA" in with_block["tf_keys"]
+
+
 # --- the views -----------------------------------------------------------------------------------------------------
 
 def test_tf_page_shows_its_verdict_enrichment_and_feature_links(page, sites):

@@ -86,6 +86,8 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         # Cell-type names in shard order, so a cell type's page fetches its shard without the index first.
         boot["celltypes"] = [r[0] for r in orjson.loads(shards["celltypes/index.json"])]
         boot["deps"] = module_deps(assets)
+        if boot["interventions"]:  # overview.js imports it on demand; preloaded with the view when it is needed
+            boot["deps"]["overview"] = sorted(boot["deps"]["overview"] + ["lib/interventions_summary.js"])
         html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "atlas.json").write_bytes(dumps_json({k: boot[k] for k in ("id", "title", "description", "totals")},

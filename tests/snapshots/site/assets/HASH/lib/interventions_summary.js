@@ -13,8 +13,8 @@ function causal(c) {
     return h("p", { class: "notice" }, `Causal patching (published): ${int(c.n_tested)} features of layer ${c.layers.join(", ")}, median ratio ${num(c.median_ratio)}, ${int(c.n_above_2)} above 2. No null, interval or p-value was published, so no distribution against a null can be shown. `, help("specificity", "causal specificity"));
   }
   return [h("p", {}, `Causal patching: ${int(c.n_tested)} features patched (${c.layers.length === 1 ? "layer" : "layers"} ${c.layers.join(", ")}), ${int(c.n_scored)} of them with a specificity; `,
-    h("b", {}, `${int(c.n_specific)} specific`), ` at q < 0.05. Median specificity ${num(c.median)} against ${num(c.null_median)} for the ${int(c.n_null)} null values (frequency-matched features and random directions) `, help("specificity", "causal specificity")),
-  h("figure", { class: "specificity-hist" }, h("figcaption", {}, "Specificity (AUC) of the patched features (bars) and of their nulls (outline); 0.5 = no preference for the feature's own genes"),
+    h("b", {}, `${int(c.n_specific)} specific`), ` at q < 0.05. Median specificity ${num(c.median)} against ${num(c.null_median)} for the ${int(c.n_null)} values of their nulls (frequency-matched features and random directions) `, help("specificity", "causal specificity")),
+  h("figure", { class: "specificity-hist" }, h("figcaption", {}, "Specificity (AUC) of the patched features (bars) and of their nulls (dashed outline); 0.5 = no preference for the feature's own genes"),
     histogram(c))];
 }
 
@@ -32,12 +32,12 @@ function histogram(c) {
     [0, 0.25, 0.5, 0.75, 1].map((t) => svg("text", { x: x(t), y: H - B + 14, "text-anchor": "middle" }, String(t))),
     svg("text", { class: "axis-title", x: L + (W - L) / 2, y: H - 4, "text-anchor": "middle" }, "Specificity (AUC)"),
     obs.map((v, i) => svg("rect", { x: x(i * bw) + 1, y: y(v), width: Math.max(1, x(bw) - L - 2), height: H - B - y(v), fill: "var(--bar2)" },
-      svg("title", {}, `${(i * bw).toFixed(2)}–${((i + 1) * bw).toFixed(2)}: ${pct(v)} of the features, ${pct(nul[i])} of the null`))),
+      svg("title", {}, `${(i * bw).toFixed(2)}–${((i + 1) * bw).toFixed(2)}: ${pct(v)} of the features, ${pct(nul[i])} of the nulls`))),
     svg("path", { d: step, fill: "none", stroke: "var(--muted)", "stroke-width": 1.5, "stroke-dasharray": "4 3" }),
     svg("line", { x1: x(0.5), x2: x(0.5), y1: T, y2: H - B, stroke: "var(--muted)", "stroke-width": 0.8 }));
   return h("div", { class: "chart-box" }, root, h("ul", { class: "legend" },
     h("li", {}, h("span", { class: "swatch", style: "background:var(--bar2);border-color:var(--bar2)" }), "patched features"),
-    h("li", {}, h("span", { class: "swatch dashed", style: "background:transparent;border-color:var(--muted)" }), "null")));
+    h("li", {}, h("span", { class: "swatch dashed", style: "background:transparent;border-color:var(--muted)" }), "nulls (pooled)")));
 }
 
 function details(d) {
