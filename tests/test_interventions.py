@@ -137,6 +137,25 @@ def test_attribution_is_the_derivative_of_exact_patching(tiny):
     assert np.allclose(exact, attr[feats], rtol=0.02, atol=1e-4 * np.abs(attr[feats]).max()), (exact, attr[feats])
 
 
+@pytest.mark.parametrize("family, folder", [("scgpt", "scgpt"), ("geneformer", "geneformer-v2")])
+def test_predict_at_is_predict_read_at_those_positions(tiny, family, folder):
+    """The readout patching uses (the head on selected positions only) equals the full prediction there, from a
+    replaced layer output too, and keeps gradients to that output (attribution patching needs them)."""
+    ad = load(family, tiny / folder)
+    prep = ad.prepare(read_h5ad(DATA, max_cells=3))
+    batch = ad.collate([ad.tokenize(prep, c) for c in range(2)])
+    pos = ad.maskable(batch) & (torch.rand(batch["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.3)
+    assert pos.sum() > 0
+    with torch.no_grad():
+        assert torch.allclose(ad.predict_at(batch, pos), ad.predict(batch)[pos], atol=1e-5)
+    hidden = (ad.layer_outputs(batch, [0])[0].detach() * 1.1).requires_grad_(True)
+    out = ad.predict_at(batch, pos, 0, hidden)
+    with torch.no_grad():
+        assert torch.allclose(out, ad.predict(batch, 0, hidden)[pos], atol=1e-5)
+    out.float().sum().backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+
+
 def test_a_checkpoint_without_a_head_is_refused(tiny, tmp_path):
     from builder.models.tiny import write_scgpt
 
