@@ -235,7 +235,7 @@ def test_published_geneformer_shapes(page, sites):
     open_view(page, sites.url("gfpub", "#/"))
     block = page.locator("main .interventions-summary")
     text = block.inner_text()
-    assert "Causal patching (published): 2 features of layer 1" in text and "no distribution against a null" in text
+    assert "Causal patching (published): 2 features of layer 1" in text and "cannot be drawn against its null" in text
     assert "Its interval was computed here (Clopper–Pearson, 95%) from the published counts" in text
     row = [c.inner_text() for c in block.locator(".tf-summary tbody td").all()]
     lo, hi = proportion_confint(1, 2, method="beta")
@@ -258,11 +258,13 @@ def test_views_are_clean_at_desktop_and_phone_width(browser, sites, width):
     page, problems, found = ctx.new_page(), [], {}
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
     page.on("pageerror", lambda e: problems.append(str(e)))
-    for view in TFS_VIEWS + [f"#/feature/{lay}/{f}" for lay, f in [first_perturbed(sites)]]:
-        bad = check_view(page, sites.url("tfs", view), width) + problems
+    views = [("tfs", v) for v in TFS_VIEWS + ["#/feature/%d/%d" % first_perturbed(sites)]]
+    views += [("gfpub", "#/"), ("gfpub", "#/tf"), ("gfpub", "#/tf/GATA1"), ("plain", "#/tf"), ("plain", "#/tf/GATA1")]
+    for atlas, view in views:
+        bad = check_view(page, sites.url(atlas, view), width) + problems
         problems.clear()
         if bad:
-            found[view] = bad
+            found[f"{atlas}/{view}"] = bad
     ctx.close()
     assert found == {}
 
