@@ -269,6 +269,8 @@ SETTINGS: dict[str, Setting] = {
     "interventions.bootstrap": Setting(NON_NEGATIVE, "Bootstrap resamples of cells for the intervals (0: none)."),
     "interventions.level": Setting(UNIT_OPEN, "Level of the bootstrap intervals."),
     "interventions.effects_top": Setting(POSITIVE, "Most affected genes kept per tested feature."),
+    "interventions.min_gene_cells": Setting(POSITIVE, "Patched cells a gene must be measured in to be listed "
+                                            "among a feature's most affected genes."),
     "interventions.batch": Setting(POSITIVE, "Interventions run in one forward pass (x mask draws sequences)."),
     "baselines.pca": Setting(click.BOOL, "Annotate the top genes of the top graphs.pca_components principal "
                              "directions (both signs) as the pca baseline."),

@@ -81,6 +81,23 @@ def test_matched_nulls_are_nearest_in_frequency():
     assert m[1].tolist() == [2, 4] and m[5].tolist() == [4, 1]  # log distances
 
 
+
+def test_listed_genes_were_measured_in_min_gene_cells_cells():
+    """A gene masked in one cell (a ratio of few positions) cannot top a feature's list: the list, its ranks and the
+    kept top genes take only genes measured in >= min_gene_cells patched cells."""
+    from builder.pipeline.interventions import _gene_rows
+
+    prof = {"genes": np.array([10, 11, 12, 13, 14]), "est": np.array([9.0, 0.5, -0.8, 0.1, 3.0]),
+            "lo": np.zeros(5), "hi": np.ones(5), "n": np.array([1, 6, 5, 7, 2])}
+    rows = _gene_rows(3, 7, prof, np.array([13, 14]), keep=2, min_cells=5)
+    got = {r["token_id"]: (r["rank"], r["top_gene"]) for r in rows}
+    # 12 (|-0.8|) then 11 (0.5) are the two most affected of the eligible genes; 13 stays as a top gene; 10 and 14
+    # (seen in 1 and 2 cells) are left out, the top gene 14 included
+    assert got == {12: (1, False), 11: (2, False), 13: (3, True)}
+    assert all(r["n_cells"] >= 5 for r in rows)
+    assert _gene_rows(3, 7, prof, None, keep=2, min_cells=8) == []
+    assert cs.InterventionsConfig().min_gene_cells == 5
+
 # --- patching on real checkpoints -------------------------------------------------------------------------------
 
 from builder.models import load, stream  # noqa: E402
@@ -120,6 +137,25 @@ def test_attribution_is_the_derivative_of_exact_patching(tiny):
     assert np.allclose(exact, attr[feats], rtol=0.02, atol=1e-4 * np.abs(attr[feats]).max()), (exact, attr[feats])
 
 
+@pytest.mark.parametrize("family, folder", [("scgpt", "scgpt"), ("geneformer", "geneformer-v2")])
+def test_predict_at_is_predict_read_at_those_positions(tiny, family, folder):
+    """The readout patching uses (the head on selected positions only) equals the full prediction there, from a
+    replaced layer output too, and keeps gradients to that output (attribution patching needs them)."""
+    ad = load(family, tiny / folder)
+    prep = ad.prepare(read_h5ad(DATA, max_cells=3))
+    batch = ad.collate([ad.tokenize(prep, c) for c in range(2)])
+    pos = ad.maskable(batch) & (torch.rand(batch["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.3)
+    assert pos.sum() > 0
+    with torch.no_grad():
+        assert torch.allclose(ad.predict_at(batch, pos), ad.predict(batch)[pos], atol=1e-5)
+    hidden = (ad.layer_outputs(batch, [0])[0].detach() * 1.1).requires_grad_(True)
+    out = ad.predict_at(batch, pos, 0, hidden)
+    with torch.no_grad():
+        assert torch.allclose(out, ad.predict(batch, 0, hidden)[pos], atol=1e-5)
+    out.float().sum().backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+
+
 def test_a_checkpoint_without_a_head_is_refused(tiny, tmp_path):
     from builder.models.tiny import write_scgpt
 
@@ -128,6 +164,9 @@ def test_a_checkpoint_without_a_head_is_refused(tiny, tmp_path):
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ckpt / "best_model.pt")
     with pytest.raises(AtlasError, match="no expression decoder"):
         check_head(load("scgpt", ckpt))
+
+
+PLANTED_GENE_CELLS = 2
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +201,10 @@ def planted():
                      st.ShardCells(0, n_tok), 48, vocab, 1)
     tg = st.top_genes(m, vocab, st.StatsConfig())
     top = {f: tg["token_id"][tg["feature"] == f] for f in range(48)}
+    # 32 cells, the planted feature firing in about 8: its genes are measured in 1-8 cells, so the lists take genes
+    # seen in 2 (default 5, for max_cells = 200)
     cfg = InterventionsConfig(draws=2, n_top=3, n_random=10, null_features=10, null_directions=4, min_cells=3,
-                              bootstrap=100)
+                              bootstrap=100, min_gene_cells=PLANTED_GENE_CELLS)
     result = run_layer(ad, prep, sae, L, np.arange(600, 632), m["fire"] / m["tokens"], top, cfg, 0)
     return result, G
 
@@ -182,9 +223,10 @@ def test_patching_finds_the_planted_feature_specific(planted):
     assert np.mean(p0["null_values"][-4:]) < 0.7
     effects = [e for e in result["effects"] if e["feature"] == 0]
     most = sorted(effects, key=lambda e: e["rank"])[:10]
-    # G is 20 of ~700 genes (chance: 0.03 of the 10 most affected); genes seen in one cell make the top noisy
+    # G is 20 of ~700 genes (chance: 0.03 of the 10 most affected)
     assert np.isin([e["token_id"] for e in most], G).mean() >= 0.3
     assert all(e["ci_lo"] <= e["delta"] <= e["ci_hi"] for e in effects)
+    assert effects and all(e["n_cells"] >= PLANTED_GENE_CELLS for e in effects)
 
 
 def test_random_features_are_not_specific(planted):

@@ -217,3 +217,98 @@ def _cells(rng, n_layers, n_features, gene_table, hostile) -> dict[str, pa.Table
     expr = pa.table({"gene": pa.array(np.array(genes, dtype=object)[g_idx], pa.string()),
                      "cell": c_idx.astype(np.int32), "value": rng.gamma(1.5, 1.0, size=len(c_idx)).astype(np.float32)})
     return {"cells": cells, "cell_activations": acts, "cell_expression": expr}
+
+
+
+# Perturbations of the synthetic interventions data: (gene, is a TF, its verdict). GATA1 is planted specific.
+PERTURBED = (("GATA1", True, "specific"), ("SPI1", True, "not specific"), ("TAL1", True, "no signal"),
+             ("CEBPA", True, "specific"), ("IRF8", True, "not specific"), ("STAT1", True, "no signal"),
+             ("MYC", True, "not specific"), ("JUN", True, "no signal"), ("GAPDH", False, "no signal"),
+             ("ACTB", False, "no signal"), ("MKI67", False, "not specific"))
+SYN_DATASET = "synthetic CRISPRi"
+
+
+def add_interventions(manifest: dict, tables: dict[str, pa.Table], seed: int = 0, hostile: bool = False,
+                      per_layer: int = 24, n_perturbations: int = 0, per_perturbation: int = 30,
+                      ) -> tuple[dict, dict[str, pa.Table]]:
+    """Causal patching and perturbation-response tables in the atlas schema, with their manifest records, for
+    the interventions views: random but consistent (p from the null test, q by BH, verdicts from the q's).
+    PERTURBED (and a gene named as HTML when hostile) are always there; n_perturbations adds more, named after
+    genes of the vocabulary, for page-weight benchmarks at screen scale."""
+    from .format import SCHEMA
+
+    rng = np.random.default_rng(seed + 7)
+    feats = tables["features"].to_pydict()
+    alive = [(lay, f) for lay, f, a in zip(feats["layer"], feats["feature"], feats["alive"]) if a]
+    genes = sorted(set(tables["feature_genes"].column("gene").to_pylist()))
+    summary, effects = _synthetic_causal(rng, alive, genes, per_layer)
+    perturbed = list(PERTURBED) + ([(HOSTILE[0], True, "specific")] if hostile else [])
+    extra = [g for g in genes if g not in {p[0] for p in perturbed} and g not in HOSTILE][:n_perturbations]
+    perturbed += [(g, bool(rng.random() < 0.3), str(rng.choice(["specific", "not specific", "no signal"], p=[.06, .5, .44])))
+                  for g in extra]
+    response, tf = _synthetic_perturbation(rng, alive, perturbed, per_perturbation)
+    out = dict(tables)
+    for name, rows in (("causal_summary", summary), ("causal_effects", effects), ("perturbation_response", response),
+                       ("tf_specificity", tf)):
+        out[name] = pa.Table.from_pylist(rows, schema=SCHEMA[name].schema())
+    return {**manifest, "perturbation": {SYN_DATASET: _perturbation_record(tf)}}, out
+
+
+def _synthetic_causal(rng, alive, genes, per_layer):
+    from ..pipeline import causal_stats as cs
+
+    layers = sorted({lay for lay, _ in alive})
+    tested = [k for lay in layers for k in sorted(rng.permutation([k for k in alive if k[0] == lay])[:per_layer].tolist())]
+    summary, effects = [], []
+    for j, (lay, f) in enumerate(tested):
+        spec = float(np.clip(rng.beta(6, 3) if j % 3 == 0 else rng.beta(4, 4), 0, 1))
+        nulls = np.clip(rng.normal(0.5, 0.08, 20), 0, 1).tolist()
+        summary.append({"layer": lay, "feature": f, "method": "synthetic", "selection": "stratified_random",
+                        "n_cells": int(rng.integers(5, 200)), "specificity": spec, **cs.null_test(spec, nulls),
+                        "null_values": nulls, "n_top_genes": 10, "total_effect": float(rng.gamma(2, 0.05))})
+        for rank, g in enumerate(rng.choice(genes, 8, replace=False).tolist(), 1):
+            d = float(rng.normal(0, 0.3))
+            effects.append({"layer": lay, "feature": f, "rank": rank, "gene": g, "delta": d, "ci_lo": d - 0.1,
+                            "ci_hi": d + 0.1, "n_cells": int(rng.integers(5, 60)), "top_gene": rank % 4 == 0})
+    for r, q in zip(summary, cs.fdr([r["p"] for r in summary])):
+        r["q"] = q
+    return summary, effects
+
+
+def _synthetic_perturbation(rng, alive, perturbed, per_perturbation):
+    from scipy import stats as sps
+
+    response, tf = [], []
+    for n, (gene, is_tf, verdict) in enumerate(perturbed):
+        picks = rng.permutation(len(alive))[:per_perturbation]
+        p = rng.uniform(0, 1, picks.size) ** (4 if verdict == "specific" else 1)
+        q = sps.false_discovery_control(p)
+        for rank, (i, pv, qv) in enumerate(zip(picks, p, q), 1):
+            e = float(rng.normal(0, 1))
+            response.append({"dataset": SYN_DATASET, "perturbation": gene, "layer": alive[i][0], "feature": alive[i][1],
+                             "effect": e, "ci_lo": e - 0.3, "ci_hi": e + 0.3, "p": float(pv), "q": float(qv),
+                             "n_pert": 80 + n % 100, "n_ctrl": 1000, "rank": rank, "label": None})
+        odds, p_t = sps.fisher_exact([[int(rng.integers(5, 15)), 40], [int(rng.integers(20, 60)), 800]], alternative="greater")
+        tf.append({"dataset": SYN_DATASET, "perturbation": gene, "is_tf": is_tf, "n_cells": 80 + n % 100,
+                   "kd_efficiency": float(rng.uniform(0.5, 0.95)), "n_de": int(rng.integers(10, 400)),
+                   "n_targets": int(rng.integers(5, 60)) if is_tf else None, "n_responding": int((q < 0.05).sum()),
+                   "n_specific": int(rng.integers(0, 4)), "odds": float(odds), "p": float(p_t),
+                   "q": {"specific": 0.01}.get(verdict, 0.4), "ceiling_odds": float(odds) * 2,
+                   "ceiling_q": {"no signal": 0.6}.get(verdict, 0.001), "verdict": verdict})
+    return response, tf
+
+
+def _perturbation_record(tf: list[dict]) -> dict:
+    """manifest["perturbation"][dataset] as `atlas perturb` writes it, counted from the tf rows."""
+    from scipy import stats as sps
+
+    tfs, neg = [r for r in tf if r["is_tf"]], [r for r in tf if not r["is_tf"]]
+    k, kc, n = sum(r["verdict"] == "specific" for r in tfs), sum(r["ceiling_q"] < 0.05 for r in tfs), len(tfs)
+    ci, cci = (sps.binomtest(x, n).proportion_ci(method="exact") for x in (k, kc))
+    return {"source": {"file": "synthetic.h5ad", "sha256": "0" * 64, "version": "synthetic"},
+            "parameters": {"perturbation_column": "gene", "control": "non-targeting", "alpha": 0.05},
+            "summary": {"n_tf": n, "n_specific": k, "fraction": k / n, "ci_lo": ci.low, "ci_hi": ci.high,
+                        "ceiling_n_specific": kc, "ceiling_fraction": kc / n, "ceiling_ci_lo": cci.low,
+                        "ceiling_ci_hi": cci.high, "negative_n": len(neg), "negative_n_specific": 0,
+                        "negative_fraction": 0.0,
+                        "pseudo": {"n_pseudo": 50, "mean_responding": 0.8, "false_positive_rate": 0.04}}}

@@ -275,6 +275,16 @@ class GeneformerAdapter:
         self.head.to(device=h.device, dtype=h.dtype)
         return self.head(h)
 
+    def predict_at(self, batch, positions: torch.Tensor, layer: int | None = None,
+                   hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """`predict` read only at `positions` ((B, T) bool): logits (P, V). The head runs on those rows alone,
+        since logits over the whole vocabulary at every position are large."""
+        if not self.has_head:
+            raise AtlasError(f"{self.name}: the checkpoint has no masked-LM head (cls.predictions.*)")
+        h = self.final_hidden(batch, layer, hidden)[positions]
+        self.head.to(device=h.device, dtype=h.dtype)
+        return self.head(h)
+
 
 def passing_cells(dataset: Dataset) -> np.ndarray:
     """Rows of cells the official tokenizer keeps: all, or those with obs['filter_pass'] == 1 when it exists."""

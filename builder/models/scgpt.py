@@ -329,3 +329,10 @@ class ScGPTAdapter:
         if not self.has_head:
             raise AtlasError(f"{self.name}: the checkpoint has no expression decoder (decoder.fc.*)")
         return self.model.decoder(self.final_hidden(batch, layer, hidden))
+
+    def predict_at(self, batch, positions: torch.Tensor, layer: int | None = None,
+                   hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """`predict` read only at `positions` ((B, T) bool): the predicted values there, (P,)."""
+        if not self.has_head:
+            raise AtlasError(f"{self.name}: the checkpoint has no expression decoder (decoder.fc.*)")
+        return self.model.decoder(self.final_hidden(batch, layer, hidden)[positions])

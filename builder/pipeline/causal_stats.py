@@ -38,6 +38,9 @@ class InterventionsConfig:
     bootstrap: int = 200        # resamples of cells for the intervals
     level: float = 0.95         # interval level
     effects_top: int = 20       # most affected genes kept per feature (its top genes are kept as well)
+    # A gene masked in one or two cells can top the list by chance (a ratio of few positions); the list, its ranks
+    # and the kept top genes only take genes measured in this many patched cells. The specificity still uses all.
+    min_gene_cells: int = 5
     batch: int = 8              # interventions run together (x draws sequences per forward)
 
 

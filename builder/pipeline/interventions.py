@@ -158,17 +158,20 @@ def _layer_results(layer, feats, why, effects, freq, top, attr_sum, fired, cfg, 
                         "total_effect": prof.get("total", (None,) * 3)[0], "total_lo": prof.get("total", (None,) * 3)[1],
                         "total_hi": prof.get("total", (None,) * 3)[2], "objective_change": prof.get("objective"),
                         "attribution": float(attr_sum[f] / fired[f]) if fired[f] else None})
-        genes += _gene_rows(layer, f, prof, tg, cfg.effects_top)
+        genes += _gene_rows(layer, f, prof, tg, cfg.effects_top, cfg.min_gene_cells)
     return {"summary": summary, "effects": genes, "agreement": _agreement(summary)}
 
 
-def _gene_rows(layer: int, f: int, prof: dict, tg, keep: int) -> list[dict]:
-    if prof["genes"].size == 0:
+def _gene_rows(layer: int, f: int, prof: dict, tg, keep: int, min_cells: int) -> list[dict]:
+    """The `keep` most affected genes and the feature's top genes, among genes measured in >= min_cells cells;
+    rank 1 = largest |effect| among those genes."""
+    ok = np.flatnonzero(prof["n"] >= min_cells)
+    if ok.size == 0:
         return []
-    order = np.lexsort((prof["genes"], -np.abs(prof["est"])))
+    order = ok[np.lexsort((prof["genes"][ok], -np.abs(prof["est"][ok])))]
     is_top = np.isin(prof["genes"], tg if tg is not None else [])
-    chosen = np.union1d(order[:keep], np.flatnonzero(is_top))
-    rank = np.empty(order.size, np.int64)
+    chosen = np.union1d(order[:keep], np.intersect1d(np.flatnonzero(is_top), ok))
+    rank = np.zeros(prof["genes"].size, np.int64)
     rank[order] = np.arange(1, order.size + 1)
     return [{"layer": layer, "feature": f, "token_id": int(prof["genes"][i]), "delta": float(prof["est"][i]),
              "ci_lo": float(prof["lo"][i]), "ci_hi": float(prof["hi"][i]), "n_cells": int(prof["n"][i]),

@@ -66,18 +66,10 @@ def mask_draws(gene_pos: np.ndarray, draws: int, rate: float, seed, cell: int) -
     return out
 
 
-def _head(adapter, h: torch.Tensor) -> torch.Tensor:
-    """The prediction head on selected token vectors (P, d): logits (P, V) or predicted values (P,)."""
-    if adapter.family == "geneformer":
-        adapter.head.to(device=h.device, dtype=h.dtype)
-        return adapter.head(h)
-    return adapter.model.decoder(h)
-
-
 def readout(adapter, batch: dict, layer: int, hidden: torch.Tensor, masked: torch.Tensor, target: torch.Tensor):
     """(value per masked position, log-probabilities or None, objective) with `hidden` as the output of `layer`.
     The head runs only at masked positions (Geneformer's vocabulary makes full logits large)."""
-    out = _head(adapter, adapter.final_hidden(batch, layer, hidden)[masked])
+    out = adapter.predict_at(batch, masked, layer, hidden)
     if adapter.family == "geneformer":
         logp = F.log_softmax(out.float(), dim=-1)
         value = logp.gather(1, target[:, None]).squeeze(1)

@@ -27,6 +27,7 @@ from ..jsonio import dumps_json
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
 from .indexes import TERM_BUCKET
+from .perturbation import interventions_summary
 from .shards import BUCKET, build_shards
 
 PKG = Path(__file__).resolve().parent.parent  # the builder package
@@ -80,9 +81,13 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
         gene_keys = sorted(p[len("genes/n/"):-5] for p in shards if p.startswith("genes/n/"))
         boot = bootstrap(atlas, data_dir, downloads, gene_keys)
+        # Which tf/p/KK.json exist, so the gene page asks only for a shard that is there.
+        boot["tf_keys"] = sorted(p[len("tf/p/"):-5] for p in shards if p.startswith("tf/p/"))
         # Cell-type names in shard order, so a cell type's page fetches its shard without the index first.
         boot["celltypes"] = [r[0] for r in orjson.loads(shards["celltypes/index.json"])]
         boot["deps"] = module_deps(assets)
+        if boot["interventions"]:  # overview.js imports it on demand; preloaded with the view when it is needed
+            boot["deps"]["overview"] = sorted(boot["deps"]["overview"] + ["lib/interventions_summary.js"])
         html = _env().get_template("atlas.html").render(title=boot["title"], assets=asset_dir, boot=boot)
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "atlas.json").write_bytes(dumps_json({k: boot[k] for k in ("id", "title", "description", "totals")},
@@ -111,6 +116,7 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "has_cells": atlas.has("cells") and atlas.table("cells").num_rows > 0,
         "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_summary")),
         "has_causal": atlas.has("causal_summary"),
+        "interventions": interventions_summary(atlas),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
 

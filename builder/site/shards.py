@@ -6,6 +6,7 @@ Layout (paths relative to the site's data folder):
   genes/..., terms/..., celltypes/...   search indexes and postings (indexes.py)
   cells.json, cellact/..., cellexpr/... the cell map (cellmap.py)
   modules.json, flow.json, comparisons.json   modules, cross-layer links, side analyses
+  tf/...                  perturbed genes: TF index and per-gene pages (perturbation.py)
 Numbers are rounded to what the page shows, so shards stay small and byte-stable. Every rate and total the
 site shows is computed here, not in the browser.
 """
@@ -20,6 +21,7 @@ import pyarrow as pa
 from ..atlas.format import Atlas
 from .cellmap import cell_shards
 from .indexes import celltype_shards, gene_shards, term_shards
+from .perturbation import tf_shards
 
 BUCKET = 32          # features per feature-detail shard: one shard is a few KB gzipped
 MAP_GRID = 4095      # map coordinates quantized to 12 bits
@@ -72,6 +74,7 @@ def build_shards(atlas: Atlas) -> dict[str, object]:
     shards.update(term_shards(atlas, PLACEHOLDERS))
     shards.update(celltype_shards(atlas, labels))
     shards.update(cell_shards(atlas, BUCKET))
+    shards.update(tf_shards(atlas, labels))
     shards["modules.json"] = _modules(atlas)
     shards["flow.json"] = _flow(atlas, labels)
     shards["comparisons.json"] = _comparisons(atlas)

@@ -54,7 +54,7 @@ function perturbations(rows) {
   if (!rows || !rows.length) return null;
   return [h("h3", {}, "Perturbation response"),
     table({ caption: "Perturbation response", columns: [{ label: "Perturbed gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true }, { label: "Transcription factor" }, { label: "Dataset" }],
-      rows: rows.map((r) => [link(`#/genes/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—", pval(r[4]),
+      rows: rows.map((r) => [link(`#/tf/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—", pval(r[4]),
         r[6] == null ? "—" : r[6] ? "yes" : "no", r[5]]) })];
 }
 

@@ -7,6 +7,7 @@ import { vtable } from "../lib/vtable.js";
 import { searchBox } from "../lib/search.js";
 import { dotChart } from "../lib/chart.js";
 import { cellMapSection } from "../lib/cells.js";
+import { tfEntry, tfHref } from "../lib/tfdata.js";
 
 const COLUMNS = [
   { key: "layer", label: "Layer", width: "3.6rem", num: true, text: (r) => r.layer },
@@ -57,11 +58,13 @@ export async function render(el, symbol) {
   async function show(sym) {
     if (!sym) return fill(results);
     box.clear();
+    const perturbed = tfEntry(sym).catch(() => null); // a perturbed gene links to its page; asked for in parallel
     const entry = await findEntry(sym);
     const shard = entry ? await load(postingsPath(entry)) : null;
     const rows = shard && shard.genes[entry[0]];
     if (box.input.value.trim() !== sym) box.input.value = entry ? entry[0] : sym;
-    if (!rows) return fill(results, h("p", { class: "warn" }, `No feature has ${sym} among its top genes.`));
+    const pert = pertNote(await perturbed);
+    if (!rows) return fill(results, h("p", { class: "warn" }, `No feature has ${sym} among its top genes.`), pert);
     const gene = entry[0];
     const data = rows.map(([layer, f, rank, act, lb]) => ({ layer, f, rank, act, label: shard.labels[lb] }));
     const layers = new Set(data.map((r) => r.layer)).size;
@@ -70,7 +73,7 @@ export async function render(el, symbol) {
     const ids = boot.layers.map((l) => l.layer);
     const maxRank = Math.max(5, ...data.map((r) => r.rank));
     fill(results, h("h2", {}, gene),
-      h("p", { class: "summary" }, `${gene} is a top gene of ${plural(data.length, "feature")} in ${plural(layers, "layer")}.`),
+      h("p", { class: "summary" }, `${gene} is a top gene of ${plural(data.length, "feature")} in ${plural(layers, "layer")}.`), pert,
       h("figure", {}, h("figcaption", {}, `Where ${gene} ranks among each feature's top genes (1 = strongest); a dot opens its feature`),
         dotChart({ title: `Rank of ${gene} by layer`, labels: ids.map(String), xTitle: "Layer", yTitle: "Rank", yMax: maxRank,
           points: data.slice(0, 600).map((r) => ({ x: ids.indexOf(r.layer), y: r.rank, text: `L${r.layer}:F${r.f}, rank ${r.rank}: ${labelOf(r.label)}`, r })),
@@ -82,4 +85,11 @@ export async function render(el, symbol) {
   await show(symbol);
   if (!symbol) box.input.dataset.autofocus = "";
   return { update: (sym) => show(sym) };
+}
+
+// "GATA1 was perturbed in DATASET (verdict)": a link to the gene's perturbation page.
+function pertNote(e) {
+  if (!e) return null;
+  const what = e.recs.map((r) => `${r.dataset}${r.verdict ? ` (${r.verdict})` : ""}`).join("; ");
+  return h("p", { class: "notice perturbed" }, `${e.name} was perturbed in ${what}: `, h("a", { href: tfHref(e.name) }, "its perturbation page"), ".");
 }

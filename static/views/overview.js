@@ -1,5 +1,5 @@
 // #/ : what the atlas is, per-layer statistics and charts, each rate beside its null baselines.
-import { h, link, help, table, append } from "../lib/dom.js";
+import { h, link, help, table, append, fill, missing } from "../lib/dom.js";
 import { boot } from "../lib/data.js";
 import { int, num, pct } from "../lib/format.js";
 import { barChart, lineChart } from "../lib/chart.js";
@@ -35,6 +35,7 @@ export function render(el) {
     baselineTable(boot.nulls),
     dbChart(),
     boot.nulls.length ? nullTable(boot.nulls) : null,
+    interventions(),
     h("h2", {}, "Layers"),
     table({ caption: "Per-layer summary", columns: [{ label: "Layer" }, { label: "Features", num: true }, { label: "Alive", num: true },
       { label: "Annotated", num: true }, { label: "Rate", num: true, help: ["annotated_rate", "the annotation rate"] },
@@ -44,6 +45,15 @@ export function render(el) {
       pct(l.annotated_rate), pct(l.annotated_null_rate), int(l.n_modules), pct(l.variance_explained)]) }),
     h("p", {}, "Methods, parameters and downloads: ", link("#/about", "About this atlas"), "."),
   );
+}
+
+// The interventions block, loaded only by atlases that have one (the render preloads it with this view then).
+function interventions() {
+  if (!boot.interventions) return null;
+  const slot = h("div", { class: "interventions-slot" });
+  import("../lib/interventions_summary.js").then((m) => fill(slot, m.interventionsBlock(boot.interventions)))
+    .catch((err) => fill(slot, missing("The interventions summary", err)));
+  return slot;
 }
 
 // A model pretrained by `atlas pretrain` (the demo models): say what it is, link its card, show how a real

@@ -14,6 +14,7 @@ const ROUTES = [
   [/^\/comparisons$/, "comparisons"],
   [/^\/about$/, "about"],
   [/^\/glossary(?:\/(.*))?$/, "glossary"],
+  [/^\/tf(?:\/(.*))?$/, "tf"],
 ];
 
 const main = document.getElementById("main");
@@ -74,6 +75,10 @@ function warm(name, params) {
     flow: () => "flow.json", comparisons: () => "comparisons.json",
     celltypes: ([n]) => (n && boot.celltypes.includes(n) ? `celltypes/p/${boot.celltypes.indexOf(n)}.json` : "celltypes/index.json"),
     genes: ([s]) => (s && boot.gene_keys.includes(shardKey(s[0])) ? `genes/n/${shardKey(s[0])}.json` : null),
+    tf: ([s]) => { // the same key as lib/tfdata.js, without loading it on first paint
+      const k = s && shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
+      return s ? ((boot.tf_keys || []).includes(k) ? `tf/p/${k}.json` : null) : (boot.tf_keys || []).length ? "tf/index.json" : null;
+    },
   }[name];
   const path = data && data(params);
   if (path) prefetch(path);

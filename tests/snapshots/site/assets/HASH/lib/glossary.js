@@ -24,6 +24,10 @@ export const GLOSSARY = {
   annotated_rate: ["Annotation rate", "The share of alive features with at least one enriched term."],
   baseline: ["Null baseline", "The same measure computed where no biology should be found (random gene lists, a random-weight model, shuffled codes, random directions…). An observed value is only meaningful next to its baseline."],
   specificity: ["Causal specificity", "From patching the feature out of the model on held-out cells: the AUC of the feature's own top genes (found on other cells) among the genes whose predictions changed most; 0.5 means no preference. It is tested against the same AUC under frequency-matched features and random directions of the same size. Published atlases give a ratio instead: the change for the feature's genes over the change for other genes, with no null."],
+  knockdown: ["Knockdown efficiency", "For a perturbed gene: how much its own expression fell in the perturbed cells against the control cells (1 − perturbed mean / control mean)."],
+  ceiling: ["Expression ceiling", "The same target-enrichment test as the features', with genes scored by the knockdown's differential expression alone: what the data can show without the model. A TF whose targets expression finds but the features do not is “not specific”."],
+  tf_verdict: ["TF verdict", "specific: the genes loaded by the features that respond to the knockdown hold the TF's curated targets (q < 0.05); not specific: expression alone finds them (ceiling q < 0.05) but the features do not; no signal: neither finds them."],
+  false_positive_rate: ["Pseudo-perturbation false-positive rate", "Random subsets of control cells, as large as a perturbation, tested as if perturbed: the share of features found responding there. Near the nominal 5% means the test is calibrated."],
   variance_explained: ["Variance explained", "The share of the layer's activation variance that the SAE reconstructs."],
   label: ["Label", "The feature's most significant enriched term (lowest q). Placeholders of the predecessor (a TF-list test, edge counts) are never labels."],
 };

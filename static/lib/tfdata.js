@@ -1,0 +1,25 @@
+// Perturbed genes (builder/site/perturbation.py): tf/p/KK.json holds every record of the genes whose names start
+// with the two characters KK; boot.tf_keys lists the files that exist, so a gene never perturbed costs no request.
+import { boot, load, shardKey } from "./data.js";
+
+export const tfKey = (s) => shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
+export const tfPath = (s) => (s && (boot.tf_keys || []).includes(tfKey(s)) ? `tf/p/${tfKey(s)}.json` : null);
+
+// {name, recs} for a symbol in any case (an exact match first), or null when it was not perturbed.
+export async function tfEntry(sym) {
+  const path = tfPath(sym);
+  if (!path) return null;
+  const shard = await load(path);
+  const name = Object.hasOwn(shard, sym) ? sym : Object.keys(shard).find((k) => k.toUpperCase() === sym.toUpperCase());
+  return name ? { name, recs: shard[name] } : null;
+}
+
+export const tfHref = (sym) => `#/tf/${encodeURIComponent(sym)}`;
+
+// The verdicts of `atlas perturb` (tf_specificity.verdict), each with the sentence that explains it.
+export const VERDICTS = {
+  specific: "Specific: its curated targets are enriched among the genes loaded by the features that respond to its knockdown (q < 0.05).",
+  "not specific": "Not specific: expression alone finds its targets (ceiling q < 0.05), but the responding features do not (q ≥ 0.05).",
+  "no signal": "No signal: neither the responding features nor expression alone find its targets enriched, so the knockdown gives nothing to detect.",
+};
+export const verdictText = (v) => VERDICTS[v] || (v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.");

@@ -1,0 +1,88 @@
+// #/tf and #/tf/SYMBOL : perturbed genes. The list (every perturbation of every dataset, sortable and filtered by
+// name, TF flag and verdict) and one gene's page: per dataset its knockdown, target enrichment of the responding
+// features beside the expression ceiling, the verdict, and the responding features. Data goes in as text.
+import { h, link, featureLink, help, table, append } from "../lib/dom.js";
+import { boot, load, labelOf } from "../lib/data.js";
+import { int, num, pct, pval, plural } from "../lib/format.js";
+import { vtable } from "../lib/vtable.js";
+import { tfEntry, tfHref, verdictText } from "../lib/tfdata.js";
+
+const untested = (what) => h("p", { class: "notice not-tested", role: "status" }, what);
+const NO_DATA = "Not tested: this atlas has no perturbation data (atlas perturb adds it from a Perturb-seq dataset).";
+
+export async function render(el, symbol) {
+  if (symbol) return gene(el, symbol);
+  append(el, h("h1", {}, "Perturbed genes"));
+  if (!(boot.tf_keys || []).length) return append(el, untested(NO_DATA));
+  const index = await load("tf/index.json");
+  const rows = index.rows.map(([name, ds, tf, verdict, resp, spec, q, cq, kd]) => ({ name, ds: index.datasets[ds], tf, verdict, resp, spec, q, cq, kd }));
+  const many = index.datasets.length > 1;
+  const columns = [
+    { key: "name", label: "Gene", width: "minmax(6rem, 1fr)", text: (r) => r.name, tip: (r) => r.name },
+    ...(many ? [{ key: "ds", label: "Dataset", width: "minmax(6rem, 1fr)", minor: true, text: (r) => r.ds, tip: (r) => r.ds }] : []),
+    { key: "tf", label: "TF", width: "3rem", text: (r) => (r.tf == null ? "—" : r.tf ? "yes" : "no") },
+    { key: "verdict", label: "Verdict", width: "7.4rem", text: (r) => r.verdict || "—", sort: (r) => r.verdict || null },
+    { key: "resp", label: "Responding", width: "6.4rem", num: true, text: (r) => int(r.resp), sort: (r) => r.resp },
+    { key: "q", label: "q", width: "4.6rem", num: true, minor: true, text: (r) => pval(r.q), sort: (r) => r.q },
+    { key: "cq", label: "Ceiling q", width: "5.4rem", num: true, minor: true, text: (r) => pval(r.cq), sort: (r) => r.cq },
+    { key: "kd", label: "Knockdown", width: "6rem", num: true, minor: true, text: (r) => pct(r.kd), sort: (r) => r.kd },
+  ];
+  const view = vtable({ columns, rows, label: "Perturbed genes", height: Math.min(480, 30 * rows.length + 4), href: (r) => tfHref(r.name), sort: { key: "name", dir: 1 } });
+  const name = h("input", { type: "search", placeholder: "Filter genes", "aria-label": "Filter genes by name", autocomplete: "off", spellcheck: "false" });
+  const tfOnly = h("input", { type: "checkbox", id: "tf-only" });
+  const verdicts = [...new Set(rows.map((r) => r.verdict).filter(Boolean))].sort();
+  const pick = h("select", { "aria-label": "Verdict" }, h("option", { value: "" }, "any verdict"), verdicts.map((v) => h("option", { value: v }, v)));
+  const count = h("span", { class: "muted", "aria-live": "polite" });
+  const apply = () => {
+    const q = name.value.trim().toUpperCase();
+    const kept = rows.filter((r) => r.name.toUpperCase().includes(q) && (!tfOnly.checked || r.tf === 1) && (!pick.value || r.verdict === pick.value));
+    view.setRows(kept);
+    count.textContent = `${plural(kept.length, "perturbation")} of ${int(rows.length)}`;
+  };
+  for (const c of [name, tfOnly, pick]) c.addEventListener(c === name ? "input" : "change", apply);
+  apply();
+  append(el, h("p", { class: "muted" }, `Every perturbation of ${plural(index.datasets.length, "dataset")}: ${index.datasets.join("; ")}. A gene opens its page.`),
+    h("div", { class: "toolbar" }, name, h("label", { for: "tf-only" }, tfOnly, " transcription factors only"), pick, count), view.el);
+}
+
+async function gene(el, symbol) {
+  const entry = (boot.tf_keys || []).length ? await tfEntry(symbol) : null;
+  append(el, h("p", { class: "muted" }, link("#/tf", "← Perturbed genes")), h("h1", {}, entry ? entry.name : symbol));
+  if (!entry) {
+    return append(el, untested((boot.tf_keys || []).length ? `Not tested: ${symbol} was not perturbed in this atlas' perturbation data.` : NO_DATA),
+      h("p", {}, link(`#/genes/${encodeURIComponent(symbol)}`, `Features with ${symbol} among their top genes`), "."));
+  }
+  append(el, h("p", {}, link(`#/genes/${encodeURIComponent(entry.name)}`, `Features with ${entry.name} among their top genes`), "."),
+    entry.recs.map((r) => dataset(entry.name, r)));
+}
+
+function dataset(name, r) {
+  const yes = (v) => (v == null ? "not recorded" : v ? "yes" : "no");
+  return h("section", { class: "tf-dataset" },
+    h("h2", {}, r.dataset), r.published ? h("p", { class: "notice" }, "Published values: top-5 effects per perturbation with no interval, p-value or test; the counts below are the published ones.") : null,
+    h("dl", { class: "stats" },
+      h("dt", {}, "Transcription factor"), h("dd", {}, yes(r.is_tf)),
+      h("dt", {}, "Perturbed cells"), h("dd", {}, int(r.n_cells)),
+      h("dt", {}, "Knockdown efficiency ", help("knockdown", "knockdown efficiency")), h("dd", {}, pct(r.kd_efficiency)),
+      h("dt", {}, "DE genes"), h("dd", {}, int(r.n_de)),
+      h("dt", {}, "Curated targets"), h("dd", {}, int(r.n_targets)),
+      h("dt", {}, "Responding features"), h("dd", {}, int(r.n_responding ?? r.n_listed)),
+      r.n_specific != null ? [h("dt", {}, "Specific features"), h("dd", {}, int(r.n_specific))] : null),
+    r.published ? null : table({ caption: "Target enrichment against the expression ceiling", cls: "tf-enrichment",
+      columns: [{ label: "Genes scored by" }, { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "q", num: true, help: ["q", "a q-value"] }],
+      rows: [["the responding features' loadings", num(r.odds), pval(r.q)], [["expression alone (ceiling) ", help("ceiling", "the expression ceiling")], num(r.ceiling_odds), pval(r.ceiling_q)]] }),
+    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict)),
+    features(name, r));
+}
+
+function features(name, r) {
+  const rows = r.features || [];
+  if (!rows.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name} at q < 0.05.`);
+  const feat = (l, f) => (l == null ? `F${f} (layer not recorded)` : featureLink(l, f));
+  return [h("h3", {}, "Responding features"),
+    rows.length < r.n_listed ? h("p", { class: "muted" }, `The ${int(rows.length)} strongest of ${int(r.n_listed)}.`) : null,
+    table({ caption: `Features that respond to the knockdown of ${name}`, cls: "tf-features",
+      columns: [{ label: "Feature" }, { label: "Label" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Cells (pert. / ctrl.)", num: true }],
+      rows: rows.map(([l, f, e, lo, hi, q, np, nc, lab]) => [feat(l, f), labelOf(lab), num(e), lo != null ? `[${num(lo)}, ${num(hi)}]` : "—", pval(q),
+        np != null ? `${int(np)} / ${int(nc)}` : "—"]) })];
+}
