@@ -237,6 +237,38 @@ def test_only_the_two_tables_change_and_the_site_is_rendered_again(perturbed, in
     assert any(r[0] == hit.perturbation and r[5] == "screen" for r in rec["perturbation"])
 
 
+def test_the_site_shows_the_verdicts_and_the_fraction(perturbed, inputs, page):
+    """What `atlas perturb` wrote, as a reader sees it: the TF pages carry the verdicts, the overview the fraction."""
+    import threading
+
+    from builder.site.serve import make_server
+
+    root, _ = inputs
+    tf = {r["perturbation"]: r for r in perturbed[0].table("tf_specificity").to_pylist()}
+    srv = make_server(root / "site", port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}/scgpt-demo/"
+    try:
+        for gene, start in ((TF_SHIFTED, "Specific:"), (TF_UNSHIFTED, "No signal:")):
+            page.goto("about:blank")
+            page.goto(f"{base}#/tf/{gene}")
+            page.wait_for_selector("main .tf-dataset .verdict")
+            assert start in page.locator("main .tf-dataset .verdict").inner_text()
+        page.goto("about:blank")
+        page.goto(f"{base}#/tf/{TF_SHIFTED}")
+        page.wait_for_selector("main .tf-features tbody tr")
+        assert page.locator("main .tf-features tbody tr td:first-child a").count() == tf[TF_SHIFTED]["n_responding"]
+        page.goto("about:blank")
+        page.goto(f"{base}#/")
+        page.wait_for_selector("main .interventions-summary .tf-summary tbody td")
+        row = [c.inner_text() for c in page.locator("main .interventions-summary .tf-summary tbody td").all()]
+        assert row[0] == "screen" and row[1].startswith("1 of 2 (50.0%)")
+        assert page.problems == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_the_same_inputs_give_the_same_bytes(perturbed, inputs, demo_build, tmp_path):
     atlas, *_ = perturbed
     shutil.copytree(demo_build.data / "scgpt-demo", tmp_path / "data" / "scgpt-demo")
