@@ -87,6 +87,17 @@ def test_tf_shards_list_responding_features_by_q(sites):
     assert tp.tf_shards(read_atlas(sites.data / "plain"), {}) == {}
 
 
+def test_a_dataset_s_own_alpha_decides_which_features_respond(sites):
+    atlas = read_atlas(sites.data / "tfs")
+    resp = [r for r in atlas.table("perturbation_response").to_pylist() if r["perturbation"] == "GATA1"]
+    qs = sorted({r["q"] for r in resp if r["q"] < 0.05})
+    strict = (qs[0] + qs[1]) / 2  # keeps the strongest feature(s), drops others below 0.05
+    atlas.manifest["perturbation"][SYN_DATASET]["parameters"]["alpha"] = strict
+    rec = tp.tf_shards(atlas, {})["tf/p/GA.json"]["GATA1"][0]
+    assert rec["alpha"] == strict and rec["n_listed"] == sum(r["q"] < strict for r in resp)
+    assert 0 < rec["n_listed"] < sum(r["q"] < 0.05 for r in resp)
+
+
 def test_interventions_summary_counts_and_published_interval(sites):
     atlas = read_atlas(sites.data / "tfs")
     s = tp.interventions_summary(atlas)

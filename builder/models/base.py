@@ -57,7 +57,8 @@ class Adapter(Protocol):
     special_ids: frozenset[int]  # token ids that are not genes (<cls>, <eos>, <pad>, ...)
     gene_names: dict[int, str]  # token id -> gene name (symbol or Ensembl id) for every gene token
     model: torch.nn.Module
-    ignored_keys: list[str]  # checkpoint keys not used (prediction heads), listed for the user
+    ignored_keys: list[str]  # checkpoint keys the adapter does not use, listed for the user
+    has_head: bool  # the checkpoint carries the family's prediction head (causal patching needs it)
 
     def prepare(self, dataset: Dataset, gene_column: str | None = None) -> Prepared: ...
 
@@ -66,6 +67,14 @@ class Adapter(Protocol):
     def collate(self, cells: Sequence[CellTokens]) -> dict[str, torch.Tensor]: ...
 
     def layer_outputs(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]: ...
+
+    # The prediction head, for causal patching: run the model from `layer` with its output replaced by `hidden`
+    # (or unchanged when None) and read the head, at every position or only at `positions` ((B, T) bool).
+    def predict(self, batch: dict[str, torch.Tensor], layer: int | None = None,
+                hidden: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def predict_at(self, batch: dict[str, torch.Tensor], positions: torch.Tensor, layer: int | None = None,
+                   hidden: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def pad(seqs: Sequence[np.ndarray], value, dtype) -> torch.Tensor:

@@ -19,16 +19,16 @@ from scipy import stats as sps
 from .indexes import _sig as sig, gene_keys
 
 TF_ROWS = 200        # responding features listed per TF and dataset (all are counted in n_responding)
-ALPHA = 0.05         # a feature responds, a TF is specific, at q below this (the perturb stage's level)
+ALPHA = 0.05         # a feature responds at q below this, unless the dataset's `atlas perturb` recorded its --alpha
 HIST_BINS = 20       # specificity (an AUC in [0, 1]) histogram bins of width 0.05
 TF_FIELDS = ("is_tf", "n_cells", "kd_efficiency", "n_de", "n_targets", "n_responding", "n_specific", "odds", "p",
              "q", "ceiling_odds", "ceiling_q", "verdict")
 
 
-def _responding(rows: list[dict], labels: dict) -> tuple[list, int]:
-    """A perturbation's responding features, q first then |effect|, cut at TF_ROWS: rows with a q below ALPHA;
+def _responding(rows: list[dict], labels: dict, alpha: float = ALPHA) -> tuple[list, int]:
+    """A perturbation's responding features, q first then |effect|, cut at TF_ROWS: rows with a q below alpha;
     published rows (no q) are all listed. Each [layer, feature, effect, lo, hi, q, n_pert, n_ctrl, label]."""
-    keep = [r for r in rows if r["q"] is None or r["q"] < ALPHA]
+    keep = [r for r in rows if r["q"] is None or r["q"] < alpha]
     keep.sort(key=lambda r: (r["q"] if r["q"] is not None else 2.0, -abs(r["effect"] or 0), r["rank"] or 0,
                              r["layer"] if r["layer"] is not None else -1, r["feature"]))
     out = [[r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3), sig(r["q"], 3),
@@ -47,13 +47,18 @@ def tf_shards(atlas, labels: dict) -> dict[str, object]:
         return {}
     by_key = {(r["dataset"], r["perturbation"]): r for r in tfs}
     published = (atlas.manifest.get("extras", {}).get("perturbation_response") or {}).get("dataset")
+    runs = atlas.manifest.get("perturbation") or {}
+    alpha = {ds: ((rec.get("parameters") or {}).get("alpha") or ALPHA) if isinstance(rec, dict) else ALPHA
+             for ds, rec in runs.items()}
     datasets = sorted({k[0] for k in by_key} | {k[0] for k in resp})
     index, shards = [], defaultdict(dict)
     for ds, gene in sorted(set(by_key) | set(resp), key=lambda k: (k[1].upper(), k[1], k[0])):
         t = by_key.get((ds, gene), {})
-        feats, n_listed = _responding(resp.get((ds, gene), []), labels)
+        feats, n_listed = _responding(resp.get((ds, gene), []), labels, alpha.get(ds, ALPHA))
         rec = {k: sig(t.get(k), 4) for k in TF_FIELDS if t.get(k) is not None}
         rec.update(dataset=ds, published=ds == published, features=feats, n_listed=n_listed)
+        if ds in alpha:
+            rec["alpha"] = alpha[ds]
         shards[f"tf/p/{gene_keys(gene)[1]}.json"].setdefault(gene, []).append(rec)
         index.append([gene, datasets.index(ds), None if t.get("is_tf") is None else int(t["is_tf"]), t.get("verdict"),
                       t.get("n_responding", n_listed), t.get("n_specific"), sig(t.get("q"), 3),

@@ -16,10 +16,11 @@ export async function tfEntry(sym) {
 
 export const tfHref = (sym) => `#/tf/${encodeURIComponent(sym)}`;
 
-// The verdicts of `atlas perturb` (tf_specificity.verdict), each with the sentence that explains it.
+// The verdicts of `atlas perturb` (tf_specificity.verdict), each with the sentence that explains it at the dataset's
+// level (its --alpha, 0.05 unless set).
 export const VERDICTS = {
-  specific: "Specific: its curated targets are enriched among the genes loaded by the features that respond to its knockdown (q < 0.05).",
-  "not specific": "Not specific: expression alone finds its targets (ceiling q < 0.05), but the responding features do not (q ≥ 0.05).",
-  "no signal": "No signal: neither the responding features nor expression alone find its targets enriched, so the knockdown gives nothing to detect.",
+  specific: (a) => `Specific: its curated targets are enriched among the genes loaded by the features that respond to its knockdown (q < ${a}).`,
+  "not specific": (a) => `Not specific: expression alone finds its targets (ceiling q < ${a}), but the responding features do not (q ≥ ${a}).`,
+  "no signal": () => "No signal: neither the responding features nor expression alone find its targets enriched, so the knockdown gives nothing to detect.",
 };
-export const verdictText = (v) => VERDICTS[v] || (v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.");
+export const verdictText = (v, a = 0.05) => (VERDICTS[v] ? VERDICTS[v](a) : v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.");

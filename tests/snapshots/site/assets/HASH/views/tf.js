@@ -71,13 +71,13 @@ function dataset(name, r) {
     r.published ? null : table({ caption: "Target enrichment against the expression ceiling", cls: "tf-enrichment",
       columns: [{ label: "Genes scored by" }, { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "q", num: true, help: ["q", "a q-value"] }],
       rows: [["the responding features' loadings", num(r.odds), pval(r.q)], [["expression alone (ceiling) ", help("ceiling", "the expression ceiling")], num(r.ceiling_odds), pval(r.ceiling_q)]] }),
-    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict)),
+    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict, r.alpha ?? 0.05)),
     features(name, r));
 }
 
 function features(name, r) {
   const rows = r.features || [];
-  if (!rows.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name} at q < 0.05.`);
+  if (!rows.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name} at q < ${r.alpha ?? 0.05}.`);
   const feat = (l, f) => (l == null ? `F${f} (layer not recorded)` : featureLink(l, f));
   return [h("h3", {}, "Responding features"),
     rows.length < r.n_listed ? h("p", { class: "muted" }, `The ${int(rows.length)} strongest of ${int(r.n_listed)}.`) : null,
