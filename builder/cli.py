@@ -608,6 +608,9 @@ def _summary(path, site, st, out, seconds):
               help="Curated targets in the universe a TF needs to be tested.")
 @click.option("--max-controls", type=click.IntRange(0), default=0, show_default=True,
               help="Use at most this many control cells (a seeded choice); 0: all.")
+@click.option("--on-target", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Keep only perturbed cells with on-target knockdown: their gene's CP10k at or below this quantile "
+              "of the controls' (e.g. 0.25); 0: every cell.")
 @click.option("--alpha", type=UNIT_OPEN, default=0.05, show_default=True, help="BH level for every call.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the pseudo-perturbations and control choice.")
 @click.option("--checkpoint", type=in_dir(), help="Checkpoint folder (default: the one the atlas records; checked "
@@ -621,7 +624,7 @@ def _summary(path, site, st, out, seconds):
 @site_option
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 def perturb(name, data, column, control, batch_column, trrust, layers, dataset_name, min_cells, pseudo, top_genes,
-            min_targets, max_controls, alpha, seed, checkpoint, sae, cache, gene_column, device, data_dir, site_dir,
+            min_targets, max_controls, on_target, alpha, seed, checkpoint, sae, cache, gene_column, device, data_dir, site_dir,
             quiet):
     """Run the atlas' model and SAEs over a Perturb-seq dataset; add the perturbation response and TF specificity
     to the atlas (and re-render its site when site/NAME exists)."""
@@ -637,7 +640,7 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     site = site_dir / name
     check_disjoint([("--data-dir/--atlas", target)], [("--data", data), ("--trrust", trrust)])
     cfg = PerturbConfig(min_cells=min_cells, alpha=alpha, pseudo=pseudo, top_genes=top_genes, min_targets=min_targets,
-                        max_controls=max_controls, seed=seed)
+                        max_controls=max_controls, on_target=on_target, seed=seed)
     dataset = dataset_name or Path(data).name.removesuffix(".h5ad")
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
@@ -646,6 +649,10 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     s = record["summary"]
     click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
                f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")
+    if on_target:
+        kept = record["on_target"].values()
+        click.echo(f"  on-target knockdown (--on-target {on_target:g}): {sum(r['removed'] for r in kept)} perturbed "
+                   f"cells left out, {sum(r['threshold'] is None for r in kept)} perturbation(s) unmeasured and kept whole")
     ps = s["pseudo"]
     if ps["n_pseudo"]:
         click.echo(f"  pseudo-perturbations: {ps['n_pseudo']}, mean responding features {ps['mean_responding']:.2f}, "

@@ -6,6 +6,7 @@ no two are equal. Perturbations (obs['gene']; controls are 'non-targeting'):
 - KLF6 (a TF): its counts kept with probability 0.1, targets untouched;
 - two non-TF genes (NT): their counts kept with probability 0.1, nothing else changed;
 - `extra` perturbations as given (gene -> keep probability), for the tests' own cases.
+With `escape`, that share of each perturbation's cells escapes the knockdown (no planted change; obs['escaped']).
 Batches (obs['batch']) b1 and b2 at random, independent of everything; with `confound`, perturbation CONF (a
 non-TF knockdown of `confound`) is placed 85% in b2, the controls 85% in b1, and batch b2 has a technical shift
 (60 genes kept with probability 0.05).
@@ -58,7 +59,7 @@ def write_trrust(path: Path, seed: int = 0) -> Path:
 
 
 def make_perturbseq(path: Path, n_ctrl: int = 200, n_pert: int = 30, seed: int = 0, extra: dict | None = None,
-                    confound: str | None = None, tfs: bool = True) -> Path:
+                    confound: str | None = None, tfs: bool = True, escape: float = 0.0) -> Path:
     a, X, _ = _source()
     genes = list(a.var.index.astype(str))
     col = {g: i for i, g in enumerate(genes)}
@@ -72,7 +73,7 @@ def make_perturbseq(path: Path, n_ctrl: int = 200, n_pert: int = 30, seed: int =
     groups += [(g, n_pert, {g: p}) for g, p in (extra or {}).items()]
     if confound:
         groups.append(("CONF", n_pert, {confound: 0.1}))
-    blocks, labels, batches = [], [], []
+    blocks, labels, batches, escaped = [], [], [], []
     for name, n, keep in groups:
         src = rng.integers(0, X.shape[0], n)
         counts = X[src].toarray()
@@ -84,14 +85,19 @@ def make_perturbseq(path: Path, n_ctrl: int = 200, n_pert: int = 30, seed: int =
         else:
             b = np.where(rng.random(n) < 0.5, "b1", "b2")
         f = np.broadcast_to(factor, counts.shape).copy()
+        esc = rng.random(n) < escape if escape and name != CONTROL else np.zeros(n, bool)
+        f[esc] = 0.8
         if confound:
             shifted = [col[g] for g in plan["batch_genes"]]
             f[np.ix_(b == "b2", shifted)] *= 0.05
         blocks.append(rng.binomial(counts.astype(np.int64), f))
         labels += [name] * n
         batches += list(b)
+        escaped += list(esc)
     M = np.vstack(blocks).astype(np.float32)
     obs = pd.DataFrame({"gene": labels, "batch": batches}, index=[f"cell{i}" for i in range(len(labels))])
+    if escape:
+        obs["escaped"] = escaped
     out = ad.AnnData(sp.csr_matrix(M), obs=obs, var=a.var.copy())
     out.write_h5ad(path)
     return Path(path)

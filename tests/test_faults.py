@@ -340,6 +340,7 @@ FAULTS = [
           perturb_setup(put("bad.tsv", "SPI1\tLYZ\n"))),
     Fault("perturb-data-not-h5ad", PERTURB.replace("screen.h5ad", "junk.h5ad"), ("junk.h5ad: not a readable .h5ad",),
           perturb_setup(put("junk.h5ad", "not hdf5"))),
+    Fault("perturb-on-target-out-of-range", PERTURB + " --on-target 1", ("--on-target", "0<=x<1"), perturb_setup()),
     Fault("perturb-batch-column-missing", PERTURB + " --batch-column lane",
           ("screen.h5ad: obs has no column 'lane'", "--batch-column"), perturb_setup()),
     Fault("perturb-min-cells-2", PERTURB.replace("--min-cells 5", "--min-cells 2"), ("'--min-cells'", "x>=3"),

@@ -136,7 +136,7 @@ def inputs(demo_build, tmp_path_factory):
     return root, demo_build.root / "cache"
 
 
-def perturb_cli(inputs, data_dir: Path, site: Path) -> str:
+def perturb_cli(inputs, data_dir: Path, site: Path, *more: str) -> str:
     """`atlas perturb` on the screen (5 pseudo-perturbations per perturbation); returns what it printed."""
     import contextlib
     import io
@@ -146,7 +146,7 @@ def perturb_cli(inputs, data_dir: Path, site: Path) -> str:
     root, cache = inputs
     args = ["perturb", "--atlas", "scgpt-demo", "--data", str(root / "screen.h5ad"), "--perturbation-column", "gene",
             "--control", CONTROL, "--trrust", str(root / "trrust.tsv"), "--pseudo", "5", "--cache", str(cache),
-            "--data-dir", str(data_dir), "--site", str(site), "--quiet"]
+            "--data-dir", str(data_dir), "--site", str(site), "--quiet", *more]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
@@ -293,6 +293,18 @@ def test_other_datasets_rows_are_kept_and_a_rerun_replaces_its_own(perturbed, tm
     assert a.table("features").to_pandas().equals(atlas.table("features").to_pandas())
 
 
+def test_on_target_from_the_command_line_is_recorded(perturbed, inputs, tmp_path):
+    atlas, *_ = perturbed
+    shutil.copytree(atlas.path, tmp_path / "data" / "scgpt-demo")
+    printed = perturb_cli(inputs, tmp_path / "data", tmp_path / "site", "--on-target", "0.5", "--pseudo", "0")
+    rec = read_atlas(tmp_path / "data" / "scgpt-demo").manifest["perturbation"]["screen"]
+    assert rec["parameters"]["on_target"] == 0.5 and set(rec["on_target"]) == {r["perturbation"] for r in
+                                                                                atlas.table("tf_specificity").to_pylist()}
+    removed = sum(r["removed"] for r in rec["on_target"].values())
+    assert removed > 0 and f"on-target knockdown (--on-target 0.5): {removed} perturbed cells left out" in printed
+    assert all(r["threshold"] is not None and r["controls"] <= 240 for r in rec["on_target"].values())
+
+
 # ----- library-level runs on the demo model: the own token and batches -------------------------------------
 
 @pytest.fixture(scope="module")
@@ -389,6 +401,53 @@ def test_a_batch_column_removes_a_planted_batch_confound(model, tmp_path):
         rows, tf, _ = pp.run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
         n[b] = sum(r["q"] < ALPHA for r in rows)
     assert n[None] >= 20 and n["batch"] <= 2, n
+
+
+def test_on_target_keeps_the_cells_whose_gene_is_down(tmp_path):
+    """--on-target: a perturbed cell is kept when its gene's CP10k is at or below the quantile of the controls'
+    (computed here from the AnnData alone); half of the cells escape the knockdown, and those are the ones removed."""
+    import anndata as ad
+
+    path = make_perturbseq(tmp_path / "esc.h5ad", n_ctrl=200, n_pert=80, escape=0.5)
+    ds = read_h5ad(path)
+    cfg = PerturbConfig(min_cells=10, on_target=0.5)
+    design = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), pp.gene_columns(ds), cfg)
+    a = ad.read_h5ad(path)
+    X = a.X.toarray()
+    for gene in (TF_SHIFTED, TF_UNSHIFTED, *planted_genes()["non_tf"]):
+        val = X[:, list(a.var_names).index(gene)] * 1e4 / X.sum(1)
+        ctrl, pert = (a.obs["gene"] == CONTROL).to_numpy(), (a.obs["gene"] == gene).to_numpy()
+        thr = np.quantile(val[ctrl], 0.5)
+        kept = np.flatnonzero(pert & (val <= thr * (1 + 1e-6)))
+        assert np.array_equal(design.groups[gene], kept), gene
+        rec = design.on_target[gene]
+        assert rec["threshold"] == pytest.approx(thr) and rec["kept"] + rec["removed"] == pert.sum()
+        assert rec["controls"] == (val[ctrl] <= thr).sum()
+        esc = a.obs["escaped"].to_numpy(bool)
+        removed = pert & ~np.isin(np.arange(len(a)), kept)
+        assert esc[removed].mean() > 0.75 and (~esc[kept]).mean() > 0.6, gene  # it removes escapers, mostly
+    off = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), {}, cfg)  # no gene measured
+    assert all(r["threshold"] is None and r["removed"] == 0 for r in off.on_target.values())
+
+
+def test_on_target_sharpens_a_diluted_knockdown(model, tmp_path):
+    """Half of the SPI1 cells escape: the response is diluted; keeping the on-target cells (and the controls under
+    the same cut-off) recovers it, while pseudo-perturbations stay null and the knockdown is that of every cell."""
+    path = make_perturbseq(tmp_path / "esc.h5ad", n_ctrl=240, n_pert=80, escape=0.5)
+    ds, enc = encoder(model, path)
+    targets = {TF_SHIFTED: set(planted_genes()["targets"][TF_SHIFTED]),
+               TF_UNSHIFTED: set(planted_genes()["targets"][TF_UNSHIFTED])}
+    out = {}
+    for q in (0.0, 0.5):
+        cfg = PerturbConfig(pseudo=5, on_target=q)
+        design = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), pp.gene_columns(ds), cfg)
+        out[q] = pp.run(enc, ds, design, targets, cfg, "esc")
+    tf = [{r["perturbation"]: r for r in out[q][1]} for q in out]
+    assert tf[1][TF_SHIFTED]["n_responding"] > 2 * tf[0][TF_SHIFTED]["n_responding"] > 0
+    assert tf[1][TF_SHIFTED]["q"] < tf[0][TF_SHIFTED]["q"] < ALPHA and tf[1][TF_SHIFTED]["verdict"] == "specific"
+    assert tf[1][TF_SHIFTED]["n_ctrl"] < 240 and tf[1][TF_SHIFTED]["n_cells"] < 80
+    assert all(tf[1][g]["kd_efficiency"] == pytest.approx(tf[0][g]["kd_efficiency"]) for g in tf[0])
+    assert out[0.5][2]["pseudo"]["mean_responding"] < 1 and out[0.5][2]["pseudo"]["false_positive_rate"] < 0.15
 
 
 def test_an_imported_published_dataset_keeps_its_rows(tmp_path):

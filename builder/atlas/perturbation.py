@@ -128,6 +128,7 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
         targets = {n: set(g) for n, g in zip(sets.terms, sets.genes)}
     ds = read_h5ad(Path(data))
     design = pp.read_design(ds, column, control, batch_column, cfg)
+    design = pp.select_on_target(ds, design, pp.gene_columns(ds), cfg)
     adapter = load(src.family, src.checkpoint, seed=src.seed)
     saes = {L: load_sae(p) for L, p in src.saes.items()}
     for L, s in saes.items():
@@ -147,7 +148,8 @@ def _record(ds, design, src: ModelSource, cfg, trrust, summary: dict, report: di
     method = METHOD.format(
         effect="coefficient of the perturbation in y ~ perturbed + batch over the residual SD" if batch
         else "Cohen's d with its Hedges-Olkin interval",
-        test="t test of that coefficient (controls from the same batches)" if batch else "two-sided Mann-Whitney U")
+        test="van Elteren's batch-stratified Wilcoxon test (controls from the same batches)" if batch
+        else "two-sided Mann-Whitney U")
     return {
         "source": {"file": Path(ds.path).name, "sha256": sha256_file(Path(ds.path)), "n_cells": int(ds.n_cells),
                    "perturbation_column": design.column, "control": design.control,
@@ -159,4 +161,5 @@ def _record(ds, design, src: ModelSource, cfg, trrust, summary: dict, report: di
                        "method": method},
         "summary": summary,
         "skipped": dict(sorted(design.skipped.items())),
+        "on_target": dict(sorted(design.on_target.items())),
     }

@@ -3,7 +3,11 @@
 1. Design: cells of obs[perturbation_column]; `control` marks the controls. Perturbations with fewer than
    min_cells cells are skipped and listed (a dataset where none qualifies is refused). With a batch column, a
    perturbation is compared with the controls of its own batches only, and its cells in batches without a
-   control are left out.
+   control are left out. With on_target > 0 (select_on_target), only cells with on-target knockdown are kept
+   (D2): those whose perturbed gene's CP10k is at or below the on_target quantile of the controls'. The same rule
+   selects the controls P is compared with: selecting perturbed cells alone by their expression selects a cell
+   state (on the synthetic screen, pseudo-perturbations so selected reach a false-positive rate of 0.2), while
+   one rule on both sides keeps the groups exchangeable when the knockdown does nothing.
 2. Cell-level summaries per feature of every layer: mean activation over the cell's gene positions (0 where the
    feature does not fire) and the fraction of positions where it fires. The knocked-down gene's own token must
    not create an effect (research/perturbation.md D2): perturbation P is compared with controls on inputs
@@ -23,7 +27,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -50,6 +54,9 @@ class Design:
     groups: dict[str, np.ndarray]   # perturbation -> dataset rows (qualifying perturbations only)
     skipped: dict[str, int]         # perturbation -> cells, below min_cells after the batch rule
     batch: np.ndarray | None        # batch label per dataset row
+    thresholds: dict[str, float] = field(default_factory=dict)  # perturbation -> on-target CP10k cut-off
+    kd: dict[str, float | None] = field(default_factory=dict)   # perturbation -> knockdown before the selection
+    on_target: dict[str, dict] = field(default_factory=dict)    # perturbation -> kept, removed, threshold
 
 
 def _column(dataset: Dataset, name: str, option: str) -> pd.Series:
@@ -92,6 +99,46 @@ def read_design(dataset: Dataset, column: str, control: str, batch_column: str |
                          + (" in batches with controls" if batch is not None else "")
                          + f" (largest: {big[0]} with {big[1]})")
     return Design(str(dataset.path), column, control, batch_column, controls, groups, skipped, batch)
+
+
+def cp10k(dataset: Dataset, cells: np.ndarray, gene_rows: np.ndarray) -> np.ndarray:
+    """Counts per 10,000 of the genes `gene_rows` (summed: a symbol can name several var rows) in each cell."""
+    counts = sp.vstack([dataset.counts[int(c)] for c in cells]).tocsc()[:, gene_rows]
+    return np.asarray(counts.sum(1)).ravel() * 1e4 / np.maximum(dataset.total_counts()[cells], 1e-12)
+
+
+def select_on_target(dataset: Dataset, design: Design, index: dict[str, np.ndarray], cfg: PerturbConfig) -> Design:
+    """Keep the cells with on-target knockdown: the perturbed gene's CP10k at or below the cfg.on_target quantile of
+    the controls' (the controls of its batches); test_perturbation applies the same cut-off to those controls. A
+    perturbation whose gene the data does not measure keeps every cell; one left with fewer than min_cells
+    perturbed or control cells is skipped. Recorded per perturbation in design.on_target; the knockdown efficiency
+    is that of every cell, before the selection."""
+    if not cfg.on_target:
+        return design
+    groups, skipped, thresholds, kd, record = {}, dict(design.skipped), {}, {}, {}
+    for name, cells in design.groups.items():
+        rows = index.get(name.upper(), np.zeros(0, np.int64))
+        if not rows.size:
+            groups[name] = cells
+            record[name] = {"kept": int(cells.size), "removed": 0, "controls": None, "threshold": None}
+            continue
+        ctrl = design.controls
+        if design.batch is not None:
+            ctrl = ctrl[np.isin(design.batch[ctrl], design.batch[cells])]
+        vc, vp = cp10k(dataset, ctrl, rows), cp10k(dataset, cells, rows)
+        thr = float(np.quantile(vc, cfg.on_target))
+        kept = cells[vp <= thr]
+        n_ctrl = int((vc <= thr).sum())
+        record[name] = {"kept": int(kept.size), "removed": int(cells.size - kept.size), "controls": n_ctrl,
+                        "threshold": thr}
+        if kept.size >= cfg.min_cells and n_ctrl >= cfg.min_cells:
+            groups[name], thresholds[name], kd[name] = kept, thr, ps.kd_efficiency(vp, vc)
+        else:
+            skipped[name] = int(kept.size)
+    if not groups:
+        raise AtlasError(f"--on-target {cfg.on_target:g}: no perturbation keeps --min-cells {cfg.min_cells} perturbed "
+                         f"and control cells with its gene at or below the cut-off in {design.path}")
+    return replace(design, groups=groups, skipped=skipped, thresholds=thresholds, kd=kd, on_target=record)
 
 
 def gene_columns(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -264,6 +311,9 @@ def test_perturbation(enc: Encoder, design: Design, expr: Expression, base: tupl
     ctrl = design.controls
     if design.batch is not None:
         ctrl = ctrl[np.isin(design.batch[ctrl], design.batch[cells])]
+    if name in design.thresholds:  # the on-target rule selects the controls too
+        level = np.asarray(expr.genes[expr.rows(ctrl)][:, gene_rows].sum(1)).ravel()
+        ctrl = ctrl[level <= design.thresholds[name] * (1 + 1e-9)]  # the same CP10k, summed in another order
     pos = np.searchsorted(design.controls, ctrl)
     cm, ca = base[0][pos], base[1][pos]
     if drop.size:  # controls whose input held the gene: encode them again without it
@@ -287,8 +337,8 @@ def test_perturbation(enc: Encoder, design: Design, expr: Expression, base: tupl
     x1 = np.log1p(expr.tokens[expr.rows(cells)][:, U].toarray())
     x0 = np.log1p(expr.tokens[expr.rows(ctrl)][:, U].toarray())
     de = ps.compare(x1, x0, b1, b0, cfg.level)
-    kd = None
-    if gene_rows.size:
+    kd = design.kd.get(name)
+    if gene_rows.size and name not in design.kd:
         g = expr.genes[:, gene_rows]
         kd = ps.kd_efficiency(np.asarray(g[expr.rows(cells)].sum(1)).ravel(),
                               np.asarray(g[expr.rows(ctrl)].sum(1)).ravel())

@@ -37,6 +37,7 @@ class PerturbConfig:
     min_targets: int = 5         # curated targets in the universe a TF needs to be tested
     min_expressed: float = 0.01  # share of analysed cells a gene is detected in, to enter the universe
     max_controls: int = 0        # 0: every control cell; else a seeded choice of this many
+    on_target: float = 0.0      # > 0: keep perturbed cells with their gene's CP10k <= this quantile of the controls'
     keep: int = 10               # rows kept per perturbation and layer besides the responding ones (largest |effect|)
     seed: int = 0
 
