@@ -609,8 +609,8 @@ def _summary(path, site, st, out, seconds):
 @click.option("--max-controls", type=click.IntRange(0), default=0, show_default=True,
               help="Use at most this many control cells (a seeded choice); 0: all.")
 @click.option("--on-target", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Keep only perturbed cells with on-target knockdown: their gene's CP10k at or below this quantile "
-              "of the controls' (e.g. 0.25); 0: every cell.")
+              help="Keep only cells with on-target knockdown: perturbed cells whose gene's CP10k is at or below this "
+              "quantile of the controls' (e.g. 0.25), compared with the controls under the same cut-off; 0: every cell.")
 @click.option("--alpha", type=UNIT_OPEN, default=0.05, show_default=True, help="BH level for every call.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the pseudo-perturbations and control choice.")
 @click.option("--checkpoint", type=in_dir(), help="Checkpoint folder (default: the one the atlas records; checked "

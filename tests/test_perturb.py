@@ -254,6 +254,13 @@ def test_the_site_shows_the_verdicts_and_the_fraction(perturbed, inputs, page):
             page.goto(f"{base}#/tf/{gene}")
             page.wait_for_selector("main .tf-dataset .verdict")
             assert start in page.locator("main .tf-dataset .verdict").inner_text()
+        nt = planted_genes()["non_tf"][0]  # a negative control: tested against the targets of the nearest TF
+        page.goto("about:blank")
+        page.goto(f"{base}#/tf/{nt}")
+        page.wait_for_selector("main .tf-dataset .verdict")
+        target = tf[nt]["target_set"]
+        assert target in (TF_SHIFTED, TF_UNSHIFTED) and "negative control" in page.locator("main .verdict").inner_text()
+        assert f"of {target}" in page.locator("main .tf-dataset dl").inner_text()
         page.goto("about:blank")
         page.goto(f"{base}#/tf/{TF_SHIFTED}")
         page.wait_for_selector("main .tf-features tbody tr")
@@ -426,6 +433,13 @@ def test_on_target_keeps_the_cells_whose_gene_is_down(tmp_path):
         esc = a.obs["escaped"].to_numpy(bool)
         removed = pert & ~np.isin(np.arange(len(a)), kept)
         assert esc[removed].mean() > 0.75 and (~esc[kept]).mean() > 0.6, gene  # it removes escapers, mostly
+    batched = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, "batch", cfg), pp.gene_columns(ds), cfg)
+    b = a.obs["batch"].to_numpy().astype(str)
+    for gene, cells in batched.groups.items():  # controls under the cut-off in every kept cell's batch, counted
+        val = X[:, list(a.var_names).index(gene)] * 1e4 / X.sum(1)
+        under = np.flatnonzero((a.obs["gene"] == CONTROL).to_numpy() & (val <= batched.thresholds[gene] * (1 + 1e-6)))
+        under = under[np.isin(b[under], b[cells])]
+        assert set(b[cells]) <= set(b[under]) and batched.on_target[gene]["controls"] == under.size
     off = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), {}, cfg)  # no gene measured
     assert all(r["threshold"] is None and r["removed"] == 0 for r in off.on_target.values())
 

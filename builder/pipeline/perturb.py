@@ -127,8 +127,11 @@ def select_on_target(dataset: Dataset, design: Design, index: dict[str, np.ndarr
             ctrl = ctrl[np.isin(design.batch[ctrl], design.batch[cells])]
         vc, vp = cp10k(dataset, ctrl, rows), cp10k(dataset, cells, rows)
         thr = float(np.quantile(vc, cfg.on_target))
-        kept = cells[vp <= thr]
-        n_ctrl = int((vc <= thr).sum())
+        kept, under = cells[vp <= thr], ctrl[vc <= thr]
+        if design.batch is not None:  # as before the cut-off: only batches that hold (kept) controls
+            kept = kept[np.isin(design.batch[kept], design.batch[under])]
+            under = under[np.isin(design.batch[under], design.batch[kept])]
+        n_ctrl = int(under.size)
         record[name] = {"kept": int(kept.size), "removed": int(cells.size - kept.size), "controls": n_ctrl,
                         "threshold": thr}
         if kept.size >= cfg.min_cells and n_ctrl >= cfg.min_cells:

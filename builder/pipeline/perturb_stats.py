@@ -1,7 +1,7 @@
 """Statistics of the perturbation response (`atlas perturb`), torch-free: per-feature tests of perturbed against
 control cells, target enrichment, exact intervals and verdicts. The data path is in perturb.py.
 
-Definitions (the README's "Interventions" section repeats them):
+Definitions (the README's "Perturbation response" section repeats them):
 - effect = standardised mean difference of a cell-level summary (perturbed - control). Without batches: Cohen's d
   (pooled SD) with the large-sample interval of Hedges & Olkin (1985), se = sqrt((n1 + n0) / (n1 n0) + d^2 /
   (2 (n1 + n0))), and p from the two-sided Mann-Whitney U test (normal approximation with tie correction,
@@ -37,7 +37,8 @@ class PerturbConfig:
     min_targets: int = 5         # curated targets in the universe a TF needs to be tested
     min_expressed: float = 0.01  # share of analysed cells a gene is detected in, to enter the universe
     max_controls: int = 0        # 0: every control cell; else a seeded choice of this many
-    on_target: float = 0.0      # > 0: keep perturbed cells with their gene's CP10k <= this quantile of the controls'
+    on_target: float = 0.0      # > 0: keep cells (perturbed and their controls) with the perturbed gene's CP10k <=
+                                 #   this quantile of the controls'
     keep: int = 10               # rows kept per perturbation and layer besides the responding ones (largest |effect|)
     seed: int = 0
 

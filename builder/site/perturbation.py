@@ -21,8 +21,8 @@ from .indexes import _sig as sig, gene_keys
 TF_ROWS = 200        # responding features listed per TF and dataset (all are counted in n_responding)
 ALPHA = 0.05         # a feature responds at q below this, unless the dataset's `atlas perturb` recorded its --alpha
 HIST_BINS = 20       # specificity (an AUC in [0, 1]) histogram bins of width 0.05
-TF_FIELDS = ("is_tf", "n_cells", "kd_efficiency", "n_de", "n_targets", "n_responding", "n_specific", "odds", "p",
-             "q", "ceiling_odds", "ceiling_q", "verdict")
+TF_FIELDS = ("is_tf", "n_cells", "kd_efficiency", "n_de", "n_targets", "target_set", "n_responding", "n_specific",
+             "odds", "p", "q", "ceiling_odds", "ceiling_q", "verdict")
 
 
 def _responding(rows: list[dict], labels: dict, alpha: float = ALPHA) -> tuple[list, int]:

@@ -50,7 +50,9 @@ function details(d) {
 function perturbation(rows) {
   if (!rows.length) return null;
   const pub = rows.filter((d) => d.published);
-  return [h("p", {}, "Perturbation response: the share of transcription factors whose responding features carry their curated targets (q < 0.05), with its exact (Clopper–Pearson) 95% interval, beside the same test on expression alone (the ceiling), on non-TF perturbations (negative control), and the share of features found responding to random control subsets (false-positive rate). ",
+  const levels = [...new Set(rows.filter((d) => !d.published).map((d) => (d.parameters && d.parameters.alpha) ?? 0.05))];
+  const level = levels.length > 1 ? "q below each dataset's alpha" : `q < ${levels[0] ?? 0.05}`;
+  return [h("p", {}, `Perturbation response: the share of transcription factors whose responding features carry their curated targets (${level}), with its exact (Clopper–Pearson) 95% interval, beside the same test on expression alone (the ceiling), on non-TF perturbations (negative control), and the share of features found responding to random control subsets (false-positive rate). `,
     link("#/tf", "All perturbed genes"), "."),
   table({ caption: "Share of specific TFs per perturbation dataset", cls: "tf-summary",
     columns: [{ label: "Dataset" }, { label: "Specific TFs", num: true, help: ["tf_verdict", "a TF verdict"] }, { label: "Expression ceiling", num: true, help: ["ceiling", "the expression ceiling"] },

@@ -23,4 +23,13 @@ export const VERDICTS = {
   "not specific": (a) => `Not specific: expression alone finds its targets (ceiling q < ${a}), but the responding features do not (q ≥ ${a}).`,
   "no signal": () => "No signal: neither the responding features nor expression alone find its targets enriched, so the knockdown gives nothing to detect.",
 };
-export const verdictText = (v, a = 0.05) => (VERDICTS[v] ? VERDICTS[v](a) : v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.");
+// A non-TF's verdict (a negative control, tested against the targets of `tf`) says so.
+const NEGATIVE = {
+  specific: (a, tf) => `Specific, as a negative control: the targets of ${tf} (the TF nearest to it in cells and knockdown) are enriched among the genes loaded by its responding features (q < ${a}); a perturbation that is not a TF should not show this.`,
+  "not specific": (a, tf) => `Not specific, as expected of a negative control: expression alone finds the targets of ${tf} (ceiling q < ${a}), its responding features do not.`,
+  "no signal": (a, tf) => `No signal, as a negative control: neither its responding features nor expression alone find the targets of ${tf} enriched.`,
+};
+export const verdictText = (v, a = 0.05, tf = null) => {
+  const table = tf ? NEGATIVE : VERDICTS;
+  return table[v] ? table[v](a, tf) : v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.";
+};

@@ -56,6 +56,9 @@ async function gene(el, symbol) {
     entry.recs.map((r) => dataset(entry.name, r)));
 }
 
+// A non-TF is tested, as a negative control, against the targets of the TF nearest to it (tf_specificity.target_set).
+const negative = (name, r) => Boolean(r.target_set) && r.target_set.toUpperCase() !== name.toUpperCase();
+
 function dataset(name, r) {
   const yes = (v) => (v == null ? "not recorded" : v ? "yes" : "no");
   return h("section", { class: "tf-dataset" },
@@ -65,13 +68,14 @@ function dataset(name, r) {
       h("dt", {}, "Perturbed cells"), h("dd", {}, int(r.n_cells)),
       h("dt", {}, "Knockdown efficiency ", help("knockdown", "knockdown efficiency")), h("dd", {}, pct(r.kd_efficiency)),
       h("dt", {}, "DE genes"), h("dd", {}, int(r.n_de)),
-      h("dt", {}, "Curated targets"), h("dd", {}, int(r.n_targets)),
+      negative(name, r) ? [h("dt", {}, "Targets tested (negative control)"), h("dd", {}, `${int(r.n_targets)} of ${r.target_set}`)]
+        : [h("dt", {}, "Curated targets"), h("dd", {}, int(r.n_targets))],
       h("dt", {}, "Responding features"), h("dd", {}, int(r.n_responding ?? r.n_listed)),
       r.n_specific != null ? [h("dt", {}, "Specific features"), h("dd", {}, int(r.n_specific))] : null),
     r.published ? null : table({ caption: "Target enrichment against the expression ceiling", cls: "tf-enrichment",
       columns: [{ label: "Genes scored by" }, { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "q", num: true, help: ["q", "a q-value"] }],
       rows: [["the responding features' loadings", num(r.odds), pval(r.q)], [["expression alone (ceiling) ", help("ceiling", "the expression ceiling")], num(r.ceiling_odds), pval(r.ceiling_q)]] }),
-    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict, r.alpha ?? 0.05)),
+    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict, r.alpha ?? 0.05, negative(name, r) ? r.target_set : null)),
     features(name, r));
 }
 
