@@ -82,6 +82,19 @@ def validate(path):
     click.echo(f"ok: {path}")
 
 
+def atlas_names(data_dir: Path) -> list[str]:
+    """The atlas folders (those with a manifest.json) in data_dir."""
+    return sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
+
+
+def require_atlas(name: str, data_dir: Path, available: list[str] | None = None) -> Path:
+    """data_dir/name, or one line naming the atlases there."""
+    available = atlas_names(data_dir) if available is None else available
+    if name not in available:
+        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+    return data_dir / name
+
+
 @cli.command()
 @click.option("--atlas", "names", multiple=True, help="Atlas to render (repeatable; default: every atlas).")
 @click.option("--data-dir", type=in_dir(), default=Path("atlas_data"), show_default=True,
@@ -92,14 +105,13 @@ def render(names, data_dir, site_dir):
     from .site.render import render as render_one
 
     check_disjoint([("--site", site_dir)], [("--data-dir", data_dir)])
-    available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file())
+    available = atlas_names(data_dir)
     if not names:
         if not available:
             raise AtlasError(f"{data_dir}: no atlas folder (with manifest.json) to render")
         names = available
     for name in names:
-        if name not in available:
-            raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+        require_atlas(name, data_dir, available)
         check_replaceable(site_dir / name, "atlas.json", "a rendered site")
     for name in names:
         t0 = time.perf_counter()
@@ -633,10 +645,7 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     from .pipeline.perturb_stats import PerturbConfig
     from .site.render import render as render_site
 
-    target = data_dir / name
-    if not (target / "manifest.json").is_file():
-        available = sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
-        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+    target = require_atlas(name, data_dir)
     site = site_dir / name
     check_disjoint([("--data-dir/--atlas", target)], [("--data", data), ("--trrust", trrust)])
     cfg = PerturbConfig(min_cells=min_cells, alpha=alpha, pseudo=pseudo, top_genes=top_genes, min_targets=min_targets,

@@ -242,20 +242,28 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
     manifest["schema_version"] = SCHEMA_VERSION
     manifest.setdefault("provenance", {})["package_version"] = __version__
     with atomic_dir(path) as tmp:
-        listing = {}
-        for name in sorted(tables):
-            t = conform(name, tables[name])
-            file = tmp / f"{name}.parquet"
-            # Fixed writer settings keep the bytes identical for identical input.
-            pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
-            listing[name] = {"rows": t.num_rows, "sha256": sha256_file(file)}
-        manifest["tables"] = listing
-        (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
-        problems = validate(tmp)
-        if problems:
-            raise AtlasError(f"refusing to write {path}: {problems[0]}"
-                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        listing = {name: _write_table(tmp, name, tables[name]) for name in sorted(tables)}
+        _seal(tmp, path, manifest, listing)
     return read_atlas(path, check=False)
+
+
+def _write_table(folder: Path, name: str, table: pa.Table) -> dict:
+    """One conformed table as folder/NAME.parquet; its manifest listing entry."""
+    t = conform(name, table)
+    file = folder / f"{name}.parquet"
+    # Fixed writer settings keep the bytes identical for identical input.
+    pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
+    return {"rows": t.num_rows, "sha256": sha256_file(file)}
+
+
+def _seal(tmp: Path, path: Path, manifest: dict, listing: dict) -> None:
+    """The manifest with its table listing, written beside the tables; the whole folder validated."""
+    manifest["tables"] = listing
+    (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
+    problems = validate(tmp)
+    if problems:
+        raise AtlasError(f"refusing to write {path}: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 def replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
@@ -267,20 +275,12 @@ def replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> A
     with atomic_dir(path) as tmp:
         listing = {}
         for name in sorted(set(listed) | set(tables)):
-            file = tmp / f"{name}.parquet"
             if name in tables:
-                t = conform(name, tables[name])
-                pq.write_table(t, file, compression="zstd", row_group_size=1 << 20, write_statistics=True)
-                listing[name] = {"rows": t.num_rows, "sha256": sha256_file(file)}
+                listing[name] = _write_table(tmp, name, tables[name])
             else:
-                shutil.copyfile(path / f"{name}.parquet", file)
+                shutil.copyfile(path / f"{name}.parquet", tmp / f"{name}.parquet")
                 listing[name] = listed[name]
-        manifest["tables"] = listing
-        (tmp / "manifest.json").write_bytes(dumps_json(manifest, indent=True))
-        problems = validate(tmp)
-        if problems:
-            raise AtlasError(f"refusing to write {path}: {problems[0]}"
-                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        _seal(tmp, path, manifest, listing)
     return read_atlas(path, check=False)
 
 

@@ -128,7 +128,8 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
         targets = {n: set(g) for n, g in zip(sets.terms, sets.genes)}
     ds = read_h5ad(Path(data))
     design = pp.read_design(ds, column, control, batch_column, cfg)
-    design = pp.select_on_target(ds, design, pp.gene_columns(ds), cfg)
+    index = pp.gene_columns(ds)
+    design = pp.select_on_target(ds, design, index, cfg)
     adapter = load(src.family, src.checkpoint, seed=src.seed)
     saes = {L: load_sae(p) for L, p in src.saes.items()}
     for L, s in saes.items():
@@ -138,7 +139,7 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     prepared = adapter.prepare(ds, gene_column)
     dev = pick_device(device)
     enc = pp.Encoder(adapter, prepared, saes, src.layers, default_batch_size(dev), dev)
-    response, tf, summary = pp.run(enc, ds, design, targets, cfg, dataset, log)
+    response, tf, summary = pp.run(enc, ds, design, targets, cfg, dataset, log, index=index)
     record = _record(ds, design, src, cfg, trrust, summary, prepared.report)
     return write(atlas, dataset, response, tf, record), record
 

@@ -101,10 +101,10 @@ def read_design(dataset: Dataset, column: str, control: str, batch_column: str |
     return Design(str(dataset.path), column, control, batch_column, controls, groups, skipped, batch)
 
 
-def cp10k(dataset: Dataset, cells: np.ndarray, gene_rows: np.ndarray) -> np.ndarray:
-    """Counts per 10,000 of the genes `gene_rows` (summed: a symbol can name several var rows) in each cell."""
-    counts = sp.vstack([dataset.counts[int(c)] for c in cells]).tocsc()[:, gene_rows]
-    return np.asarray(counts.sum(1)).ravel() * 1e4 / np.maximum(dataset.total_counts()[cells], 1e-12)
+def cp10k(dataset: Dataset, cells: np.ndarray) -> sp.csr_matrix:
+    """Counts per 10,000 of each cell's total, (cells, var rows), in `cells` order."""
+    counts = sp.vstack([dataset.counts[int(c)] for c in cells]).tocsr()
+    return (sp.diags(1e4 / np.maximum(dataset.total_counts()[cells], 1e-12)) @ counts).tocsr()
 
 
 def select_on_target(dataset: Dataset, design: Design, index: dict[str, np.ndarray], cfg: PerturbConfig) -> Design:
@@ -115,6 +115,12 @@ def select_on_target(dataset: Dataset, design: Design, index: dict[str, np.ndarr
     is that of every cell, before the selection."""
     if not cfg.on_target:
         return design
+    analysed = np.unique(np.concatenate([design.controls, *design.groups.values()]))
+    level = cp10k(dataset, analysed).tocsc()  # read once; a gene's (summed) CP10k in given cells below
+
+    def at(cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(level[:, rows][np.searchsorted(analysed, cells)].sum(1)).ravel()
+
     groups, skipped, thresholds, kd, record = {}, dict(design.skipped), {}, {}, {}
     for name, cells in design.groups.items():
         rows = index.get(name.upper(), np.zeros(0, np.int64))
@@ -125,7 +131,7 @@ def select_on_target(dataset: Dataset, design: Design, index: dict[str, np.ndarr
         ctrl = design.controls
         if design.batch is not None:
             ctrl = ctrl[np.isin(design.batch[ctrl], design.batch[cells])]
-        vc, vp = cp10k(dataset, ctrl, rows), cp10k(dataset, cells, rows)
+        vc, vp = at(ctrl, rows), at(cells, rows)
         thr = float(np.quantile(vc, cfg.on_target))
         kept, under = cells[vp <= thr], ctrl[vc <= thr]
         if design.batch is not None:  # as before the cut-off: only batches that hold (kept) controls
@@ -265,9 +271,7 @@ class Expression:
 
 def expression(dataset: Dataset, cells: np.ndarray, enc: Encoder, min_expressed: float) -> Expression:
     cells = np.unique(cells)
-    counts = sp.vstack([dataset.counts[int(c)] for c in cells]).tocsr()
-    totals = dataset.total_counts()[cells]
-    genes = sp.diags(1e4 / np.maximum(totals, 1e-12)) @ counts
+    genes = cp10k(dataset, cells)
     tog = enc.prepared.token_of_gene
     known = np.flatnonzero(tog >= 0)
     to_token = sp.csr_matrix((np.ones(known.size), (known, tog[known])), shape=(tog.size, enc.n_tokens))
@@ -275,7 +279,7 @@ def expression(dataset: Dataset, cells: np.ndarray, enc: Encoder, min_expressed:
     detected = np.asarray((tokens > 0).sum(0)).ravel() / max(cells.size, 1)
     universe = np.flatnonzero((detected >= min_expressed) & (detected > 0))
     symbols = np.array(token_symbols(enc.adapter, universe), dtype=object)
-    return Expression(cells, tokens, genes.tocsr(), universe, symbols)
+    return Expression(cells, tokens, genes, universe, symbols)
 
 
 def pseudo_draw(ctrl: np.ndarray, batch_p, batch_c, n: int, rng) -> np.ndarray | None:
@@ -369,12 +373,14 @@ def response_rows(enc: Encoder, res: Result, dataset: str, cfg: PerturbConfig) -
 
 
 def run(enc: Encoder, dataset: Dataset, design: Design, targets: dict[str, set[str]] | None, cfg: PerturbConfig,
-        name: str, log=lambda s: None, drop_gene: bool = True) -> tuple[list[dict], list[dict], dict]:
-    """(perturbation_response rows, tf_specificity rows, summary) of every qualifying perturbation.
-    drop_gene=False keeps the perturbed gene's token (only to show, in the tests, what the drop prevents)."""
+        name: str, log=lambda s: None, drop_gene: bool = True, index: dict[str, np.ndarray] | None = None,
+        ) -> tuple[list[dict], list[dict], dict]:
+    """(perturbation_response rows, tf_specificity rows, summary) of every qualifying perturbation; `index` is
+    gene_columns(dataset) when the caller has it. drop_gene=False keeps the perturbed gene's token (only to show,
+    in the tests, what the drop prevents)."""
     from .perturb_tf import specificity
 
-    index = gene_columns(dataset)
+    index = gene_columns(dataset) if index is None else index
     expr = expression(dataset, np.concatenate([design.controls, *design.groups.values()]), enc, cfg.min_expressed)
     log(f"perturb: {design.controls.size} control cells through {len(enc.layers)} layer(s) of the model and SAEs")
     mean, active, loadings = enc.summarise(design.controls, loadings=True)

@@ -187,12 +187,6 @@ def proportion(k: int, n: int, level: float = 0.95) -> dict:
     return {"fraction": k / n, "ci_lo": float(ci.low), "ci_hi": float(ci.high)}
 
 
-def normalised(counts, totals: np.ndarray) -> np.ndarray:
-    """Counts per 10,000 of the cell's total (dense (cells, genes) float64)."""
-    dense = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
-    return dense / np.maximum(totals, 1e-12)[:, None] * 1e4
-
-
 def kd_efficiency(expr_pert: np.ndarray, expr_ctrl: np.ndarray) -> float | None:
     """1 - mean normalised expression of the perturbed gene in perturbed cells / in controls (None if absent)."""
     c = float(np.mean(expr_ctrl)) if len(expr_ctrl) else 0.0
