@@ -18,7 +18,9 @@ import click
 
 from . import __version__
 from .errors import AtlasError
+from . import fsutil
 from .fsutil import check_disjoint, check_replaceable
+from .pausepoint import pause_at
 from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, UNIT_OPEN, AtlasName, GeneListFile,
                       GeneSetSpec, OutputFolder, in_dir, in_file, in_path, setting_option)
 
@@ -544,6 +546,7 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
     try:
         # One build at a time per cache: a second one waits, then finds the first one's stages cached.
         with held(lock, lambda: click.echo(f"waiting: another build is using the cache {cache}", err=True)):
+            pause_at("build locked")
             out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
             st = out.stage
             t1 = time.perf_counter()
@@ -754,7 +757,8 @@ def _one_line(message: str) -> str:
 def describe(e: BaseException) -> tuple[str, int]:
     """(the `error:` line's text, exit status) for an exception that reached the command line."""
     if isinstance(e, (KeyboardInterrupt, click.exceptions.Abort)):
-        return "interrupted", 130
+        done = fsutil.REPLACED  # outputs swapped in before the interrupt are whole, and new: say which
+        return "interrupted" + (f"; already replaced: {', '.join(map(str, done))}" if done else ""), 130
     if isinstance(e, AtlasError):
         return str(e), 2
     if isinstance(e, click.ClickException):
@@ -784,6 +788,7 @@ def _debug_requested(args: list[str]) -> bool:
 def main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    fsutil.REPLACED.clear()  # tests call main() many times in one process
     if not debug:
         # Dependencies' warnings (pandas FutureWarning, torch UserWarning, transformers' logging) are not
         # the user's to act on; --debug shows them.

@@ -22,12 +22,14 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import AtlasError
+from .pausepoint import pause_at
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<owner>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+$")
 
@@ -93,6 +95,36 @@ def held(lock_file: Path, on_wait=lambda: None) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def held_folder(folder: Path, on_wait=lambda: None) -> Iterator[None]:
+    """Exclusive use of an existing output folder for a read-modify-write, by every process that holds it this
+    way: a flock on the folder itself (no lock file left behind), taken again when the folder was swapped while
+    we waited, since our lock then held its old content. Swap the folder with atomic_dir inside the block."""
+    folder = Path(folder)
+    waited = False
+    while True:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not waited:
+                on_wait()
+                waited = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # no locks on this file system: run unlocked, as the swaps do
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+        here, now = os.fstat(fd), os.stat(folder)
+        if (here.st_dev, here.st_ino) == (now.st_dev, now.st_ino):
+            break
+        os.close(fd)  # swapped while we waited: hold the folder that is there now
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def tidy(folder: Path) -> list[Path]:
     """Remove leftovers of dead processes in `folder`; move back an old folder whose swap was cut short.
 
@@ -148,11 +180,30 @@ def _swap_in(tmp: Path, target: Path) -> Path | None:
     return old
 
 
+# The outputs this process has swapped in, for the line of an interrupted command (what was already replaced).
+REPLACED: list[Path] = []
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Iterator[None]:
+    """SIGINT held back for the block, so a swap is done whole; a Ctrl-C during it acts right after it."""
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (AttributeError, OSError, ValueError):  # no POSIX signal masks here
+        before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty folder next to `target`; on success it replaces `target`, on failure it is removed.
 
-    The previous `target` stays whole until the swap, so a failed or killed run leaves it intact.
+    The previous `target` stays whole until the swap, so a failed or killed run leaves it intact. An interrupt
+    before the swap leaves the previous `target`; one during the swap acts after it (then `target` is new).
     """
     target = Path(target)
     if target.is_file():  # one stat: a folder being swapped by another process must not look like a file
@@ -167,13 +218,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise AtlasError(f"{target}: cannot write here ({e.strerror}: {e.filename})") from None
     try:
         yield tmp
-        with _locked(target.parent):
-            old = _swap_in(tmp, target)
+        pause_at(f"swap {target.name}")
+        with _no_sigint():
+            with _locked(target.parent):
+                old = _swap_in(tmp, target)
+            # a folder inside a stage's temporary folder (.NAME.tmp-...) is not a user's output
+            if not any(p.name.startswith(".") and ".tmp-" in p.name for p in target.parents):
+                REPLACED.append(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    pause_at(f"swapped {target.name}")
 
 
 def atomic_write(path: Path, data: bytes) -> None:

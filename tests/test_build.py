@@ -156,16 +156,18 @@ def test_ray_engine_gives_the_same_bytes(built, tiny, labelled, tmp_path, capsys
 
 def test_killed_stream_resumes_at_the_first_unfinished_shard(built, tiny, labelled, tmp_path):
     args = [a for a in build_args(tmp_path, tiny, labelled, "scgpt", name="scgpt") if a != "--quiet"]
+    marker = tmp_path / "paused"  # the build stops once its second stream shard is committed (pausepoint.py)
+    env = {**os.environ, "ATLAS_PAUSE_AT": "stream unit 2", "ATLAS_PAUSE_FILE": str(marker)}
     proc = subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=ROOT, stderr=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, start_new_session=True, env=env)
     cache = tmp_path / "cache"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(cache.glob("stream-*/shards/00001/.done")):
-        time.sleep(0.02)
+    while not marker.exists():
+        assert proc.poll() is None, "the build ended before its second stream shard"
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sorted(cache.glob("stream-*/shards/*/.done"))
-    assert 2 <= len(done) < 8 and not list(cache.glob("stream-*/.done"))
+    assert len(done) == 2 and not list(cache.glob("stream-*/.done"))
     stamps = {p: p.stat().st_mtime_ns for p in done}
     assert not (tmp_path / "data" / "scgpt").exists()
     res = subprocess.run([sys.executable, "-m", "builder.cli", *args], cwd=ROOT, capture_output=True, text=True)

@@ -660,21 +660,36 @@ def test_debug_shows_the_traceback(ws):
 
 # ----- signals: a killed command leaves the previous output, and the next run tidies up ------------------------
 
-def cli_process(args: list[str], cwd: Path) -> subprocess.Popen:
+def cli_process(args: list[str], cwd: Path, pause: str = "") -> subprocess.Popen:
+    """The command in a process of its own; with `pause`, it stops at that pause point (builder/pausepoint.py)
+    until resume(proc): tests act at a known moment instead of racing the process, which fails under load."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=cwd, env=env,
+    marker = cwd.parent / f"paused-{os.urandom(4).hex()}"
+    if pause:
+        env.update(ATLAS_PAUSE_AT=pause, ATLAS_PAUSE_FILE=str(marker))
+    proc = subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.marker = marker
+    return proc
 
 
-def interrupt_when_writing(proc: subprocess.Popen, folder: Path, prefix: str, sig: int) -> bool:
-    """Send `sig` as soon as the command's temporary folder appears; False if it finished first."""
-    while proc.poll() is None:
-        if any(n.startswith(prefix) for n in os.listdir(folder)):
-            proc.send_signal(sig)
-            proc.wait(timeout=60)
-            return True
-        time.sleep(0.002)
-    return False
+def paused(proc: subprocess.Popen) -> subprocess.Popen:
+    """Wait until the process sits at its pause point; fail if it ended without reaching it."""
+    while not proc.marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"ended (status {proc.returncode}) before its pause point: {proc.stderr.read()}")
+        time.sleep(0.01)
+    return proc
+
+
+def resume(proc: subprocess.Popen) -> None:
+    proc.marker.unlink()
+
+
+def stop(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process sitting at its pause point, and wait for its end."""
+    paused(proc).send_signal(sig)
+    proc.wait(timeout=120)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -684,15 +699,15 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize("command", ["import", "render"])
 def test_sigkill_keeps_the_previous_output_and_the_rerun_cleans_up(ws, command):
     if command == "import":
-        biodyn_source(ws / "big", n_layers=4, n_features=3000, seed=1)
+        biodyn_source(ws / "big", n_layers=4, n_features=300, seed=1)
         args, folder, name = ["import", "biodyn", "big", "--atlas", "imported"], ws / "atlas_data", "imported"
     else:
-        m, t = make_synthetic(4, 2048, seed=2)
+        m, t = make_synthetic(4, 256, seed=2)
         write_atlas(ws / "atlas_data" / "demo", m, t)
         args, folder, name = ["render", "--atlas", "demo"], ws / "site", "demo"
     before = snapshot(folder / name)
-    proc = cli_process(args, ws)
-    assert interrupt_when_writing(proc, folder, f".{name}.tmp-", signal.SIGKILL), "finished before it could be killed"
+    proc = cli_process(args, ws, pause=f"swap {name}")  # the new output is complete, not yet swapped in
+    stop(proc, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert snapshot(folder / name) == before  # the previous output, byte for byte
     assert leftovers(folder), "the kill left no temporary folder: the test did not test anything"
@@ -705,14 +720,41 @@ def test_sigkill_keeps_the_previous_output_and_the_rerun_cleans_up(ws, command):
         assert validate(folder / name) == []
 
 
-def test_ctrl_c_is_one_line_and_leaves_nothing(ws):
-    m, t = make_synthetic(4, 2048, seed=2)
+@pytest.mark.parametrize("point", ["swap demo", "swapped demo"])
+def test_ctrl_c_is_one_line_and_says_what_was_replaced(ws, point):
+    """Ctrl-C before the swap leaves the previous site; after it, the new site stays and the line says so."""
+    m, t = make_synthetic(4, 256, seed=2)
     write_atlas(ws / "atlas_data" / "demo", m, t)
     before = snapshot(ws / "site")
-    proc = cli_process(["render", "--atlas", "demo"], ws)
-    assert interrupt_when_writing(proc, ws / "site", ".demo.tmp-", signal.SIGINT)
-    assert proc.returncode == 130 and proc.stderr.read() == "error: interrupted\n"
-    assert snapshot(ws / "site") == before
+    proc = cli_process(["render", "--atlas", "demo"], ws, pause=point)
+    stop(proc, signal.SIGINT)
+    assert proc.returncode == 130 and leftovers(ws / "site") == []
+    if point == "swap demo":
+        assert proc.stderr.read() == "error: interrupted\n"
+        assert snapshot(ws / "site") == before
+    else:
+        assert proc.stderr.read() == "error: interrupted; already replaced: site/demo\n"
+        assert snapshot(ws / "site") != before and (ws / "site" / "demo" / "atlas.json").is_file()
+
+
+def test_two_perturb_runs_on_one_atlas_keep_both_datasets(ws):
+    """The second run waits while the first holds the atlas, then adds its dataset to what the first wrote."""
+    from builder.atlas.format import read_atlas
+
+    perturb_workspace(ws)
+    args = shlex.split(PERTURB.replace(" --quiet", ""))
+    first = paused(cli_process(args + ["--dataset-name", "one"], ws, pause="atlas held built"))
+    second = cli_process(args + ["--dataset-name", "two"], ws)
+    for line in second.stderr:
+        if line.startswith("waiting: another command is writing atlas_data/built"):
+            break
+    else:
+        raise AssertionError(f"the second run did not wait (status {second.wait()})")
+    resume(first)
+    finish(first), finish(second)
+    atlas = read_atlas(ws / "atlas_data" / "built")
+    assert sorted(atlas.manifest["perturbation"]) == ["one", "two"]
+    assert sorted(set(atlas.table("perturbation_response").column("dataset").to_pylist())) == ["one", "two"]
 
 
 # ----- read-only folders: the check must hold for a user without root's powers --------------------------------
@@ -788,8 +830,8 @@ def test_sigkill_during_a_build_keeps_the_atlas_and_site_and_the_rerun_resumes(w
     (ws / "small.toml").write_text(SMALL_BUILD)
     finish(cli_process(build_cmd(ckpt, "t"), ws))
     atlas, site = snapshot(ws / "atlas_data" / "t"), snapshot(ws / "site" / "t")
-    proc = cli_process(build_cmd(ckpt, "t", seed=1), ws)  # a new build over the old one, killed as it exports
-    assert interrupt_when_writing(proc, ws / "atlas_data", ".t.tmp-", signal.SIGKILL), "finished before the kill"
+    proc = cli_process(build_cmd(ckpt, "t", seed=1), ws, pause="swap t")  # a new build, killed as it exports
+    stop(proc, signal.SIGKILL)
     assert snapshot(ws / "atlas_data" / "t") == atlas and snapshot(ws / "site" / "t") == site
     assert leftovers(ws / "atlas_data")
     out, err = finish(cli_process(build_cmd(ckpt, "t", seed=1), ws))
@@ -800,12 +842,11 @@ def test_sigkill_during_a_build_keeps_the_atlas_and_site_and_the_rerun_resumes(w
 
 def test_two_builds_on_one_cache_wait_for_each_other(ws, ckpt):
     (ws / "small.toml").write_text(SMALL_BUILD)
-    first = cli_process(build_cmd(ckpt, "a"), ws)
-    while first.poll() is None and not (ws / ".atlas_cache" / ".build.lock").exists():
-        time.sleep(0.01)
+    first = paused(cli_process(build_cmd(ckpt, "a"), ws, pause="build locked"))  # holds the cache lock
     second = cli_process(build_cmd(ckpt, "b"), ws)
+    assert second.stderr.readline().startswith("waiting: another build is using the cache")
+    resume(first)
     (_, _), (_, err_b) = finish(first), finish(second)
-    assert "waiting: another build is using the cache" in err_b
     assert "stream: computing" not in err_b  # the second found the first one's stages done
     for table in ("features", "feature_genes", "enrichments", "edges"):
         assert sha256_file(ws / "atlas_data" / "a" / f"{table}.parquet") == sha256_file(ws / "atlas_data" / "b" / f"{table}.parquet")

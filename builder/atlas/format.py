@@ -6,8 +6,10 @@ that the README and SCHEMA agree.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,9 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..errors import AtlasError
-from ..fsutil import atomic_dir, sha256_file
+from ..fsutil import atomic_dir, held_folder, sha256_file
 from ..jsonio import dumps_json
+from ..pausepoint import pause_at
 
 SCHEMA_VERSION = 1
 
@@ -241,7 +244,8 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
     manifest = dict(manifest)
     manifest["schema_version"] = SCHEMA_VERSION
     manifest.setdefault("provenance", {})["package_version"] = __version__
-    with atomic_dir(path) as tmp:
+    # an existing atlas is held while it is replaced, so a read-modify-write of it (atlas perturb) never straddles
+    with held_folder(path) if path.is_dir() else contextlib.nullcontext(), atomic_dir(path) as tmp:
         listing = {name: _write_table(tmp, name, tables[name]) for name in sorted(tables)}
         _seal(tmp, path, manifest, listing)
     return read_atlas(path, check=False)
@@ -266,10 +270,19 @@ def _seal(tmp: Path, path: Path, manifest: dict, listing: dict) -> None:
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
-def replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
-    """Rewrite the atlas at `path` with `tables` replaced and `manifest` (its `tables` listing recomputed): every
-    other table file is copied byte for byte. Atomic and validated, as write_atlas."""
+def update_atlas(path: Path, change: Callable[[Atlas], tuple[dict, dict[str, pa.Table]]],
+                 on_wait=lambda: None) -> Atlas:
+    """Read the atlas at `path`, apply change(atlas) -> (manifest, tables to replace), write the result; all of it
+    with the atlas held (fsutil.held_folder), so two updates never lose each other's rows. Every other table file
+    is copied byte for byte. Atomic and validated, as write_atlas."""
     path = Path(path)
+    with held_folder(path, on_wait):
+        pause_at(f"atlas held {path.name}")
+        manifest, tables = change(read_atlas(path))
+        return _replace_tables(path, manifest, tables)
+
+
+def _replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
     listed = read_manifest(path).get("tables", {})
     manifest = {**manifest, "schema_version": SCHEMA_VERSION}
     with atomic_dir(path) as tmp:

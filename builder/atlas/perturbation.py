@@ -14,7 +14,7 @@ import pyarrow as pa
 from ..errors import AtlasError
 from ..fsutil import sha256_file
 from ..pipeline.cache import tree_hash
-from .format import SCHEMA, Atlas, read_atlas, replace_tables
+from .format import SCHEMA, Atlas, read_atlas, update_atlas
 
 METHOD = ("cell-level summaries per feature (mean activation over the cell's gene positions; fraction of positions "
           "active), perturbed cells against controls with the perturbed gene's token left out of both; effect = "
@@ -95,17 +95,21 @@ def _merged(atlas: Atlas, table: str, dataset: str, rows: list[dict]) -> pa.Tabl
     return pa.Table.from_pandas(both.astype(object).where(both.notna(), None), preserve_index=False)
 
 
-def write(atlas: Atlas, dataset: str, response: list[dict], tf: list[dict], record: dict) -> Atlas:
-    """Replace `dataset`'s rows and manifest entry; labels of responding features come from the features table."""
-    feats = atlas.table("features").to_pandas().set_index(["layer", "feature"])["label"]
-    for r in response:
-        lab = feats.get((r["layer"], r["feature"]))
-        r["label"] = None if lab is None or pd.isna(lab) else lab
-    manifest = dict(atlas.manifest)
-    manifest["perturbation"] = {**manifest.get("perturbation", {}), dataset: record}
-    tables = {"perturbation_response": _merged(atlas, "perturbation_response", dataset, response),
-              "tf_specificity": _merged(atlas, "tf_specificity", dataset, tf)}
-    return replace_tables(atlas.path, manifest, tables)
+def write(path: Path, dataset: str, response: list[dict], tf: list[dict], record: dict, log=lambda s: None) -> Atlas:
+    """Replace `dataset`'s rows and manifest entry in the atlas as it is now (re-read with the atlas held: another
+    run may have added its dataset since this one started); labels of responding features come from its features."""
+    def change(atlas: Atlas):
+        feats = atlas.table("features").to_pandas().set_index(["layer", "feature"])["label"]
+        rows = []
+        for r in response:
+            lab = feats.get((r["layer"], r["feature"]))
+            rows.append({**r, "label": None if lab is None or pd.isna(lab) else lab})
+        manifest = dict(atlas.manifest)
+        manifest["perturbation"] = {**manifest.get("perturbation", {}), dataset: record}
+        return manifest, {"perturbation_response": _merged(atlas, "perturbation_response", dataset, rows),
+                          "tf_specificity": _merged(atlas, "tf_specificity", dataset, tf)}
+
+    return update_atlas(path, change, lambda: log(f"waiting: another command is writing {path}"))
 
 
 def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset: str, layers=None,
@@ -141,7 +145,7 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     enc = pp.Encoder(adapter, prepared, saes, src.layers, default_batch_size(dev), dev)
     response, tf, summary = pp.run(enc, ds, design, targets, cfg, dataset, log, index=index)
     record = _record(ds, design, src, cfg, trrust, summary, prepared.report)
-    return write(atlas, dataset, response, tf, record), record
+    return write(atlas.path, dataset, response, tf, record, log), record
 
 
 def _record(ds, design, src: ModelSource, cfg, trrust, summary: dict, report: dict) -> dict:

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..errors import AtlasError
 from ..fsutil import sha256_file
+from ..pausepoint import pause_at
 from ..models import FAMILIES, check_layers, load
 from ..parse import atlas_name
 from . import dense, describe, engine, sample, stream
@@ -279,6 +280,7 @@ class Builder:
             self.progress.advance(1, status["tokens"])
             if on_unit is not None:
                 on_unit()
+            pause_at(f"{stage} unit {self.stage.shards[stage]}")
 
         try:
             engine.run_map(self.cfg.engine, worker, kwargs, todo, stage, advance)
