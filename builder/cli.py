@@ -20,7 +20,7 @@ from . import __version__
 from .errors import AtlasError
 from .fsutil import check_disjoint, check_replaceable
 from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, UNIT_OPEN, AtlasName, GeneListFile,
-                      GeneSetSpec, OutputFolder, in_dir, in_file, in_path, setting_option)
+                      GeneSetSpec, Label, OutputFolder, in_dir, in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -96,7 +96,7 @@ def require_atlas(name: str, data_dir: Path, available: list[str] | None = None)
 
 
 @cli.command()
-@click.option("--atlas", "names", multiple=True, help="Atlas to render (repeatable; default: every atlas).")
+@click.option("--atlas", "names", multiple=True, type=AtlasName(), help="Atlas to render (repeatable; default: every atlas).")
 @click.option("--data-dir", type=in_dir(), default=Path("atlas_data"), show_default=True,
               help="Folder holding one folder per atlas.")
 @site_option
@@ -603,12 +603,12 @@ def _summary(path, site, st, out, seconds):
 @click.option("--data", type=in_file(), required=True, help="Perturb-seq .h5ad with raw counts.")
 @click.option("--perturbation-column", "column", required=True, help="obs column naming each cell's perturbed gene.")
 @click.option("--control", required=True, help="Value of that column marking control cells (e.g. non-targeting).")
-@click.option("--batch-column", help="obs column of batches (gem groups): controls from the same batches, batch as "
+@click.option("--batch-column", type=Label(), help="obs column of batches (gem groups): controls from the same batches, batch as "
               "a covariate.")
 @setting_option("--trrust", "trrust", help="TRRUST TSV (TF, target, mode, PubMed ids): TF target sets for the "
                 "specificity test (without it, no TF test).")
 @setting_option("--layers", "layers", help="Layers of the atlas to test, e.g. 0,3 (default: every layer).")
-@click.option("--dataset-name", help="Name of the dataset in the tables (default: the file name without .h5ad); "
+@click.option("--dataset-name", type=Label(), help="Name of the dataset in the tables (default: the file name without .h5ad); "
               "its earlier rows are replaced.")
 @click.option("--min-cells", type=click.IntRange(3), default=20, show_default=True,
               help="Perturbations with fewer cells (after the batch rule) are skipped and listed.")

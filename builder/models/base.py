@@ -38,6 +38,20 @@ class Prepared:
     extra: dict = field(default_factory=dict)  # per-dataset arrays the adapter's tokenize needs
 
 
+def check_unique_genes(prepared: Prepared) -> None:
+    """Refuse a dataset whose gene column names a known gene more than once: one cell would carry one gene token
+    twice. Every command that runs a model on a dataset (extract, build, perturb) checks its input here."""
+    column = prepared.gene_column
+    var = prepared.dataset.var
+    names = (var.index if column == "index" else var[column]).astype(str).to_numpy()
+    uniq, counts = np.unique(names[prepared.token_of_gene >= 0], return_counts=True)
+    dup = uniq[counts > 1]
+    if dup.size:
+        raise AtlasError(f"{prepared.dataset.path}: var column {column!r} names {dup.size} gene(s) more than once (e.g. "
+                         f"{', '.join(map(str, dup[:3]))}), so one cell would carry one gene token twice; make the "
+                         f"names unique or pick another --gene-column")
+
+
 @dataclass(frozen=True)
 class Chunk:
     """The gene-token rows of one batch: row r is token `genes[r]` of dataset cell `cells[r]`."""
