@@ -169,9 +169,16 @@ def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device
                f"layers {','.join(map(str, record['layers']))}, width {record['model']['width']} -> {out}/ "
                f"({ds['matched']} of {ds['genes']} genes in the vocabulary, var {ds['gene_column']!r}, "
                f"counts from {ds['counts']}; {time.perf_counter() - t0:.1f} s)")
-    if record["model"]["ignored_checkpoint_keys"]:
+    if record["model"]["head_problem"]:  # one note: the head's keys are among the ignored ones
+        _head_note(record["model"]["head_problem"])
+    elif record["model"]["ignored_checkpoint_keys"]:
         click.echo(f"note: ignored {len(record['model']['ignored_checkpoint_keys'])} checkpoint keys outside the "
                    f"encoder (prediction heads), e.g. {record['model']['ignored_checkpoint_keys'][0]}")
+
+
+def _head_note(problem: str) -> None:
+    """The note of a command that needs no prediction head, on a checkpoint whose head is incomplete."""
+    click.echo(f"note: {problem}; the head is ignored (only atlas build --interventions needs it)")
 
 
 @cli.group()
@@ -596,6 +603,8 @@ def _summary(path, site, st, out, seconds):
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
     click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
     click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
+    if out.record["model"].get("head_problem"):
+        _head_note(out.record["model"]["head_problem"])
 
 
 @cli.command()
@@ -654,7 +663,7 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
     atlas, record = run(target, data, column, control, cfg, dataset, layers, trrust, batch_column, checkpoint, sae,
-                        cache, gene_column, device, log)
+                        cache, gene_column, device, log, _head_note)
     s = record["summary"]
     click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
                f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")

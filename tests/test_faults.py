@@ -297,6 +297,19 @@ def headless_checkpoint(ws: Path) -> None:
     state = torch.load(ckpt / "best_model.pt")
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ckpt / "best_model.pt")
 
+
+def partial_head_checkpoint(ws: Path) -> None:
+    """A tiny scGPT checkpoint whose expression decoder lacks its second and third Linear layers (fc.2, fc.4)."""
+    import torch
+
+    from builder.models.tiny import write_scgpt
+
+    ckpt = write_scgpt(ws / "partial")
+    state = torch.load(ckpt / "best_model.pt")
+    torch.save({k: v for k, v in state.items() if not k.startswith(("decoder.fc.2.", "decoder.fc.4."))},
+               ckpt / "best_model.pt")
+
+
 _PERTURB: dict = {}
 
 
@@ -337,6 +350,10 @@ FAULTS = [
     Fault("build-interventions-without-head", "build --model scgpt --checkpoint headless --train-sae --interventions "
           "--data {sample} --atlas nohead --cache cache --quiet", ("headless", "no expression decoder", "its head"),
           headless_checkpoint),
+    Fault("build-interventions-incomplete-head", "build --model scgpt --checkpoint partial --train-sae --interventions "
+          "--data {sample} --atlas partial --cache cache --quiet",
+          ("partial/best_model.pt: the expression decoder (decoder.*) is incomplete, missing decoder.fc.2.weight",
+           "need the whole head"), partial_head_checkpoint),
     # perturb: every input checked before the model runs; the atlas unchanged
     Fault("perturb-column-missing", PERTURB.replace("-column gene", "-column guide"),
           ("screen.h5ad: obs has no column 'guide'", "--perturbation-column"), perturb_setup()),

@@ -114,9 +114,10 @@ def write(atlas: Atlas, dataset: str, response: list[dict], tf: list[dict], reco
 def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset: str, layers=None,
             trrust: Path | None = None, batch_column: str | None = None, checkpoint: Path | None = None,
             sae: Path | None = None, cache: Path = Path(".atlas_cache"), gene_column: str | None = None,
-            device: str = "cpu", log=lambda s: None) -> tuple[Atlas, dict]:
+            device: str = "cpu", log=lambda s: None, note=lambda s: None) -> tuple[Atlas, dict]:
     """The whole command; returns the rewritten atlas and its manifest.perturbation[dataset] record. Every input is
-    checked (atlas, model, SAEs, TRRUST, data, columns) before the model runs."""
+    checked (atlas, model, SAEs, TRRUST, data, columns) before the model runs. `note` gets the checkpoint's
+    head_problem, if any (the command needs no head)."""
     from ..models import check_unique_genes, default_batch_size, load, pick_device
     from ..models.dataset import read_h5ad
     from ..pipeline import perturb as pp
@@ -134,6 +135,8 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     index = pp.gene_columns(ds)
     design = pp.select_on_target(ds, design, index, cfg)
     adapter = load(src.family, src.checkpoint, seed=src.seed)
+    if adapter.head_problem:
+        note(adapter.head_problem)
     saes = {L: load_sae(p) for L, p in src.saes.items()}
     for L, s in saes.items():
         if s.d_in != adapter.width:

@@ -89,7 +89,7 @@ def extract(family: str, checkpoint: Path, data: Path, out: Path, layers: Sequen
             "builder_version": __version__,
             "model": {"family": family, "name": adapter.name, "checkpoint": str(checkpoint),
                       "n_layers": adapter.n_layers, "width": adapter.width, "max_tokens": adapter.max_tokens,
-                      "ignored_checkpoint_keys": adapter.ignored_keys},
+                      "ignored_checkpoint_keys": adapter.ignored_keys, "head_problem": adapter.head_problem},
             "dataset": {"path": str(data), "cells": dataset.n_cells, "counts": dataset.counts_source,
                         **prepared.report},
             "layers": layers,

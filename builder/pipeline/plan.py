@@ -96,7 +96,7 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
         "dataset": {"path": str(data), "cells": n, "counts": dataset.counts_source, **prepared.report},
         "model": {"family": adapter.family, "name": adapter.name, "n_layers": adapter.n_layers,
                   "width": adapter.width, "max_tokens": adapter.max_tokens,
-                  "ignored_checkpoint_keys": adapter.ignored_keys},
+                  "ignored_checkpoint_keys": adapter.ignored_keys, "head_problem": adapter.head_problem},
         "vocab_size": int(max(adapter.gene_names) + 1),
         "tokens": int(n_tokens.sum()), "cells_with_tokens": int((n_tokens > 0).sum()),
         "heldout_cells": int(held.sum()), "heldout_tokens": int(n_tokens[held].sum()),
