@@ -537,6 +537,8 @@ FAULTS = [
           edit_json("codes/codes.json", lambda r: {k: v for k, v in r.items() if k != "k"})),
     Fault("stats-codes-json-shards", STATS, ("codes.json: 'shards' must list positive shard sizes",),
           edit_json("codes/codes.json", set_item("shards", [1]))),
+    Fault("stats-codes-json-no-shards", STATS, ("codes.json: 'shards' must list positive shard sizes",),
+          edit_json("codes/codes.json", lambda r: {**r, "shards": [], "tokens": 0})),
     Fault("stats-shard-truncated", STATS, ("00000.idx.npy: not a readable .npy file",), truncate("codes/00000.idx.npy")),
     Fault("stats-shard-short", STATS, ("00000.cell.npy: shape (3,), codes.json expects",), short_shard),
     Fault("stats-feature-beyond-width", STATS, ("00000.idx.npy: feature index 200", "SAE width 128"),

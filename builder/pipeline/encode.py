@@ -94,7 +94,7 @@ def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
         if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             raise AtlasError(f"{folder / 'codes.json'}: field {key!r} missing or not {'a list' if kind is list else 'an integer'}")
     sizes = record["shards"]
-    if not all(isinstance(n, int) and n > 0 for n in sizes) or sum(sizes) != record["tokens"]:
+    if not sizes or not all(isinstance(n, int) and n > 0 for n in sizes) or sum(sizes) != record["tokens"]:
         raise AtlasError(f"{folder / 'codes.json'}: 'shards' must list positive shard sizes adding up to 'tokens'")
     files = [folder / f"{n:05d}.{f}.npy" for n in range(len(sizes)) for f in SHARD_FIELDS]
     missing = [p.name for p in files if not p.is_file()]
