@@ -22,7 +22,7 @@ from . import fsutil
 from .fsutil import check_disjoint, check_replaceable
 from .pausepoint import pause_at
 from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, UNIT_OPEN, AtlasName, GeneListFile,
-                      GeneSetSpec, OutputFolder, in_dir, in_file, in_path, setting_option)
+                      GeneSetSpec, Label, OutputFolder, in_dir, in_file, in_path, setting_option)
 
 data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
                                show_default=True, help="Folder holding one folder per atlas.")
@@ -98,7 +98,7 @@ def require_atlas(name: str, data_dir: Path, available: list[str] | None = None)
 
 
 @cli.command()
-@click.option("--atlas", "names", multiple=True, help="Atlas to render (repeatable; default: every atlas).")
+@click.option("--atlas", "names", multiple=True, type=AtlasName(), help="Atlas to render (repeatable; default: every atlas).")
 @click.option("--data-dir", type=in_dir(), default=Path("atlas_data"), show_default=True,
               help="Folder holding one folder per atlas.")
 @site_option
@@ -171,9 +171,16 @@ def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device
                f"layers {','.join(map(str, record['layers']))}, width {record['model']['width']} -> {out}/ "
                f"({ds['matched']} of {ds['genes']} genes in the vocabulary, var {ds['gene_column']!r}, "
                f"counts from {ds['counts']}; {time.perf_counter() - t0:.1f} s)")
-    if record["model"]["ignored_checkpoint_keys"]:
+    if record["model"]["head_problem"]:  # one note: the head's keys are among the ignored ones
+        _head_note(record["model"]["head_problem"])
+    elif record["model"]["ignored_checkpoint_keys"]:
         click.echo(f"note: ignored {len(record['model']['ignored_checkpoint_keys'])} checkpoint keys outside the "
                    f"encoder (prediction heads), e.g. {record['model']['ignored_checkpoint_keys'][0]}")
+
+
+def _head_note(problem: str) -> None:
+    """The note of a command that needs no prediction head, on a checkpoint whose head is incomplete."""
+    click.echo(f"note: {problem}; the head is ignored (only atlas build --interventions needs it)")
 
 
 @cli.group()
@@ -599,6 +606,8 @@ def _summary(path, site, st, out, seconds):
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
     click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
     click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
+    if out.record["model"].get("head_problem"):
+        _head_note(out.record["model"]["head_problem"])
 
 
 @cli.command()
@@ -606,12 +615,12 @@ def _summary(path, site, st, out, seconds):
 @click.option("--data", type=in_file(), required=True, help="Perturb-seq .h5ad with raw counts.")
 @click.option("--perturbation-column", "column", required=True, help="obs column naming each cell's perturbed gene.")
 @click.option("--control", required=True, help="Value of that column marking control cells (e.g. non-targeting).")
-@click.option("--batch-column", help="obs column of batches (gem groups): controls from the same batches, batch as "
+@click.option("--batch-column", type=Label(), help="obs column of batches (gem groups): controls from the same batches, batch as "
               "a covariate.")
 @setting_option("--trrust", "trrust", help="TRRUST TSV (TF, target, mode, PubMed ids): TF target sets for the "
                 "specificity test (without it, no TF test).")
 @setting_option("--layers", "layers", help="Layers of the atlas to test, e.g. 0,3 (default: every layer).")
-@click.option("--dataset-name", help="Name of the dataset in the tables (default: the file name without .h5ad); "
+@click.option("--dataset-name", type=Label(), help="Name of the dataset in the tables (default: the file name without .h5ad); "
               "its earlier rows are replaced.")
 @click.option("--min-cells", type=click.IntRange(3), default=20, show_default=True,
               help="Perturbations with fewer cells (after the batch rule) are skipped and listed.")
@@ -657,7 +666,7 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
     atlas, record = run(target, data, column, control, cfg, dataset, layers, trrust, batch_column, checkpoint, sae,
-                        cache, gene_column, device, log)
+                        cache, gene_column, device, log, _head_note)
     s = record["summary"]
     click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
                f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")

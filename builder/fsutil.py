@@ -31,7 +31,7 @@ from pathlib import Path
 from .errors import AtlasError
 from .pausepoint import pause_at
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<owner>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+$")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<owner>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+")
 
 
 def _owner() -> str:
@@ -132,7 +132,7 @@ def tidy(folder: Path) -> list[Path]:
     """
     done = []
     for entry in sorted(Path(folder).iterdir()):
-        m = _LEFTOVER.match(entry.name)
+        m = _LEFTOVER.fullmatch(entry.name)
         if not m or m["owner"] != OWNER or _alive(int(m["pid"])):
             continue
         target = entry.parent / m["name"]

@@ -56,6 +56,21 @@ class AtlasName(click.ParamType):
             self.fail(str(e).removeprefix("atlas name "), param, ctx)
 
 
+class Label(click.ParamType):
+    """A name given as text, such as a dataset name: on one line, and not empty (an empty one would silently
+    stand for the default)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        value = str(value)
+        if not value.strip():
+            self.fail("must not be empty (leave the option out for the default).", param, ctx)
+        if not value.isprintable():
+            self.fail(f"{value!r} holds a line break or another control character.", param, ctx)
+        return value
+
+
 class LayerList(click.ParamType):
     """'0,3,5-7' -> [0, 3, 5, 6, 7]."""
 

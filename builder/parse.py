@@ -6,14 +6,14 @@ import re
 
 from .errors import AtlasError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: `$` would let a final newline in
 # Folders of the project's own under atlas_data/ that an atlas name must never replace.
 RESERVED_NAMES = frozenset({"inputs"})
 MAX_LAYER = 2**15 - 1  # layers are int16 in the atlas tables
 
 
 def atlas_name(value: str) -> str:
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise AtlasError(f"atlas name {value!r} must be letters, digits, '.', '_' or '-' (it becomes a URL path)")
     if value.lower() in RESERVED_NAMES:
         raise AtlasError(f"atlas name {value!r} is reserved (atlas_data/{value}/ holds the project's bundled inputs)")

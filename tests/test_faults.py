@@ -204,6 +204,26 @@ def short_shard(ws):
     np.save(ws / "codes" / "00000.cell.npy", np.zeros(3, np.int32))
 
 
+def codes_entry(field: str, row, value) -> Callable:
+    """Write `value` at `row` of the codes' first shard file of `field` (idx, cell or gene)."""
+    def setup(ws):
+        path = ws / "codes" / f"00000.{field}.npy"
+        a = np.load(path)
+        a[row] = value
+        np.save(path, a)
+    return setup
+
+
+def duplicated_genes(rel: str, source: str | None = None) -> Callable:
+    """A copy of an .h5ad (the bundled sample by default) whose first gene name is given to its second gene too."""
+    def setup(ws):
+        import anndata
+        a = anndata.read_h5ad(ws / source if source else SAMPLE)[:40].copy()
+        a.var.index = [a.var.index[0]] + list(a.var.index[:-1])
+        a.write_h5ad(ws / rel)
+    return setup
+
+
 def gene_table(rel: str, change: Callable) -> Callable:
     def setup(ws):
         df = pq.read_table(ws / "stats" / "feature_genes.parquet").to_pandas()
@@ -277,6 +297,19 @@ def headless_checkpoint(ws: Path) -> None:
     state = torch.load(ckpt / "best_model.pt")
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ckpt / "best_model.pt")
 
+
+def partial_head_checkpoint(ws: Path) -> None:
+    """A tiny scGPT checkpoint whose expression decoder lacks its second and third Linear layers (fc.2, fc.4)."""
+    import torch
+
+    from builder.models.tiny import write_scgpt
+
+    ckpt = write_scgpt(ws / "partial")
+    state = torch.load(ckpt / "best_model.pt")
+    torch.save({k: v for k, v in state.items() if not k.startswith(("decoder.fc.2.", "decoder.fc.4."))},
+               ckpt / "best_model.pt")
+
+
 _PERTURB: dict = {}
 
 
@@ -317,6 +350,10 @@ FAULTS = [
     Fault("build-interventions-without-head", "build --model scgpt --checkpoint headless --train-sae --interventions "
           "--data {sample} --atlas nohead --cache cache --quiet", ("headless", "no expression decoder", "its head"),
           headless_checkpoint),
+    Fault("build-interventions-incomplete-head", "build --model scgpt --checkpoint partial --train-sae --interventions "
+          "--data {sample} --atlas partial --cache cache --quiet",
+          ("partial/best_model.pt: the expression decoder (decoder.*) is incomplete, missing decoder.fc.2.weight",
+           "need the whole head"), partial_head_checkpoint),
     # perturb: every input checked before the model runs; the atlas unchanged
     Fault("perturb-column-missing", PERTURB.replace("-column gene", "-column guide"),
           ("screen.h5ad: obs has no column 'guide'", "--perturbation-column"), perturb_setup()),
@@ -345,6 +382,17 @@ FAULTS = [
           ("screen.h5ad: obs has no column 'lane'", "--batch-column"), perturb_setup()),
     Fault("perturb-min-cells-2", PERTURB.replace("--min-cells 5", "--min-cells 2"), ("'--min-cells'", "x>=3"),
           perturb_setup()),
+    Fault("perturb-manifest-without-model", PERTURB, ("atlas built records no model", "manifest.json", "atlas build"),
+          perturb_setup(edit_json("atlas_data/built/manifest.json", lambda m: {k: v for k, v in m.items() if k != "model"}))),
+    Fault("perturb-duplicated-gene-names", PERTURB.replace("screen.h5ad", "dup.h5ad"),
+          ("dup.h5ad: var column 'index' names 1 gene(s) more than once",),
+          perturb_setup(duplicated_genes("dup.h5ad", "screen.h5ad"))),
+    Fault("perturb-name-trailing-newline", PERTURB.replace("--atlas built", "--atlas 'built\n'"),
+          ("'--atlas'", "'built\\n' must be letters, digits"), perturb_setup()),
+    Fault("perturb-dataset-name-empty", PERTURB + " --dataset-name ''", ("'--dataset-name'", "must not be empty"),
+          perturb_setup()),
+    Fault("perturb-batch-column-empty", PERTURB + " --batch-column ''", ("'--batch-column'", "must not be empty"),
+          perturb_setup()),
     # render: outputs that overlap inputs or are not sites, damaged atlas data
     Fault("render-site-is-data-dir", "render --data-dir atlas_data --site atlas_data", ("--site atlas_data", "same path")),
     Fault("render-site-inside-data-dir", "render --site atlas_data/site", ("--site is inside --data-dir",)),
@@ -354,6 +402,7 @@ FAULTS = [
     Fault("render-over-a-folder-not-a-site", "render --atlas imported", ("site/imported", "not a rendered site"),
           put("site/imported/my-notes.txt", "mine")),
     Fault("render-unknown-atlas", "render --atlas nope", ("'nope' not found in atlas_data", "available: demo, imported")),
+    Fault("render-name-trailing-newline", "render --atlas 'demo\n'", ("'--atlas'", "'demo\\n' must be letters, digits")),
     Fault("render-no-data-dir", "render --data-dir nowhere", ("'--data-dir'", "'nowhere' does not exist")),
     Fault("render-manifest-truncated", "render --atlas demo", ("manifest.json", "not valid JSON"),
           truncate("atlas_data/demo/manifest.json")),
@@ -396,6 +445,7 @@ FAULTS = [
     Fault("import-source-holds-output", "import biodyn atlas_data --atlas x", ("--data-dir/--atlas is inside SRC",)),
     Fault("import-source-missing", "import biodyn nowhere --atlas x", ("'SRC'", "'nowhere' does not exist")),
     Fault("import-name-path", "import biodyn bsrc --atlas ../evil", ("'--atlas'", "must be letters, digits")),
+    Fault("import-name-trailing-newline", "import biodyn bsrc --atlas 'good\n'", ("'--atlas'", "'good\\n' must be letters")),
     Fault("import-data-dir-is-file", "import biodyn bsrc --atlas x --data-dir notes.txt", ("'--data-dir'", "is a file"),
           put("notes.txt", "x")),
     Fault("import-empty-source", "import biodyn empty --atlas x", ("empty: no layer_NN_features.json",),
@@ -428,6 +478,8 @@ FAULTS = [
     Fault("extract-data-missing", EXTRACT.replace("{sample}", "nowhere.h5ad"), ("'--data'", "does not exist")),
     Fault("extract-data-garbage", EXTRACT.replace("{sample}", "junk.h5ad"), ("junk.h5ad: not a readable .h5ad file",),
           put("junk.h5ad", "not hdf5")),
+    Fault("extract-duplicated-gene-names", EXTRACT.replace("{sample}", "dup.h5ad"),
+          ("dup.h5ad: var column 'index' names 1 gene(s) more than once",), duplicated_genes("dup.h5ad")),
     Fault("extract-checkpoint-missing", EXTRACT.replace("{ckpt}", "nowhere"), ("'--checkpoint'", "does not exist")),
     Fault("extract-out-is-checkpoint", EXTRACT.replace("--out acts", "--out {ckpt}"), ("'--out'", "not an activations folder")),
     Fault("extract-out-other-output", EXTRACT.replace("--out acts", "--out stats"), ("stats", "not an activations folder")),
@@ -485,8 +537,15 @@ FAULTS = [
           edit_json("codes/codes.json", lambda r: {k: v for k, v in r.items() if k != "k"})),
     Fault("stats-codes-json-shards", STATS, ("codes.json: 'shards' must list positive shard sizes",),
           edit_json("codes/codes.json", set_item("shards", [1]))),
+    Fault("stats-codes-json-no-shards", STATS, ("codes.json: 'shards' must list positive shard sizes",),
+          edit_json("codes/codes.json", lambda r: {**r, "shards": [], "tokens": 0})),
     Fault("stats-shard-truncated", STATS, ("00000.idx.npy: not a readable .npy file",), truncate("codes/00000.idx.npy")),
     Fault("stats-shard-short", STATS, ("00000.cell.npy: shape (3,), codes.json expects",), short_shard),
+    Fault("stats-feature-beyond-width", STATS, ("00000.idx.npy: feature index 200", "SAE width 128"),
+          codes_entry("idx", (3, 2), 200)),
+    Fault("stats-token-not-in-activations", STATS, ("codes: token id 99999", "acts/tokens.parquet"),
+          codes_entry("gene", 3, 99999)),
+    Fault("stats-negative-cell", STATS, ("00000.cell.npy: negative cell -1",), codes_entry("cell", 3, -1)),
     Fault("stats-activations-gone", STATS, ("nowhere/extract.json: missing",),
           edit_json("codes/codes.json", set_item("activations", "nowhere"))),
     Fault("stats-activations-not-text", STATS, ("codes.json: field 'activations' must name the activations folder",),
@@ -570,6 +629,11 @@ FAULTS = [
     Fault("build-over-a-folder-not-a-site", TRAIN_BUILD + " --atlas mine", ("site/mine", "not a rendered site"),
           put("site/mine/notes.txt", "mine")),
     Fault("build-name-inputs", TRAIN_BUILD + " --atlas inputs", ("'--atlas'", "'inputs' is reserved")),
+    Fault("build-name-trailing-newline", TRAIN_BUILD + " --atlas 'good\n'", ("'--atlas'", "'good\\n' must be letters")),
+    Fault("build-config-name-trailing-newline", TRAIN_BUILD + " --config atlas.toml",
+          ("atlas.toml: atlas: 'good\\n' must be letters",), put("atlas.toml", 'atlas = "good\\n"\n')),
+    Fault("build-duplicated-gene-names", TRAIN_BUILD.replace("{sample}", "dup.h5ad") + " --atlas dup",
+          ("dup.h5ad: var column 'index' names 1 gene(s) more than once",), duplicated_genes("dup.h5ad")),
     Fault("build-default-name-over-import", TRAIN_BUILD, ("atlas_data/scgpt: holds an atlas imported from", "--replace"),
           lambda ws: shutil.copytree(ws / "atlas_data" / "imported", ws / "atlas_data" / "scgpt")),
     Fault("build-default-name-over-other-model", TRAIN_BUILD, ("atlas_data/scgpt: holds an atlas built from", "--replace"),

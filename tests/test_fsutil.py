@@ -101,9 +101,11 @@ def test_stale_leftovers_of_dead_processes_are_tidied(tmp_path):
     other_host.mkdir()
     user = tmp_path / ".out.tmp-mine"  # not our pattern: never touched
     user.mkdir()
+    newline = tmp_path / f".out.tmp-{OWNER}-{pid}-0a0b\n"  # our pattern but for a final newline: not ours
+    newline.mkdir()
     write(tmp_path / "out", "new")
     assert not stale.exists() and not stale_file.exists()
-    assert live.exists() and other_host.exists() and user.exists()
+    assert live.exists() and other_host.exists() and user.exists() and newline.exists()
 
 
 def test_interrupted_fallback_swap_is_recovered(tmp_path):

@@ -361,7 +361,7 @@ def test_checkpoints_without_a_head_load_and_say_so(tmp_path):
     state = torch.load(ck / "best_model.pt", weights_only=True)
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, ck / "best_model.pt")
     adapter = models.load("scgpt", ck)
-    assert not adapter.has_head
+    assert not adapter.has_head and adapter.head_problem is None  # no head at all: nothing to note
     batch = adapter.collate([adapter.tokenize(adapter.prepare(read_h5ad(SAMPLE, max_cells=1)), 0)])
     with pytest.raises(AtlasError, match="no expression decoder"):
         adapter.predict(batch)
@@ -371,9 +371,56 @@ def test_checkpoints_without_a_head_load_and_say_so(tmp_path):
     save_file({k: v for k, v in weights.items() if not k.startswith("cls.")}, gf / "model.safetensors",
               metadata={"format": "pt"})
     adapter = models.load("geneformer", gf)
-    assert not adapter.has_head and adapter.head is None
+    assert not adapter.has_head and adapter.head is None and adapter.head_problem is None
     with pytest.raises(AtlasError, match="no masked-LM head"):
         adapter.predict(adapter.collate([adapter.tokenize(adapter.prepare(read_h5ad(SAMPLE, max_cells=1)), 0)]))
+
+
+def test_incomplete_heads_are_ignored_with_a_note_and_refused_by_interventions(tmp_path, capsys):
+    """A head that is there but not whole (keys missing or mis-shaped) is no encoder problem: the encoder loads, one
+    note names the head's keys, and only interventions (check_head) refuse the checkpoint, naming them."""
+    from builder.pipeline.patching import check_head
+    from test_cli import run
+
+    whole = write_scgpt(tmp_path / "whole", n_genes=2000)
+    state = torch.load(whole / "best_model.pt", weights_only=True)
+    partial = write_scgpt(tmp_path / "partial", n_genes=2000)
+    torch.save({k: v for k, v in state.items() if not k.startswith(("decoder.fc.2.", "decoder.fc.4."))},
+               partial / "best_model.pt")
+    adapter = models.load("scgpt", partial)
+    assert not adapter.has_head and adapter.model.decoder is None
+    assert adapter.head_problem == (f"{partial}/best_model.pt: the expression decoder (decoder.*) is incomplete, "
+                                    "missing decoder.fc.2.weight, decoder.fc.2.bias, decoder.fc.4.weight and 1 more")
+    with pytest.raises(AtlasError, match=r"missing decoder\.fc\.2\.weight.*need the whole head"):
+        check_head(adapter)
+    ds = read_h5ad(SAMPLE, max_cells=2)
+    acts = [np.concatenate([c.acts[1] for c in models.stream(a, a.prepare(ds), [1])])
+            for a in (models.load("scgpt", whole), adapter)]
+    assert np.array_equal(acts[0], acts[1])  # the same encoder
+
+    code, out, err = run(["extract", "--model", "scgpt", "--checkpoint", str(partial), "--data", SAMPLE, "--out",
+                          str(tmp_path / "acts"), "--max-cells", "2"], capsys)
+    notes = [line for line in (out + err).splitlines() if line.startswith("note:")]
+    assert code == 0 and len(notes) == 1, out + err
+    assert "expression decoder (decoder.*) is incomplete, missing decoder.fc.2.weight" in notes[0]
+    assert "the head is ignored" in notes[0] and "encoder weight" not in out + err
+
+    torch.save({**state, "decoder.fc.2.weight": torch.ones(3, 64)}, partial / "best_model.pt")
+    assert "decoder.fc.2.weight is torch.float32 (3, 64), expected floating-point weights of shape (64, 64)" in \
+        models.load("scgpt", partial).head_problem
+
+    gf = write_geneformer(tmp_path / "gf", version=2, n_genes=300)
+    weights = load_file(gf / "model.safetensors")
+    for change, words in ((lambda w: {k: v for k, v in w.items() if not k.startswith("cls.predictions.transform.")},
+                           "is incomplete, missing cls.predictions.transform."),
+                          (lambda w: {**w, "cls.predictions.transform.dense.weight": torch.ones(3, 64)},
+                           "is incomplete, mis-shaped cls.predictions.transform.dense.weight")):
+        save_file(change(weights), gf / "model.safetensors", metadata={"format": "pt"})
+        adapter = models.load("geneformer", gf)
+        assert not adapter.has_head and adapter.head is None
+        assert adapter.head_problem.startswith(f"{gf}/model.safetensors: the masked-LM head") and words in adapter.head_problem
+        with pytest.raises(AtlasError, match="masked-LM head .* need the whole head"):
+            check_head(adapter)
 
 
 # --- model inputs (issue 16 point 11) -----------------------------------------------------------------------

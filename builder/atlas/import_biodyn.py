@@ -21,7 +21,7 @@ from .format import SCHEMA, write_atlas
 from ..errors import AtlasError
 from ..fsutil import sha256_file
 
-LAYER_FILE = re.compile(r"^layer_(\d+)_(features|annotations|celltypes|positions)\.json$")
+LAYER_FILE = re.compile(r"layer_(\d+)_(features|annotations|celltypes|positions)\.json")
 GLOBAL_FILES = ("global_summary.json", "modules.json", "cross_layer_graph.json", "causal_patching.json",
                 "svd_comparison.json", "cross_layer_tracking.json", "novel_clusters.json",
                 "perturbation_response.json")
@@ -99,7 +99,7 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     names = sorted(p.name for p in src.iterdir() if p.is_file())
     layer_files: dict[int, dict[str, str]] = defaultdict(dict)
     for n in names:
-        m = LAYER_FILE.match(n)
+        m = LAYER_FILE.fullmatch(n)
         if m:
             layer_files[int(m.group(1))][m.group(2)] = n
         elif n in DERIVED_FILES:

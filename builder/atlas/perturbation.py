@@ -47,6 +47,11 @@ def locate(atlas: Atlas, layers: list[int] | None, checkpoint: Path | None, sae:
     if "source" in m and not params.get("checkpoint"):
         raise AtlasError(f"atlas {name}: imported ({m['source'].get('kind', 'from elsewhere')}), it records no model "
                          f"checkpoint and no SAEs this command can load; perturb an atlas made by atlas build")
+    built = list(model.get("layers") or [])
+    family = model.get("family") or params.get("model")
+    if not built or not family:
+        raise AtlasError(f"atlas {name} records no model: {atlas.path / 'manifest.json'} has no field 'model' with its "
+                         f"family and layers; perturb an atlas built by atlas build")
     if checkpoint is None and not params.get("checkpoint"):
         raise AtlasError(f"atlas {name}: records no model checkpoint (it was not made by atlas build); give "
                          f"--checkpoint DIR and --sae DIR")
@@ -55,7 +60,6 @@ def locate(atlas: Atlas, layers: list[int] | None, checkpoint: Path | None, sae:
         raise AtlasError(f"atlas {name}: its checkpoint {ckpt} is not a folder here; give --checkpoint DIR")
     if model.get("checkpoint_sha256") and tree_hash(ckpt) != model["checkpoint_sha256"]:
         raise AtlasError(f"--checkpoint {ckpt}: not the checkpoint atlas {name} was built from (its hash differs)")
-    built = list(model.get("layers") or [])
     chosen = sorted(set(layers)) if layers else built
     missing = [L for L in chosen if L not in built]
     if missing:
@@ -79,7 +83,6 @@ def locate(atlas: Atlas, layers: list[int] | None, checkpoint: Path | None, sae:
             raise AtlasError(f"atlas {name}: records no SAE this command can load for layer {L} (built before SAE "
                              f"hashes were recorded, or not built); give --sae DIR with layer_LL/ folders")
         saes[L], hashes[str(L)] = path, tree_hash(path)
-    family = model.get("family") or params.get("model")
     return ModelSource(family, ckpt, int(params.get("seed", 0)), chosen, saes, hashes)
 
 
@@ -115,10 +118,11 @@ def write(path: Path, dataset: str, response: list[dict], tf: list[dict], record
 def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset: str, layers=None,
             trrust: Path | None = None, batch_column: str | None = None, checkpoint: Path | None = None,
             sae: Path | None = None, cache: Path = Path(".atlas_cache"), gene_column: str | None = None,
-            device: str = "cpu", log=lambda s: None) -> tuple[Atlas, dict]:
+            device: str = "cpu", log=lambda s: None, note=lambda s: None) -> tuple[Atlas, dict]:
     """The whole command; returns the rewritten atlas and its manifest.perturbation[dataset] record. Every input is
-    checked (atlas, model, SAEs, TRRUST, data, columns) before the model runs."""
-    from ..models import default_batch_size, load, pick_device
+    checked (atlas, model, SAEs, TRRUST, data, columns) before the model runs. `note` gets the checkpoint's
+    head_problem, if any (the command needs no head)."""
+    from ..models import check_unique_genes, default_batch_size, load, pick_device
     from ..models.dataset import read_h5ad
     from ..pipeline import perturb as pp
     from ..pipeline.genesets import read_trrust
@@ -135,12 +139,15 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     index = pp.gene_columns(ds)
     design = pp.select_on_target(ds, design, index, cfg)
     adapter = load(src.family, src.checkpoint, seed=src.seed)
+    if adapter.head_problem:
+        note(adapter.head_problem)
     saes = {L: load_sae(p) for L, p in src.saes.items()}
     for L, s in saes.items():
         if s.d_in != adapter.width:
             raise AtlasError(f"{src.saes[L]}: SAE input width {s.d_in} does not fit {adapter.name} "
                              f"(width {adapter.width})")
     prepared = adapter.prepare(ds, gene_column)
+    check_unique_genes(prepared)
     dev = pick_device(device)
     enc = pp.Encoder(adapter, prepared, saes, src.layers, default_batch_size(dev), dev)
     response, tf, summary = pp.run(enc, ds, design, targets, cfg, dataset, log, index=index)

@@ -16,8 +16,8 @@ from ..errors import AtlasError
 if TYPE_CHECKING:
     from .base import Adapter
 
-_BASE = ("Adapter", "Chunk", "Prepared", "check_layers", "default_batch_size", "gene_token_count", "pick_device",
-         "stream")
+_BASE = ("Adapter", "Chunk", "Prepared", "check_layers", "check_unique_genes", "default_batch_size",
+         "gene_token_count", "pick_device", "stream")
 
 
 def __getattr__(name: str):
@@ -79,8 +79,8 @@ FAMILIES: dict[str, Family] = {
                          "config.json, weights, token and gene median dictionaries", _twin("geneformer")),
 }
 
-__all__ = ["FAMILIES", "Adapter", "Chunk", "Family", "Prepared", "check_layers", "default_batch_size",
-           "gene_token_count", "load", "pick_device", "stream"]
+__all__ = ["FAMILIES", "Adapter", "Chunk", "Family", "Prepared", "check_layers", "check_unique_genes",
+           "default_batch_size", "gene_token_count", "load", "pick_device", "stream"]
 
 
 def load(family: str, checkpoint: Path, seed: int = 0) -> Adapter:

@@ -38,6 +38,26 @@ class Prepared:
     extra: dict = field(default_factory=dict)  # per-dataset arrays the adapter's tokenize needs
 
 
+def some(keys, n: int = 3) -> str:
+    """'a, b, c and 2 more': the first n of a list of checkpoint keys, for a message."""
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def check_unique_genes(prepared: Prepared) -> None:
+    """Refuse a dataset whose gene column names a known gene more than once: one cell would carry one gene token
+    twice. Every command that runs a model on a dataset (extract, build, perturb) checks its input here."""
+    column = prepared.gene_column
+    var = prepared.dataset.var
+    names = (var.index if column == "index" else var[column]).astype(str).to_numpy()
+    uniq, counts = np.unique(names[prepared.token_of_gene >= 0], return_counts=True)
+    dup = uniq[counts > 1]
+    if dup.size:
+        raise AtlasError(f"{prepared.dataset.path}: var column {column!r} names {dup.size} gene(s) more than once (e.g. "
+                         f"{', '.join(map(str, dup[:3]))}), so one cell would carry one gene token twice; make the "
+                         f"names unique or pick another --gene-column")
+
+
 @dataclass(frozen=True)
 class Chunk:
     """The gene-token rows of one batch: row r is token `genes[r]` of dataset cell `cells[r]`."""
@@ -59,6 +79,9 @@ class Adapter(Protocol):
     model: torch.nn.Module
     ignored_keys: list[str]  # checkpoint keys the adapter does not use, listed for the user
     has_head: bool  # the checkpoint carries the family's prediction head (causal patching needs it)
+    # Why a head the checkpoint carries was left out (incomplete, mis-shaped), naming its file and keys; None when
+    # the head loaded or the checkpoint has none. Commands that need no head print it as one note and go on.
+    head_problem: str | None
 
     def prepare(self, dataset: Dataset, gene_column: str | None = None) -> Prepared: ...
 

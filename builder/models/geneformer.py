@@ -21,7 +21,7 @@ import torch
 from .dataset import Dataset
 from ..errors import AtlasError
 from ..geneids import is_ensembl, normalise_ensembl
-from .base import CellTokens, Prepared, pad
+from .base import CellTokens, Prepared, pad, some
 
 TARGET_SUM = 10_000
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -55,8 +55,9 @@ def _pickle(path: Path, values: tuple[type, ...], what: str) -> dict:
     return value
 
 
-def _check_weights(folder: Path) -> None:
-    """Refuse a weights file that is damaged or holds non-float tensors, before transformers reads it."""
+def _check_weights(folder: Path) -> tuple[Path, list[str]]:
+    """Refuse a weights file that is damaged or holds non-float tensors, before transformers reads it; returns the
+    file and its keys."""
     st = folder / "model.safetensors"
     if st.is_file():
         from safetensors import safe_open
@@ -67,6 +68,7 @@ def _check_weights(folder: Path) -> None:
         except Exception as e:  # SafetensorError, OSError, ...: a damaged header or a truncated file
             raise AtlasError(f"{st}: not a readable safetensors file ({type(e).__name__}: {e})") from None
         bad = {k: t for k, t in dtypes.items() if t not in ("F16", "BF16", "F32", "F64")}
+        keys = list(dtypes)
     else:
         path = folder / "pytorch_model.bin"
         state = None
@@ -82,10 +84,11 @@ def _check_weights(folder: Path) -> None:
             raise AtlasError(f"{path}: expected a state dict, found {type(state).__name__}")
         bad = {k: v.dtype for k, v in state.items() if torch.is_tensor(v) and not v.is_floating_point()
                and not k.endswith("position_ids")}  # BERT's position_ids buffer is int64 by design
-        st = path
+        st, keys = path, list(state)
     if bad:
         k = sorted(bad)[0]
         raise AtlasError(f"{st}: {k} has dtype {bad[k]}, expected floating-point weights")
+    return st, keys
 
 
 class GeneformerAdapter:
@@ -110,7 +113,7 @@ class GeneformerAdapter:
         self.mapping = _pickle(mapping, (str,), "an Ensembl id") if mapping else None
         if "<pad>" not in self.token_dict:
             raise AtlasError(f"{checkpoint}: the token dictionary has no <pad> token")
-        _check_weights(checkpoint)
+        weights, keys = _check_weights(checkpoint)
 
         try:
             config = transformers.BertConfig.from_pretrained(checkpoint, local_files_only=True)
@@ -120,20 +123,26 @@ class GeneformerAdapter:
         except (OSError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AtlasError(f"{checkpoint}: cannot load the BERT checkpoint ({first})") from None
-        missing = list(info.get("missing_keys", []))
-        problems = [k for k in missing if not k.startswith("cls.")] + [
-            str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys", [])]
+        missing = sorted(info.get("missing_keys", []))
+        mismatched = sorted(str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys", []))
+        problems = [k for k in missing + mismatched if not k.startswith("cls.")]
         if problems:
-            raise AtlasError(f"{checkpoint}: encoder weight missing or mis-shaped: {', '.join(sorted(problems)[:3])}")
+            raise AtlasError(f"{checkpoint}: encoder weight missing or mis-shaped: {some(problems)}")
         model = mlm.bert
         n_emb = model.embeddings.word_embeddings.num_embeddings
         if len(self.token_dict) != n_emb:
             raise AtlasError(f"{checkpoint}: the token dictionary has {len(self.token_dict)} tokens "
                              f"but the embedding has {n_emb} rows")
         self.model = model.eval()
-        # The masked-LM head (cls.predictions.*) when the checkpoint has it; transformers would fill a missing
-        # one with random weights, which must never pass for a prediction.
-        self.has_head = not any(k.startswith("cls.") for k in missing)
+        # The masked-LM head (cls.predictions.*) when the checkpoint has all of it; transformers fills missing or
+        # mis-shaped head weights with random ones, which must never pass for a prediction.
+        head_missing = [k for k in missing if k.startswith("cls.")]
+        head_bad = [k for k in mismatched if k.startswith("cls.")]
+        self.has_head = not head_missing and not head_bad
+        self.head_problem = None
+        if not self.has_head and any(k.startswith("cls.") for k in keys):  # a head, but not a whole one
+            self.head_problem = (f"{weights}: the masked-LM head (cls.predictions.*) is incomplete, "
+                                 + (f"missing {some(head_missing)}" if head_missing else f"mis-shaped {some(head_bad)}"))
         self.head = mlm.cls.eval() if self.has_head else None
         self.mask_id = self.token_dict.get("<mask>")
         self.ignored_keys = sorted(info.get("unexpected_keys", []))

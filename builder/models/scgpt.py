@@ -20,7 +20,7 @@ from torch import nn
 
 from .dataset import Dataset
 from ..errors import AtlasError
-from .base import CellTokens, Prepared, pad
+from .base import CellTokens, Prepared, pad, some
 
 FILES = ("args.json", "vocab.json", "best_model.pt")
 PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")  # the encoder
@@ -166,8 +166,7 @@ def load_state(model: nn.Module, state: dict, where: Path) -> list[str]:
             ignored.append(key)
     missing = [k for k in ours if k not in found]
     if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise AtlasError(f"{where}: encoder weight(s) missing: {', '.join(missing[:3])}{more}")
+        raise AtlasError(f"{where}: encoder weight(s) missing: {some(missing)}")
     for k, v in found.items():
         if tuple(v.shape) != tuple(ours[k].shape):
             raise AtlasError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(ours[k].shape)} from args.json")
@@ -178,14 +177,28 @@ def load_state(model: nn.Module, state: dict, where: Path) -> list[str]:
     return sorted(ignored)
 
 
-def _head_layout(state: dict, d: int) -> dict | None:
-    """The expression decoder the checkpoint holds, if it is the plain one (input = the d-wide token output);
-    decoders that take batch labels as well (fine-tuned models) are left out with the other heads."""
+def _head(state: dict, d: int, where: Path) -> tuple[dict | None, str | None]:
+    """(layout, problem) of the expression decoder the checkpoint holds. A whole plain decoder (input = the d-wide
+    token output) gives its layout; an incomplete, mis-shaped or non-float one gives the problem (the decoder is
+    then left out, and only interventions refuse the checkpoint); no decoder, or one that also takes batch labels
+    (input 2 x d, fine-tuned models, left out with the other heads), gives neither."""
     keys = {canonical_key(k): v for k, v in state.items() if canonical_key(k).startswith(HEAD)}
-    w = keys.get("decoder.fc.0.weight")
-    if w is None or tuple(w.shape) != (d, d):
-        return None
-    return {"zero_prob": "decoder.zero_logit.0.weight" in keys}
+    first = keys.get("decoder.fc.0.weight")
+    if not keys or (torch.is_tensor(first) and tuple(first.shape) == (d, 2 * d)):
+        return None, None
+    zero_prob = any(k.startswith("decoder.zero_logit.") for k in keys)
+    with torch.device("meta"):  # the shapes of our decoder, without allocating it
+        expected = {f"{HEAD}{k}": tuple(v.shape) for k, v in ExprDecoder(d, zero_prob).state_dict().items()}
+    missing = [k for k in expected if k not in keys]
+    if missing:
+        return None, f"{where}: the expression decoder (decoder.*) is incomplete, missing {some(missing)}"
+    for k, shape in expected.items():
+        v = keys[k]
+        if not torch.is_tensor(v) or not v.is_floating_point() or tuple(v.shape) != shape:
+            what = f"{v.dtype} {tuple(v.shape)}" if torch.is_tensor(v) else type(v).__name__
+            return None, (f"{where}: the expression decoder (decoder.*) is unusable: {k} is {what}, expected "
+                          f"floating-point weights of shape {shape}")
+    return {"zero_prob": zero_prob}, None
 
 
 def _read_json(path: Path):
@@ -251,7 +264,7 @@ class ScGPTAdapter:
             raise AtlasError(f"{checkpoint}: vocab.json has {len(vocab)} tokens but the embedding has {emb.shape[0]} rows")
         if d % heads:
             raise AtlasError(f"{checkpoint / 'args.json'}: embsize {d} does not divide by nheads {heads}")
-        head = _head_layout(state, d)
+        head, self.head_problem = _head(state, d, checkpoint / "best_model.pt")
         self.model = ScGPT(len(vocab), d, heads, d_hid, n_layers, self.pad_id, head=head is not None,
                            zero_prob=bool(head and head["zero_prob"]))
         self.ignored_keys = load_state(self.model, state, checkpoint / "best_model.pt")

@@ -94,7 +94,7 @@ def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
         if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             raise AtlasError(f"{folder / 'codes.json'}: field {key!r} missing or not {'a list' if kind is list else 'an integer'}")
     sizes = record["shards"]
-    if not all(isinstance(n, int) and n > 0 for n in sizes) or sum(sizes) != record["tokens"]:
+    if not sizes or not all(isinstance(n, int) and n > 0 for n in sizes) or sum(sizes) != record["tokens"]:
         raise AtlasError(f"{folder / 'codes.json'}: 'shards' must list positive shard sizes adding up to 'tokens'")
     files = [folder / f"{n:05d}.{f}.npy" for n in range(len(sizes)) for f in SHARD_FIELDS]
     missing = [p.name for p in files if not p.is_file()]
@@ -110,6 +110,14 @@ def read_codes(folder: Path) -> tuple[dict, Iterator[Codes]]:
             raise AtlasError(f"{path}: not a readable .npy file ({e})") from None
         if len(arr) != sizes[n] or (f in ("idx", "val") and arr.shape[1:] != (record["k"],)):
             raise AtlasError(f"{path}: shape {arr.shape}, codes.json expects {sizes[n]} tokens (k {record['k']})")
+        if f != "val" and arr.size:  # indices: later stages count into arrays of these sizes
+            low, high = int(arr.min()), int(arr.max())
+            if f == "idx" and (low < 0 or high >= record["n_features"]):
+                raise AtlasError(f"{path}: feature index {low if low < 0 else high} is outside the SAE width "
+                                 f"{record['n_features']} (codes.json n_features); write the folder again with "
+                                 "`atlas sae encode`")
+            if low < 0:
+                raise AtlasError(f"{path}: negative {'cell' if f == 'cell' else 'token id'} {low}")
         return arr
 
     def shards():

@@ -23,7 +23,7 @@ from ..models.dataset import read_h5ad
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
 from ..jsonio import read_json
-from ..models import check_layers, default_batch_size, load, pick_device, stream
+from ..models import check_layers, check_unique_genes, default_batch_size, load, pick_device, stream
 
 
 def layer_file(layer: int) -> str:
@@ -43,6 +43,7 @@ def extract(family: str, checkpoint: Path, data: Path, out: Path, layers: Sequen
     layers = check_layers(adapter, layers)
     dataset = read_h5ad(data, max_cells=max_cells)
     prepared = adapter.prepare(dataset, gene_column)
+    check_unique_genes(prepared)
     dev = pick_device(device)
     batch_size = batch_size or default_batch_size(dev)
     if started:
@@ -88,7 +89,7 @@ def extract(family: str, checkpoint: Path, data: Path, out: Path, layers: Sequen
             "builder_version": __version__,
             "model": {"family": family, "name": adapter.name, "checkpoint": str(checkpoint),
                       "n_layers": adapter.n_layers, "width": adapter.width, "max_tokens": adapter.max_tokens,
-                      "ignored_checkpoint_keys": adapter.ignored_keys},
+                      "ignored_checkpoint_keys": adapter.ignored_keys, "head_problem": adapter.head_problem},
             "dataset": {"path": str(data), "cells": dataset.n_cells, "counts": dataset.counts_source,
                         **prepared.report},
             "layers": layers,

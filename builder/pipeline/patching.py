@@ -29,6 +29,9 @@ MASK_STREAM = 0x4D41  # separates the mask draws of a cell from its other random
 
 
 def check_head(adapter) -> None:
+    if getattr(adapter, "head_problem", None):  # a head, but not a whole one: name its missing keys
+        raise AtlasError(f"{adapter.head_problem}; interventions read the model's prediction, so they need the "
+                         f"whole head")
     if not getattr(adapter, "has_head", False):
         what = "masked-LM head (cls.predictions.*)" if adapter.family == "geneformer" else "expression decoder (decoder.fc.*)"
         raise AtlasError(f"{adapter.name}: the checkpoint has no {what}; interventions read the model's prediction, "

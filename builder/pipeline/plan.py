@@ -55,24 +55,12 @@ def _obs_column(obs: pd.DataFrame, name: str | None, option: str, path: Path) ->
     return values
 
 
-def _check_duplicates(prepared, path: Path) -> None:
-    column = prepared.gene_column
-    names = (prepared.dataset.var.index if column == "index" else prepared.dataset.var[column]).astype(str).to_numpy()
-    known = names[prepared.token_of_gene >= 0]
-    uniq, counts = np.unique(known, return_counts=True)
-    dup = uniq[counts > 1]
-    if dup.size:
-        raise AtlasError(f"{path}: var column {column!r} names {dup.size} gene(s) more than once (e.g. "
-                         f"{', '.join(map(str, dup[:3]))}), so one cell would carry one gene token twice; make the "
-                         f"names unique or pick another --gene-column")
-
-
 def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cells: int | None = None,
         gene_column: str | None = None, cell_type_column: str | None = None, donor_column: str | None = None,
         backed: bool = True) -> dict:
     """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record."""
     # builder.models imports torch; read_plan (used by the torch-free statistics) must not.
-    from ..models import gene_token_count
+    from ..models import check_unique_genes, gene_token_count
     from ..models.dataset import read_h5ad
 
     data, out = Path(data), Path(out)
@@ -80,7 +68,7 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
     types = _obs_column(dataset.obs, cell_type_column, "--cell-type-column", data)
     donors = _obs_column(dataset.obs, donor_column, "--donor-column", data)
     prepared = adapter.prepare(dataset, gene_column)
-    _check_duplicates(prepared, data)
+    check_unique_genes(prepared)
     n = dataset.n_cells
     n_tokens = np.array([gene_token_count(adapter, adapter.tokenize(prepared, c)) for c in range(n)], np.int64)
     if n_tokens.sum() == 0:
@@ -108,7 +96,7 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
         "dataset": {"path": str(data), "cells": n, "counts": dataset.counts_source, **prepared.report},
         "model": {"family": adapter.family, "name": adapter.name, "n_layers": adapter.n_layers,
                   "width": adapter.width, "max_tokens": adapter.max_tokens,
-                  "ignored_checkpoint_keys": adapter.ignored_keys},
+                  "ignored_checkpoint_keys": adapter.ignored_keys, "head_problem": adapter.head_problem},
         "vocab_size": int(max(adapter.gene_names) + 1),
         "tokens": int(n_tokens.sum()), "cells_with_tokens": int((n_tokens > 0).sum()),
         "heldout_cells": int(held.sum()), "heldout_tokens": int(n_tokens[held].sum()),

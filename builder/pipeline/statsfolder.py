@@ -28,6 +28,10 @@ def stats_of_codes(codes: Path, out: Path, names: dict, obs: pd.DataFrame, types
     record, shards = read_codes(codes)
     parts = list(shards)
     c = Codes(*(np.concatenate([np.asarray(getattr(p, f)) for p in parts]) for f in ("idx", "val", "cell", "gene")))
+    unknown = np.setdiff1d(np.unique(c.gene), np.fromiter(names, np.int64))
+    if unknown.size:
+        raise AtlasError(f"{codes}: token id {unknown[0]} of the codes is not among the genes of "
+                         f"{record.get('activations')}/tokens.parquet ({unknown.size} such token ids)")
     n_tok = np.bincount(np.asarray(c.cell, np.int64), minlength=len(obs))
     if n_tok.size > len(obs):
         raise AtlasError(f"{codes}: codes of cell {n_tok.size - 1}, but the dataset has {len(obs)} cells")
