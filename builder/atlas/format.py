@@ -93,7 +93,8 @@ SCHEMA: dict[str, TableSpec] = {
     )),
     # Interventions (README "Interventions"): causal patching of features, and perturbation response. A built
     # atlas fills them with intervals, p and q; an imported one with what the published files hold.
-    "causal_summary": TableSpec(("layer", "feature"), LF + (
+    # An imported file may leave its layer unknown (null): the site then shows the feature number alone.
+    "causal_summary": TableSpec(("layer", "feature"), (_c("layer", I16, True), _c("feature", I32)) + (
         _c("method", STR), _c("selection", STR, True), _c("n_cells", I32, True), _c("frequency", F64, True),
         _c("specificity", F64, True), _c("null_mean", F64, True), _c("null_sd", F64, True), _c("z", F64, True),
         _c("p", F64, True), _c("p_empirical", F64, True), _c("q", F64, True), _c("n_null", I32, True),
