@@ -66,6 +66,8 @@ def import_biodyn_cmd(src, name, title, family, data_dir):
                f"{atlas.table('modules').num_rows} modules, {atlas.table('edges').num_rows} edges")
     for line in report.skipped:
         click.echo(f"skipped: {line}")
+    for line in report.notes:
+        click.echo(f"note: {line}")
     for file, n in sorted(report.nonstandard_numbers.items()):
         click.echo(f"note: {file}: {n} non-standard number(s) (Infinity/NaN) read; odds ratios kept as infinity, NaN as missing")
 

@@ -58,7 +58,7 @@ def test_validate_catches_orphans_duplicates_and_ranges(atlas):
     pq.write_table(e.set_column(e.column_names.index("q"), "q", pa.array(q)), p / "enrichments.parquet")
     problems = "\n".join(validate(p))
     assert "duplicate key" in problems
-    assert "(layer, feature) pair(s) not in features.parquet, first (0, 999)" in problems
+    assert "feature_genes.parquet: column 'feature' holds feature 999 on layer 0 (n_features 40), outside" in problems
     assert "column 'q' has 1 value(s) outside [0, 1], first 1.5" in problems
     assert "rows, manifest says" in problems
 

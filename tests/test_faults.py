@@ -180,6 +180,15 @@ def set_item(key, value):
     return lambda d: {**d, key: value}
 
 
+def set_cell(column, row, value):
+    """Change one value of a table column, keeping the column's type."""
+    def change(t):
+        values = t.column(column).to_pylist()
+        values[row] = value
+        return t.set_column(t.column_names.index(column), column, pa.array(values, t.schema.field(column).type))
+    return change
+
+
 def sae_weights(change: Callable) -> Callable:
     def setup(ws):
         from safetensors.torch import load_file, save_file
@@ -419,6 +428,10 @@ FAULTS = [
           truncate("atlas_data/demo/edges.parquet")),
     Fault("render-schema-version", "render --atlas demo", ("unknown schema_version 7",),
           manifest(set_item("schema_version", 7))),
+    # render refuses exactly what validate refuses (the same check): here a module of a layer the atlas lacks
+    Fault("render-layer-not-in-manifest", "render --atlas demo",
+          ("modules.parquet: column 'layer' holds layer 7 (1 row(s)), not one of the atlas' layers [0, 1]",),
+          rewrite_table("modules", set_cell("layer", 0, 7))),
     # validate: one problem each, so one line each
     Fault("validate-unknown-column", "validate atlas_data/demo", ("modules.parquet: unknown column 'colour'",),
           rewrite_table("modules", with_column("colour", "red"))),
@@ -434,6 +447,16 @@ FAULTS = [
           manifest(set_item("notes", "random data"))),
     Fault("validate-layers-mismatch", "validate atlas_data/demo", ("model.layers is [0, 1, 2], layers.parquet has [0, 1]",),
           manifest(lambda m: {**m, "model": {**m["model"], "layers": [0, 1, 2]}})),
+    # every table's (layer, feature) columns: layers the manifest lists, features within their layer's width
+    Fault("validate-layer-not-in-manifest", "validate atlas_data/demo",
+          ("enrichments.parquet: column 'layer' holds layer 5 (1 row(s)), not one of the atlas' layers [0, 1]",),
+          rewrite_table("enrichments", set_cell("layer", 0, 5))),
+    Fault("validate-feature-beyond-width", "validate atlas_data/demo",
+          ("features.parquet: column 'feature' holds feature 32 on layer 0 (n_features 32), outside the layer's width",),
+          rewrite_table("features", set_cell("feature", 31, 32))),
+    Fault("validate-edge-far-end-out-of-range", "validate atlas_data/demo",
+          ("edges.parquet: column 'feature_b' holds feature 40 on layer 1 (n_features 32)",),
+          rewrite_table("edges", set_cell("feature_b", 0, 40))),
     Fault("validate-manifest-array", "validate atlas_data/demo", ("manifest.json: expected a JSON object",),
           put("atlas_data/demo/manifest.json", "[]")),
     Fault("validate-no-folder", "validate nowhere", ("nowhere: no such atlas folder",)),
@@ -454,6 +477,9 @@ FAULTS = [
           truncate("bsrc/layer_00_features.json")),
     Fault("import-feature-field-missing", IMPORT, ("layer_00_features.json: feature record 0: missing field 'fc'",),
           source_json("layer_00_features.json", first(lambda r: {k: v for k, v in r.items() if k != "fc"}))),
+    Fault("import-feature-ids-not-from-zero", IMPORT,
+          ("layer_00_features.json: feature record 0: field 'i' is 12, expected 0 to 11",),
+          source_json("layer_00_features.json", first(lambda r: {**r, "i": 12}))),
     Fault("import-feature-field-type", IMPORT, ("feature record 0: field 'f' is \"often\", expected a number",),
           source_json("layer_00_features.json", first(lambda r: {**r, "f": "often"}))),
     Fault("import-module-members-string", IMPORT, ("modules.json: module record 0: field 'features'",),

@@ -207,8 +207,6 @@ def test_geneformer_shapes_import_every_file_kind(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("causal_patching.json", {"features": [{"i": 0, "lb": "No such label", "td": 1, "od": 1, "sr": 1}]},
-     "causal_patching.json: field 'layer' missing, and the feature labels ('lb') match no layer"),
     ("causal_patching.json", {"features": [{"lb": "x"}]}, "causal_patching.json: feature record 0: missing field 'i'"),
     ("causal_patching.json", {"features": [{"i": 0, "td": "big", "od": 1, "sr": 1}]}, "field 'td' is \"big\", expected a number"),
     ("causal_patching.json", {"layer": "eleven", "features": []}, "field 'layer' is \"eleven\", expected an integer"),
@@ -230,3 +228,139 @@ def test_unexpected_content_is_one_line_naming_file_and_field(tmp_path, name, co
         import_biodyn(src, tmp_path / "out", "gf")
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def mirror_source(folder, n_layers=18, n=8, causal_genes="layer 11"):
+    """A folder like the published Geneformer atlas' mirror: every layer_NN_features.json (each layer with its own
+    top genes), the annotation files of layers 0-3 and 11 absent, and causal_patching.json and
+    perturbation_response.json without a layer field. As there, the causal labels are not the features' labels
+    (another term of the feature), and the causal top genes begin with the feature's top genes (causal_genes
+    "layer 11"; "none of them": genes no feature has). Feature 2 of layer 11 is labelled with the placeholder
+    'transcription_factors', which the atlas table cannot hold as a label without the annotation file."""
+    folder.mkdir()
+    def genes(lay, i):
+        return [f"G{lay}x{i}x{j}" for j in range(5)]
+    def label(lay, i):
+        return "transcription_factors" if (lay, i) == (11, 2) else (f"Term {lay}-{i}" if i % 2 == 0 else "")
+    for lay in range(n_layers):
+        write(folder, f"layer_{lay:02d}_features.json", [
+            {"i": i, "d": False, "f": 0.01, "ma": 0.1, "fc": 10 + i, "na": 1 if i % 2 == 0 else 0, "m": -1, "sv": False,
+             "lb": label(lay, i), "to": "GO_BP" if i % 2 == 0 else "none",
+             "tg": [{"n": g, "a": 5.0 - j} for j, g in enumerate(genes(lay, i))]} for i in range(n)])
+        if lay > 3 and lay != 11:
+            write(folder, f"layer_{lay:02d}_annotations.json", {
+                str(i): {"genes": [{"n": g, "a": 5.0 - j, "fc": 3} for j, g in enumerate(genes(lay, i))],
+                         "anns": [{"o": "GO_BP", "t": label(lay, i), "p": 0.001, "or": 4.0, "n": 2, "g": genes(lay, i)[:2]}]}
+                for i in range(0, n, 2)})
+    top = (lambda i: genes(11, i) + ["EXTRA1", "EXTRA2"]) if causal_genes == "layer 11" else (lambda i: [f"NOPE{i}"])
+    write(folder, "causal_patching.json", {
+        "summary": {"n_features_with_activity": 3, "frac_specific": 0.6},
+        "features": [{"i": i, "lb": f"Another term {i} (GO:{i:07d})", "na": 2, "af": 0.01, "tg": top(i),
+                      "td": -0.2, "od": -0.01, "sr": 20.0} for i in (0, 2, 5)]})
+    write(folder, "perturbation_response.json", {
+        "summary": {"n_targets_processed": 2, "n_trrust_tfs": 1, "n_tfs_with_specific_response": 0},
+        "targets": [{"gene": "GATA1", "tf": True, "nk": 5, "nr": 3, "ns": 0,
+                     "top": [{"i": i, "es": 1.0 + i, "lb": label(11, i) or "unlabeled"} for i in (0, 1, 2, 4)]}]})
+    write(folder, "svd_comparison.json", {"aggregate": {}, "per_layer": {str(lay): {"gain": 1.0} for lay in range(n_layers)}})
+    return folder
+
+
+def test_geneformer_mirror_imports_with_the_intervention_layer_from_its_features(tmp_path, capsys):
+    from test_cli import run
+
+    src = mirror_source(tmp_path / "src")
+    code, out, err = run(["import", "biodyn", str(src), "--atlas", "gf", "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 0 and err == "", err
+    atlas = tmp_path / "data" / "gf"
+    assert validate(atlas) == []
+    a = read_atlas(atlas)
+    # The top genes decide the causal file (its labels name other terms); the labels decide the perturbation file,
+    # the placeholder included, although layer 11 has no annotation file.
+    assert {(r["layer"], r["feature"]) for r in a.table("causal_summary").to_pylist()} == {(11, 0), (11, 2), (11, 5)}
+    assert {r["layer"] for r in a.table("perturbation_response").to_pylist()} == {11}
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert ("note: causal_patching.json: no 'layer' field; layer 11, the only layer whose top genes "
+            "(layer_11_features.json) match its 3 record(s)") in notes
+    assert ("note: perturbation_response.json: no 'layer' field; layer 11, the only layer whose labels "
+            "(layer_11_features.json) match its 4 record(s)") in notes
+    assert "skipped: layer_11_annotations.json: absent, layer 11 has no enrichments" in out
+    extras = a.manifest["extras"]
+    assert extras["causal_summary"]["layer"] == 11 and "top genes" in extras["causal_summary"]["layer_source"]
+    assert a.manifest["source"]["notes"] == [n[len("note: "):] for n in notes if "'layer'" in n]
+
+
+def test_geneformer_mirror_falls_back_to_the_documented_layer(tmp_path):
+    src = mirror_source(tmp_path / "src", causal_genes="none of them")
+    write(src, "perturbation_response.json", {"targets": [{"gene": "GATA1", "top": [{"i": 1, "es": 2.0, "lb": "Nowhere"}]}]})
+    out, report = import_biodyn(src, tmp_path / "out", "gf")
+    assert validate(out) == []
+    a = read_atlas(out)
+    assert {r["layer"] for r in a.table("causal_summary").to_pylist()} == {11}
+    assert {r["layer"] for r in a.table("perturbation_response").to_pylist()} == {11}
+    why = "the top genes match no layer; the labels match no layer"
+    assert (f"causal_patching.json: no 'layer' field; layer 11, documented by the study of the Geneformer atlas "
+            f"({why})") in report.notes
+    assert a.manifest["extras"]["causal_summary"]["layer_source"] == (
+        f"no 'layer' field; layer 11, documented by the study of the Geneformer atlas ({why})")
+
+
+@pytest.mark.parametrize("how", ["17 layers", "--model scgpt"])
+def test_an_undecidable_layer_elsewhere_is_imported_as_unknown(tmp_path, capsys, how):
+    from test_cli import run
+    from builder.site.render import render
+    from builder.site.shards import build_shards
+
+    src = mirror_source(tmp_path / "src", n_layers=17 if how == "17 layers" else 18, causal_genes="none of them")
+    write(src, "causal_patching.json", {"features": [{"i": 0, "lb": "No such label", "tg": ["NOPE"], "td": 1, "od": 1, "sr": 2},
+                                                     {"i": 99, "lb": "", "td": 1, "od": 1, "sr": 3}]})
+    model = ["--model", "scgpt"] if how == "--model scgpt" else []
+    code, out, err = run(["import", "biodyn", str(src), "--atlas", "x", "--data-dir", str(tmp_path / "data"), *model], capsys)
+    assert code == 0 and err == "", err
+    atlas = tmp_path / "data" / "x"
+    assert validate(atlas) == []
+    a = read_atlas(atlas)
+    assert [(r["layer"], r["feature"]) for r in a.table("causal_summary").to_pylist()] == [(None, 0)]
+    assert ("note: causal_patching.json: no 'layer' field; imported with the layer unknown (the top genes match "
+            "no layer; the labels match no layer)") in out
+    assert "skipped: causal_patching.json: 1 record(s) name a feature beyond every layer (first 99), left out" in out
+    assert a.manifest["extras"]["causal_summary"]["layer"] is None
+    # The site shows the feature number without a link to a layer.
+    assert [r[:2] for r in build_shards(a)["comparisons.json"]["causal"]] == [[None, 0]]
+    render(atlas, tmp_path / "site")
+
+
+def test_a_stated_layer_without_layer_data_is_kept_as_unknown(tmp_path):
+    src = geneformer_like_source(tmp_path / "src")
+    write(src, "causal_patching.json", {"layer": 7, "features": [{"i": 0, "td": 1, "od": 1, "sr": 2}]})
+    out, report = import_biodyn(src, tmp_path / "out", "gf")
+    assert validate(out) == []
+    assert read_atlas(out).table("causal_summary").column("layer").to_pylist() == [None]
+    assert "causal_patching.json: its layer 7 has no layer data; imported with the layer unknown" in report.notes
+
+
+def test_global_files_naming_missing_layers_or_features_are_trimmed_and_reported(tmp_path):
+    src = geneformer_like_source(tmp_path / "src")
+    write(src, "svd_comparison.json", {"per_layer": {"0": {"gain": 1.0}, "9": {"gain": 2.0}}})
+    write(src, "novel_clusters.json", {"9": {"clusters": [{"cluster_id": 0}]}})
+    write(src, "modules.json", [{"layer": 0, "id": 0, "features": [0, 1, 60]}])
+    write(src, "cross_layer_graph.json", {"L00_L01": {"edges": [{"a": 0, "b": 1, "pmi": 2.0}, {"a": 0, "b": 60, "pmi": 1.0}]},
+                                          "L01_L09": {"edges": [{"a": 0, "b": 1, "pmi": 2.0}]}})
+    out, report = import_biodyn(src, tmp_path / "out", "gf")
+    assert validate(out) == []
+    a = read_atlas(out)
+    assert a.table("svd_comparison").column("layer").to_pylist() == [0]
+    assert a.table("module_members").column("feature").to_pylist() == [0, 1]
+    assert a.table("edges").num_rows == 1 and a.table("novel_clusters").num_rows == 0
+    text = "\n".join(report.skipped)
+    assert "svd_comparison.json: layer 9 has no layer data, ignored" in text
+    assert "modules.json: module 0 of layer 0 lists 1 feature(s) that layer does not have (first 60), left out" in text
+    assert "cross_layer_graph.json: entry 'L01_L09' names a layer without layer data, ignored" in text
+    assert "cross_layer_graph.json: entry 'L00_L01': 1 edge(s) name a feature its layers do not have" in text
+    assert "novel_clusters.json: entry '9' is not a layer with layer data, ignored" in text
+
+
+def test_feature_ids_must_number_a_layer_from_zero(tmp_path):
+    src = tiny_source(tmp_path / "src")
+    write(src, "layer_01_features.json", [{"i": 5, "d": False, "f": 0.1, "ma": 0.1, "fc": 1}])
+    with pytest.raises(AtlasError, match=r"layer_01_features.json: feature record 0: field 'i' is 5, expected 0 to 0"):
+        import_biodyn(src, tmp_path / "out", "x")

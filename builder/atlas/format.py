@@ -96,7 +96,8 @@ SCHEMA: dict[str, TableSpec] = {
     )),
     # Interventions (README "Interventions"): causal patching of features, and perturbation response. A built
     # atlas fills them with intervals, p and q; an imported one with what the published files hold.
-    "causal_summary": TableSpec(("layer", "feature"), LF + (
+    # An imported file may leave its layer unknown (null): the site then shows the feature number alone.
+    "causal_summary": TableSpec(("layer", "feature"), (_c("layer", I16, True), _c("feature", I32)) + (
         _c("method", STR), _c("selection", STR, True), _c("n_cells", I32, True), _c("frequency", F64, True),
         _c("specificity", F64, True), _c("null_mean", F64, True), _c("null_sd", F64, True), _c("z", F64, True),
         _c("p", F64, True), _c("p_empirical", F64, True), _c("q", F64, True), _c("n_null", I32, True),
@@ -159,15 +160,16 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
 }
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", NONE: "null"}
 
-# Columns that hold a (layer, feature) reference into `features`.
-FEATURE_REFS = {
-    "feature_genes": [("layer", "feature")], "enrichments": [("layer", "feature")],
-    "celltypes": [("layer", "feature")], "top_cells": [("layer", "feature")],
-    "module_members": [("layer", "feature")], "causal_summary": [("layer", "feature")],
-    "causal_effects": [("layer", "feature")],
-    "cell_activations": [("layer", "feature")],
-    "edges": [("layer_a", "feature_a"), ("layer_b", "feature_b")],
-}
+
+def layer_refs(name: str) -> list[tuple[str, str | None]]:
+    """The table's columns that name a layer (`layer`, `layer_a`, ...), each with the feature column beside it
+    (`feature`, `feature_a`, ...) or None. Every such layer must be one of the atlas' layers and every such
+    feature lie within its layer's width (layers.n_features); a null layer (nullable columns) means unknown."""
+    names = [c.name for c in SCHEMA[name].columns]
+    return [(c, c.replace("layer", "feature", 1) if c.replace("layer", "feature", 1) in names else None)
+            for c in names if c == "layer" or c.startswith("layer_")]
+
+
 UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"],
                  "causal_summary": ["specificity", "p", "p_empirical", "q"], "perturbation_response": ["p", "q"],
                  "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"]}
@@ -450,19 +452,9 @@ def _check_consistency(path: Path, manifest: dict, tables: dict[str, pa.Table]) 
         if alive != row["alive"]:
             out.append(f"{path / 'layers.parquet'}: layer {row['layer']} says alive {row['alive']}, "
                        f"features.parquet has {alive}")
-    for lay in sorted(set(per_layer) - set(layer_ids)):
-        out.append(f"{path / 'features.parquet'}: layer {lay} is not in layers.parquet")
-    keys = set(zip(features.column("layer").to_pylist(), features.column("feature").to_pylist()))
-    for name, refs in FEATURE_REFS.items():
-        if name not in tables:
-            continue
-        t = tables[name]
-        for lcol, fcol in refs:
-            pairs = set(zip(t.column(lcol).to_pylist(), t.column(fcol).to_pylist()))
-            orphans = sorted(pairs - keys)
-            if orphans:
-                out.append(f"{path / (name + '.parquet')}: {len(orphans)} ({lcol}, {fcol}) pair(s) not in "
-                           f"features.parquet, first {orphans[0]}")
+    widths = {r["layer"]: r["n_features"] for r in layers.to_pylist()}
+    for name in sorted(tables):
+        out += check_refs(path / f"{name}.parquet", name, tables[name], widths)
     for name, cols in UNIT_INTERVAL.items():
         if name not in tables:
             continue
@@ -475,3 +467,38 @@ def _check_consistency(path: Path, manifest: dict, tables: dict[str, pa.Table]) 
                 out.append(f"{path / (name + '.parquet')}: column {col!r} has {len(bad)} value(s) outside "
                            f"[0, 1], first {bad[0]}")
     return out
+
+
+def check_refs(file: Path, name: str, t: pa.Table, widths: dict[int, int]) -> list[str]:
+    """One line per column of `t` that names a layer the atlas does not have (`widths`: layer -> n_features),
+    or a feature outside its layer's width (0 to n_features - 1), naming the offending values."""
+    out = []
+    known = sorted(widths)
+    ids = pa.array(known, I16)
+    for lcol, fcol in layer_refs(name):
+        if lcol not in t.column_names:
+            continue
+        idx = pc.index_in(t.column(lcol).cast(I16), value_set=ids)  # null: layer unknown here, or null
+        unlisted = pc.and_(pc.is_valid(t.column(lcol)), pc.is_null(idx))
+        n = pc.sum(unlisted).as_py() or 0
+        if n:
+            bad = sorted(pc.unique(t.column(lcol).filter(unlisted)).to_pylist())
+            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            out.append(f"{file}: column {lcol!r} holds layer {shown} ({n} row(s)), not one of the atlas' layers "
+                       f"{known} (manifest model.layers, layers.parquet)")
+        if fcol is None or fcol not in t.column_names:
+            continue
+        widest = max(widths.values(), default=0)  # a null (unknown) layer still needs a feature within some layer
+        width = pc.fill_null(pc.take(pa.array([widths[k] for k in known], I64), idx), widest)
+        feature = t.column(fcol).cast(I64)
+        beyond = pc.and_(pc.invert(unlisted), pc.or_(pc.less(feature, 0), pc.greater_equal(feature, width)))
+        n = pc.sum(beyond).as_py() or 0
+        if n:
+            row = t.filter(beyond).slice(0, 1).to_pylist()[0]
+            lay = row[lcol]
+            where = (f"on layer {lay} (n_features {widths[lay]})" if lay is not None else
+                     f"with {lcol} unknown (the widest layer has n_features {widest})")
+            out.append(f"{file}: column {fcol!r} holds feature {row[fcol]} {where}, outside the layer's width "
+                       f"({n} row(s) out of range)")
+    return out
+

@@ -31,12 +31,29 @@ EDGE_COUNT_DBS = {"STRING_edges", "TRRUST_edges"}  # their `p` is an edge densit
 # The predecessor's placeholder "terms": a TF-list test and edge counts, not gene sets. They never become labels.
 PLACEHOLDER_TERMS = {"transcription_factors", "pairwise_enrichment"}
 PLACEHOLDER_DBS = EDGE_COUNT_DBS | {"TRRUST_TF_enrichment"}
+# The published Geneformer atlas (18 layers) patched and perturbed features of layer 11, as its study documents;
+# its causal_patching.json and perturbation_response.json carry no layer field.
+GENEFORMER_LAYERS, GENEFORMER_INTERVENTION_LAYER = 18, 11
 
 
 @dataclass
 class Report:
     skipped: list[str] = field(default_factory=list)
     nonstandard_numbers: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Known:
+    """What the layer files established, for the global files that name layers and features by number."""
+    widths: dict[int, int]  # layer -> number of features (ids 0 .. n - 1)
+    # (layer, feature) -> (label, top genes) exactly as layer_NN_features.json gives them ('lb', 'tg' names)
+    published: dict[tuple[int, int], tuple[str | None, list[str]]]
+    documented_layer: int | None  # the study's documented layer of the intervention files, when recognised
+
+    def has(self, layer, feature) -> bool:
+        return (layer in self.widths and isinstance(feature, int) and not isinstance(feature, bool)
+                and 0 <= feature < self.widths[layer])
 
 
 class _Reader:
@@ -112,16 +129,23 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     for lay in sorted(set(layer_files) - set(layers)):
         report.skipped.append(f"layer {lay}: no layer_{lay:02d}_features.json, its other files ignored")
     reader = _Reader(src, report)
+    family = model_family or ("geneformer" if {"svd_comparison.json", "perturbation_response.json"} & set(names)
+                              else "unknown")
 
     rows = defaultdict(list)  # table name -> list of row dicts
     dataset = {}
+    published = {}
     for lay in layers:
         if lay > 32767:  # layer is int16 in the atlas format
             raise AtlasError(f"{src / layer_files[lay]['features']}: layer {lay} is beyond 32767 (the format's int16)")
-        _guard(src / layer_files[lay]["features"], _import_layer, reader, lay, layer_files[lay], rows, dataset)
-    modules = _guard(src / "modules.json", _import_modules, reader, names, rows, set(layers))
-    pairs = _guard(src / "cross_layer_graph.json", _import_cross_layer, reader, names, rows)
-    extras = _import_extras(reader, names, rows)
+        _guard(src / layer_files[lay]["features"], _import_layer, reader, lay, layer_files[lay], rows, dataset,
+               published)
+    geneformer = family == "geneformer" and layers == list(range(GENEFORMER_LAYERS))
+    known = Known(dict(Counter(r["layer"] for r in rows["features"])), published,
+                  GENEFORMER_INTERVENTION_LAYER if geneformer else None)
+    modules = _guard(src / "modules.json", _import_modules, reader, names, rows, known)
+    pairs = _guard(src / "cross_layer_graph.json", _import_cross_layer, reader, names, rows, known)
+    extras = _import_extras(reader, names, rows, known)
     summary = reader.load("global_summary.json", dict) if "global_summary.json" in names else None
     if summary is None:
         report.skipped.append("global_summary.json: absent, per-layer summary computed from the features")
@@ -131,8 +155,6 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     for name in ("celltypes", "top_cells", "module_members", "modules", "edges"):
         tables.setdefault(name, SCHEMA[name].schema().empty_table())
     n_feat = sum(1 for _ in rows["features"])
-    family = model_family or ("geneformer" if {"svd_comparison.json", "perturbation_response.json"} & set(names)
-                              else "unknown")
     manifest = {
         "atlas": {"id": atlas_id, "title": title or atlas_id,
                   "description": f"Imported from a published feature atlas ({len(layers)} layers, {n_feat} features)."},
@@ -145,7 +167,8 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
         "extras": extras,
         "source": {"kind": "biodyn-json", "path": str(src.resolve()),
                    "files": {n: sha256_file(src / n) for n in names},
-                   "skipped": report.skipped, "nonstandard_numbers": report.nonstandard_numbers},
+                   "skipped": report.skipped, "notes": report.notes,
+                   "nonstandard_numbers": report.nonstandard_numbers},
         "notes": ["q is the published p_adjusted (Benjamini-Hochberg as run by the predecessor); raw p-values "
                   "and term sizes were not published, so p and set_size are empty.",
                   "STRING_edges and TRRUST_edges rows are the predecessor's edge counts among top genes: "
@@ -175,7 +198,7 @@ def _table(name: str, records: list[dict]) -> pa.Table:
         raise AtlasError(f"table {name}: the source gave a value of the wrong kind ({e})") from None
 
 
-def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, dataset: dict) -> None:
+def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, dataset: dict, published: dict) -> None:
     fname = files["features"]
     feats = reader.load(fname, list)
     anns = reader.load(files["annotations"], dict) if "annotations" in files else {}
@@ -190,11 +213,15 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
     for n, rec in enumerate(feats):
         where = f"{reader.src / fname}: feature record {n}"
         i = _field(rec, "i", "int", where)
-        if not 0 <= i < 2**31:  # feature is int32 in the atlas format
-            raise AtlasError(f"{where}: field 'i' is {i}, expected 0 to {2**31 - 1}")
+        if not 0 <= i < len(feats):  # a layer's features are numbered 0 .. n - 1 (its width n)
+            raise AtlasError(f"{where}: field 'i' is {i}, expected 0 to {len(feats) - 1} (the file's "
+                             f"{len(feats)} features are numbered from 0)")
         if i in ids:
             raise AtlasError(f"{where}: duplicate feature index {i}")
         ids.add(i)
+        tops = rec.get("tg") if isinstance(rec.get("tg"), list) else []
+        published[(lay, i)] = (_label(rec.get("lb")),
+                               [g["n"] for g in tops if isinstance(g, dict) and isinstance(g.get("n"), str)])
         ann = anns.get(str(i))
         enr = ann["anns"] if isinstance(ann, dict) and isinstance(ann.get("anns"), list) else []
         label = rec.get("lb") or None
@@ -276,7 +303,7 @@ def _import_celltypes(reader, lay, fname, ids, rows, dataset):
                                       "tissue": e.get("t"), "activation": _num(e.get("a")) or 0.0})
 
 
-def _import_modules(reader, names, rows, layers) -> dict[int, int]:
+def _import_modules(reader, names, rows, known: Known) -> dict[int, int]:
     per_layer = defaultdict(int)
     if "modules.json" not in names:
         reader.report.skipped.append("modules.json: absent, no modules")
@@ -284,10 +311,15 @@ def _import_modules(reader, names, rows, layers) -> dict[int, int]:
     for n, m in enumerate(reader.load("modules.json", list)):
         where = f"{reader.src / 'modules.json'}: module record {n}"
         lay, mid = _field(m, "layer", "int", where), _field(m, "id", "int", where)
-        if lay not in layers:
+        if lay not in known.widths:
             reader.report.skipped.append(f"modules.json: module {mid} of layer {lay} has no layer data, ignored")
             continue
         members = _field(m, "features", "list", where)
+        strangers = sorted({f for f in members if not known.has(lay, f)}, key=str)
+        if strangers:
+            reader.report.skipped.append(f"modules.json: module {mid} of layer {lay} lists {len(strangers)} feature(s) "
+                                         f"that layer does not have (first {strangers[0]!r}), left out")
+            members = [f for f in members if known.has(lay, f)]
         top = [t for t in m.get("top_anns", []) if isinstance(t, dict) and isinstance(t.get("t"), str)]
         real = [t["t"] for t in top if t["t"] not in PLACEHOLDER_TERMS]
         rows["modules"].append({"layer": lay, "module": mid, "n_features": len(members),
@@ -298,7 +330,7 @@ def _import_modules(reader, names, rows, layers) -> dict[int, int]:
     return per_layer
 
 
-def _import_cross_layer(reader, names, rows) -> list[dict]:
+def _import_cross_layer(reader, names, rows, known: Known) -> list[dict]:
     if "cross_layer_graph.json" not in names:
         reader.report.skipped.append("cross_layer_graph.json: absent, no cross-layer edges")
         return []
@@ -309,12 +341,21 @@ def _import_cross_layer(reader, names, rows) -> list[dict]:
             reader.report.skipped.append(f"cross_layer_graph.json: entry {key!r} is not a layer pair, ignored")
             continue
         la, lb = int(m.group(1)), int(m.group(2))
+        if la not in known.widths or lb not in known.widths:
+            reader.report.skipped.append(f"cross_layer_graph.json: entry {key!r} names a layer without layer data, "
+                                         "ignored")
+            continue
         edges = {}
         for dep in block.get("deps", []):  # newer layout: per upstream feature, its downstream partners
             for d in dep.get("deps", []):
                 edges.setdefault((dep["a"], d["b"]), (d.get("pmi"), None))
         for e in block.get("edges", []):  # older layout: a flat edge list with counts
             edges.setdefault((e["a"], e["b"]), (e.get("pmi"), e.get("c")))
+        strangers = [(a, b) for a, b in edges if not (known.has(la, a) and known.has(lb, b))]
+        if strangers:
+            reader.report.skipped.append(f"cross_layer_graph.json: entry {key!r}: {len(strangers)} edge(s) name a "
+                                         f"feature its layers do not have (first {strangers[0]}), left out")
+            edges = {(a, b): v for (a, b), v in edges.items() if known.has(la, a) and known.has(lb, b)}
         for (a, b), (pmi, c) in edges.items():
             rows["edges"].append({"kind": "cross_layer_pmi", "layer_a": la, "feature_a": a, "layer_b": lb,
                                   "feature_b": b, "weight": _num(pmi) or 0.0, "count": c, "null_p": None})
@@ -323,7 +364,7 @@ def _import_cross_layer(reader, names, rows) -> list[dict]:
     return pairs
 
 
-def _import_extras(reader, names, rows) -> dict:
+def _import_extras(reader, names, rows, known: Known) -> dict:
     """Side analyses: causal patching (both atlases) and the Geneformer atlas' extra files."""
     extras = {}
     for name, fn in (("causal_patching.json", _causal), ("svd_comparison.json", _svd),
@@ -331,7 +372,7 @@ def _import_extras(reader, names, rows) -> dict:
                      ("perturbation_response.json", _perturbation)):
         if name in names:
             try:
-                fn(reader, name, rows, extras)
+                fn(reader, name, rows, extras, known)
             except (KeyError, TypeError, ValueError, AttributeError) as e:  # any shape the checks did not foresee
                 raise AtlasError(f"{reader.src / name}: unexpected content ({type(e).__name__}: {e})") from None
     return extras
@@ -353,59 +394,111 @@ def _label(lb):
     return None if lb in (None, "", "unlabeled", "unlabelled") else lb
 
 
-def _infer_layer(rows, records, path, what) -> int:
-    """A file without a `layer` field: the one layer whose feature labels match every record's `lb`."""
-    labels = {(f["layer"], f["feature"]): f["label"] for f in rows["features"]}
-    layers = sorted({lay for lay, _ in labels})
-    fits = [lay for lay in layers
-            if records and all((lay, i) in labels and labels[(lay, i)] == _label(lb) for i, lb in records)]
-    if len(fits) != 1:
-        found = "no layer" if not fits else f"layers {', '.join(map(str, fits))}"
-        raise AtlasError(f"{path}: field 'layer' missing, and the {what} labels ('lb') match {found} "
-                         "(expected exactly one)")
-    return fits[0]
+def _place(reader, name: str, stated, records: list[tuple], known: Known) -> tuple[int | None, set, dict]:
+    """The layer of an intervention file's records [(feature, lb, top genes)] or None (unknown), the features of
+    records to leave out, and for manifest extras how the layer was found (also one note of the report) when the
+    file did not state it."""
+    lay, how = _find_layer(reader.src / name, stated, records, known)
+    if how is not None:
+        reader.report.notes.append(f"{name}: {how}")
+    left_out = set()
+    if lay is None:  # an unknown layer still needs a feature within some layer
+        widest = max(known.widths.values(), default=0)
+        left_out = {i for i, *_ in records if not 0 <= i < widest}
+        if left_out:
+            reader.report.skipped.append(f"{name}: {len(left_out)} record(s) name a feature beyond every layer "
+                                         f"(first {min(left_out)}), left out")
+    return lay, left_out, ({"layer_source": how} if how else {})
 
 
-def _causal(reader, name, rows, extras):
+def _find_layer(path: Path, stated, records: list[tuple], known: Known) -> tuple[int | None, str | None]:
+    """The file's `layer` field when its layer holds every record's feature. Without one, the one layer whose
+    layer_NN_features.json agrees with every record: by top genes first (five gene names, the most specific
+    evidence), then by labels. If neither decides, the recognised Geneformer atlas takes the layer its study
+    documents; any other source keeps the records with their layer unknown (None): an optional file never sinks
+    the import. Also how the layer was found (None: stated by the file)."""
+    if stated is not None:
+        if not isinstance(stated, int) or isinstance(stated, bool):
+            raise AtlasError(f"{path}: field 'layer' is {json.dumps(stated)[:40]}, expected an integer")
+        missing = [i for i, *_ in records if not known.has(stated, i)]
+        if not missing:
+            return stated, None
+        why = "has no layer data" if stated not in known.widths else f"has no feature {missing[0]}"
+        return None, f"its layer {stated} {why}; imported with the layer unknown"
+    if not records:
+        return None, None
+    reasons = []
+    for what, pos in (("top genes", 2), ("labels", 1)):
+        usable = [r for r in records if r[pos] is not None]
+        if not usable:
+            continue
+        fits = [lay for lay in sorted(known.widths)
+                if all(_agrees(known.published.get((lay, r[0])), r, pos) for r in usable)]
+        if len(fits) == 1:
+            return fits[0], (f"no 'layer' field; layer {fits[0]}, the only layer whose {what} "
+                             f"(layer_{fits[0]:02d}_features.json) match its {len(usable)} record(s)")
+        reasons.append(f"the {what} match " + ("no layer" if not fits else f"layers {', '.join(map(str, fits))}"))
+    why = "; ".join(reasons) or "its records carry neither top genes nor labels"
+    doc = known.documented_layer
+    if doc is not None and all(known.has(doc, i) for i, *_ in records):
+        return doc, f"no 'layer' field; layer {doc}, documented by the study of the Geneformer atlas ({why})"
+    return None, f"no 'layer' field; imported with the layer unknown ({why})"
+
+
+def _agrees(feature, record, pos) -> bool:
+    """Whether a feature of layer_NN_features.json, (label, top genes), agrees with a record's label (pos 1) or
+    top genes (pos 2: the shorter list's genes are the longer list's first ones, in any order)."""
+    if feature is None:
+        return False
+    if pos == 1:
+        return feature[0] == _label(record[1])
+    k = min(len(feature[1]), len(record[2]))
+    return k > 0 and set(feature[1][:k]) == set(record[2][:k])
+
+
+def _causal(reader, name, rows, extras, known):
     path = reader.src / name
     data = reader.load(name, dict)
     feats = _field(data, "features", "list", str(path))
     recs = []
     for n, f in enumerate(feats):
         where = f"{path}: feature record {n}"
-        recs.append((_field(f, "i", "int", where), f.get("lb")))
+        i = _field(f, "i", "int", where)
         for key in ("td", "od", "sr"):
             _field(f, key, "num", where)
-    lay = data.get("layer", (data.get("summary") or {}).get("layer"))
-    if lay is None:
-        lay = _infer_layer(rows, recs, path, "feature")
-    elif not isinstance(lay, int) or isinstance(lay, bool):
-        raise AtlasError(f"{path}: field 'layer' is {json.dumps(lay)[:40]}, expected an integer")
-    for f in feats:
         top = f.get("tg", [])
         if not isinstance(top, list) or not all(isinstance(g, str) for g in top):
-            raise AtlasError(f"{path}: feature {f['i']}: field 'tg' is not a list of gene names")
+            raise AtlasError(f"{path}: feature {i}: field 'tg' is not a list of gene names")
+        recs.append((i, f["lb"] if "lb" in f else None, top or None))
+    lay, left_out, source = _place(reader, name, data.get("layer", (data.get("summary") or {}).get("layer")), recs,
+                                   known)
+    for f in feats:
+        if f["i"] in left_out:
+            continue
         rows["causal_summary"].append({"layer": lay, "feature": f["i"], "method": PUBLISHED_CAUSAL,
                                        "n_cells": f.get("nc") if isinstance(f.get("nc"), int) else None,
                                        "target_change": _num(f["td"]), "other_change": _num(f["od"]),
-                                       "specificity_ratio": _num(f["sr"]), "top_genes": top})
-    extras["causal_summary"] = {**_clean(data.get("summary") or {}), "layer": lay, "lacks": CAUSAL_LACKS}
+                                       "specificity_ratio": _num(f["sr"]), "top_genes": f.get("tg", [])})
+    extras["causal_summary"] = {**_clean(data.get("summary") or {}), "layer": lay, "lacks": CAUSAL_LACKS, **source}
 
 
-def _svd(reader, name, rows, extras):
+def _svd(reader, name, rows, extras, known):
     path = reader.src / name
     data = reader.load(name, dict)
     per_layer = _field(data, "per_layer", "dict", str(path))
     for lay, metrics in sorted(per_layer.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
         if not lay.isdigit() or not isinstance(metrics, dict):
             raise AtlasError(f"{path}: per_layer entry {lay!r}: expected a layer number with an object of metrics")
+        if int(lay) not in known.widths:
+            reader.report.skipped.append(f"{name}: layer {lay} has no layer data, ignored")
+            continue
         for metric, v in sorted(metrics.items()):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 rows["svd_comparison"].append({"layer": int(lay), "metric": metric, "value": _num(v)})
     extras["svd_comparison"] = _clean(data.get("aggregate") or {})
 
 
-def _tracking(reader, name, rows, extras):
+def _tracking(reader, name, rows, extras, known):
     path = reader.src / name
     data = reader.load(name, dict)
     for kind in ("adjacent_persistence", "long_range_persistence"):
@@ -418,13 +511,13 @@ def _tracking(reader, name, rows, extras):
                              if isinstance(data.get(k), dict)}
 
 
-def _novel(reader, name, rows, extras):
+def _novel(reader, name, rows, extras, known):
     path = reader.src / name
     data = reader.load(name, dict)
     summaries = {}
     for lay, block in sorted(data.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
-        if not lay.isdigit():
-            reader.report.skipped.append(f"{name}: entry {lay!r} is not a layer, ignored")
+        if not lay.isdigit() or int(lay) not in known.widths:
+            reader.report.skipped.append(f"{name}: entry {lay!r} is not a layer with layer data, ignored")
             continue
         clusters = block.get("clusters", []) if isinstance(block, dict) else None
         if not isinstance(clusters, list) or not all(isinstance(c, dict) for c in clusters):
@@ -435,7 +528,7 @@ def _novel(reader, name, rows, extras):
     extras["novel_clusters"] = summaries
 
 
-def _perturbation(reader, name, rows, extras):
+def _perturbation(reader, name, rows, extras, known):
     path = reader.src / name
     data = reader.load(name, dict)
     targets = _field(data, "targets", "list", str(path))
@@ -446,13 +539,11 @@ def _perturbation(reader, name, rows, extras):
         for rank, hit in enumerate(_field(t, "top", "list", where), 1):
             hw = f"{where} ({gene}): top entry {rank}"
             hits.append((gene, rank, t, _field(hit, "i", "int", hw), _num(_field(hit, "es", "num", hw)), hit.get("lb")))
-    lay = data.get("layer")
-    if lay is None and hits:
-        try:
-            lay = _infer_layer(rows, sorted({(i, lb) for *_, i, _, lb in hits}), path, "response")
-        except AtlasError as e:  # the table has room for an unknown layer; the site then shows feature ids only
-            reader.report.skipped.append(f"{name}: layer unknown ({str(e).split(': ', 1)[1]})")
+    recs = sorted({(i, lb, None) for *_, i, _, lb in hits}, key=str)
+    lay, left_out, source = _place(reader, name, data.get("layer"), recs, known)
     for gene, rank, t, i, es, lb in hits:
+        if i in left_out:
+            continue
         rows["perturbation_response"].append({"dataset": PUBLISHED_DATASET, "perturbation": gene, "layer": lay,
                                               "feature": i, "effect": es, "rank": rank, "label": _label(lb)})
     for t in targets:
@@ -462,7 +553,7 @@ def _perturbation(reader, name, rows, extras):
                                        "is_tf": t.get("tf") if isinstance(t.get("tf"), bool) else None,
                                        "n_targets": nums["nk"], "n_responding": nums["nr"], "n_specific": nums["ns"]})
     extras["perturbation_response"] = {**_clean(data.get("summary") or {}), "layer": lay, "dataset": PUBLISHED_DATASET,
-                                       "lacks": PERTURBATION_LACKS}
+                                       "lacks": PERTURBATION_LACKS, **source}
 
 
 def _clean(obj):

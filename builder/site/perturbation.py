@@ -92,14 +92,14 @@ def _causal_summary(atlas) -> dict | None:
         nulls = [v for r in scored for v in (r["null_values"] or [])]
         return {"n_tested": len(rows), "n_scored": len(scored), "n_specific": sum(r["q"] is not None and r["q"] < ALPHA
                                                                                   for r in scored),
-                "layers": sorted({r["layer"] for r in rows}), "bins": HIST_BINS,
+                "layers": sorted({r["layer"] for r in rows} - {None}), "bins": HIST_BINS,
                 "observed": _histogram([r["specificity"] for r in scored]), "null": _histogram(nulls),
                 "n_null": len(nulls), "median": sig(_median([r["specificity"] for r in scored]), 3),
                 "null_median": sig(_median(nulls), 3), "method": rows[0]["method"]}
     ratios = [r["specificity_ratio"] for r in rows if r["specificity_ratio"] is not None]
     if not ratios:
         return None
-    return {"published": True, "n_tested": len(rows), "layers": sorted({r["layer"] for r in rows}),
+    return {"published": True, "n_tested": len(rows), "layers": sorted({r["layer"] for r in rows} - {None}),
             "median_ratio": sig(_median(ratios), 3), "n_above_2": sum(v > 2 for v in ratios),
             "lacks": (atlas.manifest.get("extras", {}).get("causal_summary") or {}).get("lacks")}
 

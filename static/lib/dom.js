@@ -22,7 +22,9 @@ export function append(el, ...children) {
 }
 
 export const link = (href, text, props) => h("a", { href, ...props }, text);
-export const featureLink = (layer, feature, text) => link(`#/feature/${layer}/${feature}`, text ?? `L${layer}:F${feature}`);
+// A feature whose layer is unknown (an imported file that did not record it) has no page: its number, as text.
+export const featureLink = (layer, feature, text) => (layer == null ? `F${feature} (layer not recorded)`
+  : link(`#/feature/${layer}/${feature}`, text ?? `L${layer}:F${feature}`));
 
 // A small "?" link to the glossary entry that explains a statistic.
 export const help = (term, what) => h("a", { class: "help", href: `#/glossary/${term}`, title: `What is ${what || term}?`, "aria-label": `What is ${what || term}?` }, "?");

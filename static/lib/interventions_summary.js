@@ -10,7 +10,7 @@ const share = (k, n, lo, hi) => (n == null ? "—" : `${int(k)} of ${int(n)} (${
 function causal(c) {
   if (!c) return null;
   if (c.published) {
-    return h("p", { class: "notice" }, `Causal patching (published): ${int(c.n_tested)} features of layer ${c.layers.join(", ")}, median ratio ${num(c.median_ratio)}, ${int(c.n_above_2)} above 2. The study published no null, interval or p-value, so the ratios cannot be drawn against its null. `, help("specificity", "causal specificity"));
+    return h("p", { class: "notice" }, `Causal patching (published): ${int(c.n_tested)} features of ${c.layers.length ? `layer ${c.layers.join(", ")}` : "an unrecorded layer"}, median ratio ${num(c.median_ratio)}, ${int(c.n_above_2)} above 2. The study published no null, interval or p-value, so the ratios cannot be drawn against its null. `, help("specificity", "causal specificity"));
   }
   return [h("p", {}, `Causal patching: ${int(c.n_tested)} features patched (${c.layers.length === 1 ? "layer" : "layers"} ${c.layers.join(", ")}), ${int(c.n_scored)} of them with a specificity; `,
     h("b", {}, `${int(c.n_specific)} specific`), ` at q < 0.05. Median specificity ${num(c.median)} against ${num(c.null_median)} for the ${int(c.n_null)} values of their nulls (frequency-matched features and random directions) `, help("specificity", "causal specificity")),

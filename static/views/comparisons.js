@@ -40,7 +40,7 @@ export async function render(el) {
   if (d.causal.length) {
     const rows = d.causal.slice().sort((a, b) => (b[2] ?? 0) - (a[2] ?? 0));
     const plot = h("div", { class: "plot" });
-    charts.push([plot, [{ type: "bar", x: rows.map((r) => `L${r[0]}:F${r[1]}`), y: rows.map((r) => r[2]), marker: { color: "#4a7fd0" }, name: "specificity" }],
+    charts.push([plot, [{ type: "bar", x: rows.map((r) => `L${r[0] ?? "?"}:F${r[1]}`), y: rows.map((r) => r[2]), marker: { color: "#4a7fd0" }, name: "specificity" }],
       { xaxis: { title: { text: "Feature" }, type: "category" }, yaxis: { title: { text: "Specificity (log scale)" }, type: "log" }, showlegend: false,
         shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: 1, y1: 1, line: { dash: "dot", color: "#888" } }] }]);
     append(el, h("h2", {}, "Causal specificity ", help("specificity", "causal specificity")),

@@ -82,11 +82,10 @@ function dataset(name, r) {
 function features(name, r) {
   const rows = r.features || [];
   if (!rows.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name} at q < ${r.alpha ?? 0.05}.`);
-  const feat = (l, f) => (l == null ? `F${f} (layer not recorded)` : featureLink(l, f));
   return [h("h3", {}, "Responding features"),
     rows.length < r.n_listed ? h("p", { class: "muted" }, `The ${int(rows.length)} strongest of ${int(r.n_listed)}.`) : null,
     table({ caption: `Features that respond to the knockdown of ${name}`, cls: "tf-features",
       columns: [{ label: "Feature" }, { label: "Label" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Cells (pert. / ctrl.)", num: true }],
-      rows: rows.map(([l, f, e, lo, hi, q, np, nc, lab]) => [feat(l, f), labelOf(lab), num(e), lo != null ? `[${num(lo)}, ${num(hi)}]` : "—", pval(q),
+      rows: rows.map(([l, f, e, lo, hi, q, np, nc, lab]) => [featureLink(l, f), labelOf(lab), num(e), lo != null ? `[${num(lo)}, ${num(hi)}]` : "—", pval(q),
         np != null ? `${int(np)} / ${int(nc)}` : "—"]) })];
 }
