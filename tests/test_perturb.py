@@ -292,10 +292,10 @@ def test_other_datasets_rows_are_kept_and_a_rerun_replaces_its_own(perturbed, tm
     row = {"dataset": "other", "perturbation": "GATA1", "layer": 0, "feature": 1, "effect": 0.5, "ci_lo": 0.1,
            "ci_hi": 0.9, "p": 0.01, "q": 0.02, "n_pert": 30, "n_ctrl": 100, "rank": 1}
     tf = {"dataset": "other", "perturbation": "GATA1", "is_tf": True, "verdict": "no signal"}
-    a = write(a, "other", [row], [tf], {"summary": {}})
+    a = write(a.path, "other", [row], [tf], {"summary": {}})
     resp = a.table("perturbation_response").to_pandas()
     assert set(resp["dataset"]) == {"screen", "other"} and set(a.manifest["perturbation"]) == {"screen", "other"}
-    a = write(a, "screen", [], [], {"summary": {}})  # a rerun of `screen` with no rows replaces all of its rows
+    a = write(a.path, "screen", [], [], {"summary": {}})  # a rerun of `screen` with no rows replaces all of its rows
     assert set(a.table("perturbation_response").to_pandas()["dataset"]) == {"other"}
     assert a.table("features").to_pandas().equals(atlas.table("features").to_pandas())
 
@@ -477,7 +477,7 @@ def test_an_imported_published_dataset_keeps_its_rows(tmp_path):
     old = a.table("perturbation_response").to_pylist()
     row = {"dataset": "screen", "perturbation": "SPI1", "layer": 0, "feature": 1, "effect": -0.7, "ci_lo": -1.1,
            "ci_hi": -0.3, "p": 1e-4, "q": 0.01, "n_pert": 40, "n_ctrl": 240, "rank": 1}
-    a = write(a, "screen", [row], [{"dataset": "screen", "perturbation": "SPI1", "is_tf": True,
+    a = write(a.path, "screen", [row], [{"dataset": "screen", "perturbation": "SPI1", "is_tf": True,
                                     "verdict": "specific"}], {"summary": {"n_tf": 1}})
     rows = a.table("perturbation_response").to_pylist()
     assert [r for r in rows if r["dataset"] == PUBLISHED_DATASET] == old and old[0]["layer"] is None
