@@ -161,7 +161,7 @@ checkpoint_option = click.option("--checkpoint", type=in_dir(), required=True,
 def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device, gene_column, seed):
     """Write per-layer activations of a small run: layer_LL.npy, tokens.parquet, extract.json."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .pipeline.extract import extract as run
+    from .pipeline.model.extract import extract as run
 
     check_disjoint([("--out", out)], [("--checkpoint", checkpoint), ("--data", data)])
     t0 = time.perf_counter()
@@ -213,8 +213,8 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
     import tempfile
 
     from .fsutil import read_parquet
-    from .pipeline.extract import read_activations
-    from .pipeline.sae import TrainConfig, train_heldout
+    from .pipeline.model.extract import read_activations
+    from .pipeline.sae.train import TrainConfig, train_heldout
 
     check_disjoint([("--out", out)], [("--activations", activations)])
     acts, record = read_activations(activations, layer)
@@ -247,8 +247,8 @@ def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_si
               help="Codes folder to write (replaced atomically).")
 def sae_encode(sae_path, activations, layer, out):
     """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
-    from .pipeline.encode import encode_activations
-    from .pipeline.sae import load_sae
+    from .pipeline.sae.encode import encode_activations
+    from .pipeline.sae.topk import load_sae
 
     check_disjoint([("--out", out)], [("--sae", sae_path), ("--activations", activations)])
     model = load_sae(sae_path)
@@ -270,9 +270,9 @@ def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
     """Feature statistics from codes: frequency, means, max, histograms, top genes and cells, cell-type tests."""
     from .fsutil import read_parquet
     from .jsonio import read_json
-    from .pipeline.encode import read_codes
-    from .pipeline.stats import StatsConfig
-    from .pipeline.statsfolder import stats_of_codes
+    from .pipeline.sae.encode import read_codes
+    from .pipeline.statistics.features import StatsConfig
+    from .pipeline.statistics.folder import stats_of_codes
 
     record, _ = read_codes(codes)
     if not isinstance(record.get("activations"), str):
@@ -352,8 +352,8 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_channels
              gene_column, coexpression_genes, out):
     """Test every feature's top genes against gene-set databases and networks, beside baselines."""
     from .parse import string_channels as parse_channels
-    from .pipeline import annotate as ann_mod
-    from .pipeline.genesets import load_genesets, read_string, read_trrust
+    from .pipeline.annotation import annotate as ann_mod
+    from .pipeline.annotation.genesets import load_genesets, read_string, read_trrust
 
     if min_size > max_size:
         raise AtlasError(f"--min-size {min_size} is larger than --max-size {max_size}")
@@ -381,7 +381,7 @@ def annotate(genes, genesets, trrust, string_links, string_info, string_channels
     cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed,
                                  random_genes="random_genes" in wanted)
     if "coexpression" in wanted:
-        from .pipeline.coexpression import CoexpressionConfig, coexpression_baseline
+        from .pipeline.annotation.coexpression import CoexpressionConfig, coexpression_baseline
 
         coex = CoexpressionConfig(n_genes=coexpression_genes, size=top_n, seed=seed)
         extra.append(coexpression_baseline(data, uni, sorted(set(table["layer"].astype(int))), coex, gene_column)[0])
@@ -414,8 +414,8 @@ def _baseline_spec(spec: str) -> tuple[str, Path]:
 
 
 def _baseline_table(name: str, path: Path, layer):
-    from .pipeline.annotate import read_gene_table
-    from .pipeline.baselines import Baseline
+    from .pipeline.annotation.annotate import read_gene_table
+    from .pipeline.annotation.baselines import Baseline
 
     return Baseline(name, read_gene_table(path, layer, id_column="list"), f"{name}: gene lists from {path.name}")
 
@@ -656,7 +656,7 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     to the atlas (and re-render its site when site/NAME exists)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .atlas.perturbation import perturb as run
-    from .pipeline.perturb_stats import PerturbConfig
+    from .pipeline.perturbation.stats import PerturbConfig
     from .site.render import render as render_site
 
     target = require_atlas(name, data_dir)

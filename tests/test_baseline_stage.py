@@ -13,7 +13,7 @@ import torch
 
 from builder.errors import AtlasError
 from builder.models import FAMILIES, Family, load
-from builder.pipeline.baseline_stage import BaselinesConfig, check_pca, decide, pca_lists, twin_rows
+from builder.pipeline.stages.baselines import BaselinesConfig, check_pca, decide, pca_lists, twin_rows
 from builder.pipeline.build import BuildConfig
 
 PBMC = Path("atlas_data/inputs/pbmc68k_counts.h5ad")

@@ -232,7 +232,7 @@ def test_bad_input_leaves_the_previous_atlas(built, tiny, labelled, tmp_path, ca
 
 
 def test_a_shard_failing_on_a_worker_is_named(tiny, labelled, tmp_path, capsys):
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.sae.topk import TopKSAE
 
     for L in (0, 1):  # finite weights so large that every code overflows: every shard fails in the streaming pass
         sae = TopKSAE(64, 128, 4)
@@ -286,8 +286,8 @@ def test_a_failing_shard_keeps_the_finished_ones_and_the_previous_atlas(built, t
     and site as they were, shard 0 kept and not recomputed by the rerun."""
     import torch
 
-    from builder.pipeline.forward import ModelRunner, ModelSpec
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.model.forward import ModelRunner, ModelSpec
+    from builder.pipeline.sae.topk import TopKSAE
 
     for sub in ("data", "site"):
         shutil.copytree(built / sub / "scgpt", tmp_path / sub / "scgpt")

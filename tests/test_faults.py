@@ -205,7 +205,7 @@ def nan_activation(ws):
 
 
 def narrow_sae(ws):
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.sae.topk import TopKSAE
     TopKSAE(32, 64, 4).save(ws / "sae", {})
 
 

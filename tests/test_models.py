@@ -379,7 +379,7 @@ def test_checkpoints_without_a_head_load_and_say_so(tmp_path):
 def test_incomplete_heads_are_ignored_with_a_note_and_refused_by_interventions(tmp_path, capsys):
     """A head that is there but not whole (keys missing or mis-shaped) is no encoder problem: the encoder loads, one
     note names the head's keys, and only interventions (check_head) refuse the checkpoint, naming them."""
-    from builder.pipeline.patching import check_head
+    from builder.pipeline.interventions.patching import check_head
     from test_cli import run
 
     whole = write_scgpt(tmp_path / "whole", n_genes=2000)

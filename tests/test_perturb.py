@@ -20,10 +20,10 @@ from builder.atlas.perturbation import locate, write
 from builder.fsutil import sha256_file
 from builder.models import load
 from builder.models.dataset import read_h5ad
-from builder.pipeline import perturb as pp
-from builder.pipeline import perturb_stats as ps
-from builder.pipeline.perturb_stats import PerturbConfig
-from builder.pipeline.sae import load_sae
+from builder.pipeline.perturbation import response as pp
+from builder.pipeline.perturbation import stats as ps
+from builder.pipeline.perturbation.stats import PerturbConfig
+from builder.pipeline.sae.topk import load_sae
 from perturbseq import CONTROL, TF_SHIFTED, TF_UNSHIFTED, make_perturbseq, planted_genes, write_trrust
 
 ALPHA = 0.05

@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from builder.pipeline.encode import encode_stream, read_codes
+from builder.pipeline.sae.encode import encode_stream, read_codes
 from builder.errors import AtlasError
-from builder.pipeline.sae import TopKSAE, TrainConfig, load_sae, train, train_heldout
+from builder.pipeline.sae.topk import TopKSAE, load_sae
+from builder.pipeline.sae.train import TrainConfig, train, train_heldout
 from test_cli import run
 
 

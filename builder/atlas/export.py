@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..pipeline import baseline_stage, describe
-from ..pipeline.annotate import ANY
+from ..pipeline.stages import baselines as baseline_stage, stats as describe
+from ..pipeline.annotation.annotate import ANY
 from ..pipeline.build import Outputs, results_config
 from ..pipeline.cache import tree_hash
-from ..pipeline.genesets import normalise_gene
+from ..pipeline.annotation.genesets import normalise_gene
 from .format import SCHEMA, write_atlas
 
 
@@ -132,7 +132,7 @@ def layers(out: Outputs, feats: pa.Table, labels: pd.DataFrame, rates: pd.DataFr
 
 
 def _heldout(out: Outputs, L: int) -> dict:
-    from ..pipeline.dense import heldout_metrics, read_dense
+    from ..pipeline.model.dense import heldout_metrics, read_dense
 
     return heldout_metrics(read_dense(out.stream, L))
 

@@ -124,9 +124,9 @@ def perturb(atlas_dir: Path, data: Path, column: str, control: str, cfg, dataset
     head_problem, if any (the command needs no head)."""
     from ..models import check_unique_genes, default_batch_size, load, pick_device
     from ..models.dataset import read_h5ad
-    from ..pipeline import perturb as pp
-    from ..pipeline.genesets import read_trrust
-    from ..pipeline.sae import load_sae
+    from ..pipeline.perturbation import response as pp
+    from ..pipeline.annotation.genesets import read_trrust
+    from ..pipeline.sae.topk import load_sae
 
     atlas = read_atlas(atlas_dir)
     src = locate(atlas, layers, checkpoint, sae, cache)

@@ -255,7 +255,7 @@ def add_interventions(manifest: dict, tables: dict[str, pa.Table], seed: int = 0
 
 
 def _synthetic_causal(rng, alive, genes, per_layer):
-    from ..pipeline import causal_stats as cs
+    from ..pipeline.interventions import stats as cs
 
     layers = sorted({lay for lay, _ in alive})
     tested = [k for lay in layers for k in sorted(rng.permutation([k for k in alive if k[0] == lay])[:per_layer].tolist())]

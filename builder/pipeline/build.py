@@ -37,17 +37,19 @@ from ..fsutil import sha256_file
 from ..pausepoint import pause_at
 from ..models import FAMILIES, check_layers, load
 from ..parse import atlas_name
-from . import dense, describe, engine, sample, stream
-from .annotate import AnnotateConfig
-from .baseline_stage import BaselinesConfig
+from .model import dense
+from .stages import stats as describe, sample, stream
+from . import engine
+from .annotation.annotate import AnnotateConfig
+from .stages.baselines import BaselinesConfig
 from .cache import commit_once, folder_bytes, is_done, key_of, tree_hash
 from .codes import shard_name
-from .forward import ModelSpec
-from .graphs import GraphConfig
-from .causal_stats import InterventionsConfig
-from .plan import PlanConfig, read_plan
-from .sae import TrainConfig
-from .stats import StatsConfig
+from .model.forward import ModelSpec
+from .graphs.modules import GraphConfig
+from .interventions.stats import InterventionsConfig
+from .stages.plan import PlanConfig, read_plan
+from .sae.train import TrainConfig
+from .statistics.features import StatsConfig
 
 DEFAULT_DATA = Path("atlas_data/inputs/immune_sample.h5ad")
 
@@ -171,7 +173,7 @@ def check_config(cfg: BuildConfig) -> None:
     if cfg.donor_column and not cfg.cell_type_column:
         raise AtlasError("--donor-column needs --cell-type-column (the donor-level test is per cell type)")
     engine.check(cfg.engine)
-    from .baseline_stage import decide
+    from .stages.baselines import decide
 
     decide(cfg, FAMILIES[cfg.model])
 
@@ -300,7 +302,7 @@ class Builder:
             raise AtlasError(f"{data}: no such dataset file")
         adapter = load(cfg.model, Path(cfg.checkpoint), seed=cfg.seed)  # checks the checkpoint before any work
         if cfg.interventions.enabled:
-            from .patching import check_head
+            from .interventions.patching import check_head
 
             check_head(adapter)
         layers = check_layers(adapter, list(cfg.layers) or None)
@@ -311,14 +313,14 @@ class Builder:
         inputs = {"checkpoint": tree_hash(Path(cfg.checkpoint)), "data": sha256_file(data)}
         pkey = key_of("plan", __version__, cfg.model, inputs, cfg.max_cells, cfg.gene_column, cfg.seed, cfg.shard_cells,
                       cfg.train.holdout, cfg.cell_type_column, cfg.donor_column)
-        from .plan import run as plan_run
+        from .stages.plan import run as plan_run
 
         pdir = self.cached("plan", pkey, partial(
             lambda ad, tmp: plan_run(ad, data, tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed,
                                      cfg.max_cells or None, cfg.gene_column or None, cfg.cell_type_column or None,
                                      cfg.donor_column or None, cfg.backed), adapter))
         record, cells = read_plan(pdir)
-        from . import baseline_stage
+        from .stages import baselines as baseline_stage
 
         decided = baseline_stage.decide(cfg, FAMILIES[cfg.model])
         if not decided["pca"]:
@@ -349,7 +351,7 @@ class Builder:
         akey = key_of("annotate", tkey, [d.meta.get("sha256") for d in dbs + nets], [d.name for d in dbs + nets],
                       asdict(cfg.annotate))
         adir = self.cached("annotate", akey, lambda tmp: self._annotate(layers, tdir, pdir, dbs, nets, tmp))
-        from .graph_stage import cross_stage, graph_stage, module_rows
+        from .stages.graph import cross_stage, graph_stage, module_rows
 
         gdirs, cdirs = {}, {}
         for L in layers:
@@ -372,9 +374,9 @@ class Builder:
                        dbs, nets, modules, training, self.stage, sizes, idir, bdir)
 
     def _interventions(self, layers, saes, sdir, pdir, spec, tmp):
-        from .forward import ModelRunner
-        from .interventions import run as run_interventions
-        from .sae import load_sae
+        from .model.forward import ModelRunner
+        from .interventions.run import run as run_interventions
+        from .sae.topk import load_sae
 
         runner = ModelRunner(spec)
         record, cells = read_plan(pdir)
@@ -383,7 +385,7 @@ class Builder:
 
     def _baselines(self, decided, inputs, layers, akey, adir, gdirs, cdirs, tdir, pdir, cells, dbs, nets) -> Path:
         """The baselines stage (baseline_stage.py), after the twin's build when random_init_model runs."""
-        from . import baseline_stage
+        from .stages import baselines as baseline_stage
 
         cfg = self.cfg
         twin = None if decided["random_init_model"] else self._twin(inputs["checkpoint"], layers)
@@ -397,8 +399,8 @@ class Builder:
     def _twin(self, checkpoint_hash: str, layers: list[int]) -> dict:
         """The random_init_model baseline: write the checkpoint's untrained twin, then run this build on it (SAE
         settings, seed, cells and layers unchanged; its own baselines off). Its stages are cached like any other."""
-        from .baseline_stage import summaries
-        from .dense import heldout_metrics, read_dense
+        from .stages.baselines import summaries
+        from .model.dense import heldout_metrics, read_dense
 
         cfg = self.cfg
         key = key_of("twin", __version__, cfg.model, checkpoint_hash, cfg.seed)
@@ -436,7 +438,7 @@ class Builder:
 
     def _genesets(self):
         from ..parse import string_channels
-        from .genesets import load_genesets, read_string, read_trrust
+        from .annotation.genesets import load_genesets, read_string, read_trrust
 
         cfg = self.cfg
         dbs, nets = load_genesets(cfg.genesets), []
@@ -450,7 +452,7 @@ class Builder:
         return dbs, nets
 
     def _given(self, adapter, layers):
-        from .sae import load_sae
+        from .sae.topk import load_sae
 
         root = Path(self.cfg.sae)
         saes, keys = {}, {}
@@ -470,7 +472,7 @@ class Builder:
     def _train(self, adapter, layers, pdir, pkey, record, cells, spec):
         import torch
 
-        from .sae import train
+        from .sae.train import train
 
         cfg = self.cfg
         tc = replace(cfg.train, seed=cfg.seed)
@@ -499,7 +501,7 @@ class Builder:
         return saes, keys, training
 
     def _annotate(self, layers, tdir, pdir, dbs, nets, tmp):
-        from .annotate import annotate, write_annotation
+        from .annotation.annotate import annotate, write_annotation
 
         parts = [describe.read_table(tdir, L, "feature_genes")[["feature", "gene", "rank"]].assign(layer=L)
                  for L in layers]
@@ -509,6 +511,6 @@ class Builder:
 
 
 def _sae_width(path: Path) -> int:
-    from .sae import load_sae
+    from .sae.topk import load_sae
 
     return load_sae(path).d_sae

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
-from ..models.dataset import read_h5ad
-from ..errors import AtlasError
-from ..fsutil import atomic_dir
-from ..jsonio import read_json
-from ..models import check_layers, check_unique_genes, default_batch_size, load, pick_device, stream
+from ... import __version__
+from ...models.dataset import read_h5ad
+from ...errors import AtlasError
+from ...fsutil import atomic_dir
+from ...jsonio import read_json
+from ...models import check_layers, check_unique_genes, default_batch_size, load, pick_device, stream
 
 
 def layer_file(layer: int) -> str:

@@ -20,11 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from ..errors import AtlasError
+from ...errors import AtlasError
 from .baselines import Baseline, curveball, matrix_lists
 from .enrichment import SfTable, degree_fit, network_tests, overlap_members, set_tests
 from .genesets import GeneSets, Network, normalise_gene
-from .multitest import bh, haldane_odds
+from ..multitest import bh, haldane_odds
 
 ANY = "any database"  # the rates row of features annotated in at least one database
 RANDOM_GENES_NOTE = ("random_genes: the features' own lists with genes dealt out again at random (curveball), "
@@ -409,8 +409,8 @@ def write_annotation(out, ann: Annotation) -> None:
     """OUT/: enrichments, labels, rates and baselines as Parquet; annotate.json with parameters and sources."""
     import pyarrow.parquet as pq
 
-    from ..fsutil import atomic_dir
-    from ..jsonio import dumps_json
+    from ...fsutil import atomic_dir
+    from ...jsonio import dumps_json
 
     with atomic_dir(out) as tmp:
         for name in ("enrichments", "labels", "rates", "baselines"):

@@ -29,7 +29,7 @@ from anndata.io import read_elem, sparse_dataset
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from ..errors import AtlasError
+from ...errors import AtlasError
 from .baselines import Baseline, for_layers
 from .genesets import normalise_gene
 

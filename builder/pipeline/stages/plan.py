@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 import orjson
 
-from ..errors import AtlasError
-from ..jsonio import dumps_json
+from ...errors import AtlasError
+from ...jsonio import dumps_json
 
 HELDOUT_STREAM = 0x484F  # separates the held-out draw of a cell from its other random draws
 
@@ -60,8 +60,8 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
         backed: bool = True) -> dict:
     """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record."""
     # builder.models imports torch; read_plan (used by the torch-free statistics) must not.
-    from ..models import check_unique_genes, gene_token_count
-    from ..models.dataset import read_h5ad
+    from ...models import check_unique_genes, gene_token_count
+    from ...models.dataset import read_h5ad
 
     data, out = Path(data), Path(out)
     dataset = read_h5ad(data, max_cells=max_cells, backed=backed)

@@ -24,10 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..jsonio import dumps_json
-from . import stats as st
-from .cache import commit_once, is_done
-from .codes import read_layer, shard_name
+from ...jsonio import dumps_json
+from ..statistics import features as st
+from ..cache import commit_once, is_done
+from ..codes import read_layer, shard_name
 from .plan import read_plan
 
 

@@ -17,13 +17,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..errors import AtlasError
-from .cache import commit_once, is_done
-from .codes import allocate, index_dtype, shard_name
-from .dense import partial_name
-from .forward import ModelRunner, ModelSpec
+from ...errors import AtlasError
+from ..cache import commit_once, is_done
+from ..codes import allocate, index_dtype, shard_name
+from ..model.dense import partial_name
+from ..model.forward import ModelRunner, ModelSpec
 from .plan import read_plan
-from .sae import load_sae
+from ..sae.topk import load_sae
 
 
 class DenseSums:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import AtlasError
-from ..fsutil import read_maybe_gzip, sha256_file
-from ..geneids import gencode, is_ensembl, normalise_ensembl
-from ..parse import COMBINED, STRING_CHANNELS
+from ...errors import AtlasError
+from ...fsutil import read_maybe_gzip, sha256_file
+from ...geneids import gencode, is_ensembl, normalise_ensembl
+from ...parse import COMBINED, STRING_CHANNELS
 
 ENTREZ = re.compile(r"^\d+$")
 STRING_PROTEIN = re.compile(r"^\d+\.ENS[A-Z]*P\d+")

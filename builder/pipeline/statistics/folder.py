@@ -12,13 +12,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import AtlasError
-from ..fsutil import atomic_dir
-from ..jsonio import dumps_json
-from . import stats as st
-from .codes import Codes
-from .describe import labels_of
-from .encode import read_codes
+from ...errors import AtlasError
+from ...fsutil import atomic_dir
+from ...jsonio import dumps_json
+from . import features as st
+from ..codes import Codes
+from ..stages.stats import labels_of
+from ..sae.encode import read_codes
 
 
 def stats_of_codes(codes: Path, out: Path, names: dict, obs: pd.DataFrame, types: np.ndarray | None,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import Chunk, default_batch_size, load, pick_device, stream
-from ..models.dataset import read_h5ad
+from ...models import Chunk, default_batch_size, load, pick_device, stream
+from ...models.dataset import read_h5ad
 
 
 @dataclass(frozen=True)

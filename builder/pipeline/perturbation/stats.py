@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from .multitest import bh, haldane_odds
+from ..multitest import bh, haldane_odds
 
 VERDICTS = ("specific", "not specific", "no signal")
 

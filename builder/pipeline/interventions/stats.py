@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from .multitest import bh
+from ..multitest import bh
 
 __all__ = ["InterventionsConfig", "auc", "bh", "null_test", "pick_features", "matched_nulls", "ratio_bootstrap"]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AtlasError
-from ..jsonio import dumps_json
-from .cache import commit_once, is_done
-from .codes import shard_name
-from .forward import ModelRunner, ModelSpec
+from ...errors import AtlasError
+from ...jsonio import dumps_json
+from ..cache import commit_once, is_done
+from ..codes import shard_name
+from ..model.forward import ModelRunner, ModelSpec
 from .plan import read_plan
 
 KEY_STREAM = 0x4B45  # separates a cell's sampling keys from its other random draws

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import AtlasError
+from ...errors import AtlasError
 
 MASK_STREAM = 0x4D41  # separates the mask draws of a cell from its other random draws
 

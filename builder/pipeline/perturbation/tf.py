@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import perturb_stats as ps
-from .perturb_stats import PerturbConfig
+from . import stats as ps
+from .stats import PerturbConfig
 
 if TYPE_CHECKING:  # perturb.py imports this module
-    from .perturb import Encoder, Expression, Result
+    from .response import Encoder, Expression, Result
 
 
 def gene_scores(enc: Encoder, loadings: tuple, responding: np.ndarray, universe: np.ndarray) -> np.ndarray:

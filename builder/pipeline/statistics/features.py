@@ -30,8 +30,8 @@ import scipy.sparse as sp
 from scipy import stats as sps
 
 from . import kernels
-from .codes import Codes, fired
-from .multitest import bh
+from ..codes import Codes, fired
+from ..multitest import bh
 
 LOG2_LO, LOG2_HI = -24, 16          # the fixed grid covers 2^-24 .. 2^16; values outside go to the end bins
 FEATURE_BINS_PER_OCTAVE = 8         # per-feature activation histograms

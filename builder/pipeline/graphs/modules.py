@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import poisson
 
-from .multitest import bh, poisson_excess_p
+from ..multitest import bh, poisson_excess_p
 
 SVD_K = (10, 50)
 

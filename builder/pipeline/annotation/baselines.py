@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import AtlasError
+from ...errors import AtlasError
 from .enrichment import membership
 
 BASELINES = ("random_genes", "coexpression", "pca", "random_init_model")

@@ -30,12 +30,12 @@ import pyarrow.parquet as pq
 import torch
 from scipy import stats as sps
 
-from ..errors import AtlasError
-from ..jsonio import dumps_json
-from . import causal_stats as cs
-from . import stats as st
-from .causal_stats import InterventionsConfig
-from .codes import Codes, read_layer, shard_name
+from ...errors import AtlasError
+from ...jsonio import dumps_json
+from . import stats as cs
+from ..statistics import features as st
+from .stats import InterventionsConfig
+from ..codes import Codes, read_layer, shard_name
 from .patching import Effect, attribution, check_head, patch, prepare_cell
 
 SELECTION = {0: "top_attribution", 1: "stratified_random"}

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..jsonio import dumps_json
-from .cache import commit_once, is_done
-from .codes import shard_name
+from ...jsonio import dumps_json
+from ..cache import commit_once, is_done
+from ..codes import shard_name
 
 SUMS = ("n", "s1", "h_n", "h_sse", "h_s1", "h_s2", "h_xtx", "h_fire", "h_l0", "h_za", "h_a1", "h_a2")
 PCA_MAX = 50  # principal axes kept in the merged result (SVD comparison k <= 50, PCA baseline components)

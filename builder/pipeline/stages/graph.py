@@ -15,15 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from ..jsonio import dumps_json
-from . import describe, graphs
-from .dense import read_dense
+from ...jsonio import dumps_json
+from . import stats as describe
+from ..graphs import modules as graphs
+from ..model.dense import read_dense
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def _decoder(path: Path) -> np.ndarray:
-    from .sae import load_sae
+    from ..sae.topk import load_sae
 
     return load_sae(path).W_dec.detach().numpy()
 

@@ -34,12 +34,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..errors import AtlasError
-from ..models import stream
-from ..models.dataset import Dataset
-from . import perturb_stats as ps
-from .genesets import normalise_gene
-from .perturb_stats import PerturbConfig
+from ...errors import AtlasError
+from ...models import stream
+from ...models.dataset import Dataset
+from . import stats as ps
+from ..annotation.genesets import normalise_gene
+from .stats import PerturbConfig
 
 PSEUDO_STREAM, CONTROL_STREAM = 0x5053, 0x4354  # separate the pseudo-perturbation and control draws
 
@@ -378,7 +378,7 @@ def run(enc: Encoder, dataset: Dataset, design: Design, targets: dict[str, set[s
     """(perturbation_response rows, tf_specificity rows, summary) of every qualifying perturbation; `index` is
     gene_columns(dataset) when the caller has it. drop_gene=False keeps the perturbed gene's token (only to show,
     in the tests, what the drop prevents)."""
-    from .perturb_tf import specificity
+    from .tf import specificity
 
     index = gene_columns(dataset) if index is None else index
     expr = expression(dataset, np.concatenate([design.controls, *design.groups.values()]), enc, cfg.min_expressed)

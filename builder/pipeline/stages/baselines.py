@@ -26,10 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import AtlasError
-from ..jsonio import dumps_json
-from .annotate import BASELINE_ROWS, annotate_baselines
-from .baselines import Baseline
+from ...errors import AtlasError
+from ...jsonio import dumps_json
+from ..annotation.annotate import BASELINE_ROWS, annotate_baselines
+from ..annotation.baselines import Baseline
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def summaries(annotation: Path, graphs: dict, cross: dict) -> dict:
 def run(tmp: Path, *, layers, decided: dict, cfg, annotation: Path, gdirs: dict, cdirs: dict, universe: dict,
         dbs, nets, data: Path, cells: np.ndarray, twin: dict | None) -> None:
     """Write baselines.parquet and baselines.json into `tmp` (see the module docstring)."""
-    from .coexpression import CoexpressionConfig, coexpression_baseline
+    from ..annotation.coexpression import CoexpressionConfig, coexpression_baseline
 
     rates = pq.read_table(Path(annotation) / "annotation" / "rates.parquet").to_pandas()
     record = {"ran": {}, "not_run": {k: v for k, v in decided.items() if v}}

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AtlasError
-from ..fsutil import atomic_dir, read_parquet
-from ..jsonio import read_json
-from .codes import Codes
-from .sae import TopKSAE, n_nonfinite
+from ...errors import AtlasError
+from ...fsutil import atomic_dir, read_parquet
+from ...jsonio import read_json
+from ..codes import Codes
+from .topk import TopKSAE
+from .train import n_nonfinite
 
 SHARD_FIELDS = ("idx", "val", "cell", "gene")
 SHARD = 262_144  # tokens per shard, at least (a shard ends at the first chunk boundary past it)
@@ -72,7 +73,7 @@ def encode_stream(sae: TopKSAE, chunks: Iterable[tuple[np.ndarray, np.ndarray, n
 
 def encode_activations(sae: TopKSAE, activations: Path, layer: int, out: Path, meta: dict) -> dict:
     """Encode one layer of an activations folder (written by `extract`) into a codes folder."""
-    from .extract import read_activations
+    from ..model.extract import read_activations
 
     acts, _ = read_activations(activations, layer)
     tokens = read_parquet(Path(activations) / "tokens.parquet", columns=["cell", "token_id"])
