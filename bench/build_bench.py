@@ -140,7 +140,8 @@ class CachePoll(threading.Thread):
 
 def one_build(n: int, shard_cells: int, engine: str) -> dict:
     from builder.atlas.export import export
-    from builder.pipeline.build import Builder, read_config
+    from builder.options import read_config
+    from builder.pipeline.build import Builder
     from builder.site.render import render
 
     run = OUT / f"run-{engine}-{n}"
@@ -163,9 +164,9 @@ def one_build(n: int, shard_cells: int, engine: str) -> dict:
     for d in (run / "cache").iterdir():
         stage = d.name.rsplit("-", 1)[0]
         by_stage[stage] = by_stage.get(stage, 0) + sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-    codes = sum(p.stat().st_size for p in out.stream.glob("shards/*/*.npy"))
-    rec = out.record
-    return {"tokens": rec["tokens"], "seconds": seconds, "stages": dict(out.stage.seconds), "peak_rss_mb": rss_mb(),
+    codes = sum(p.stat().st_size for p in out.results["stream"].folder.glob("shards/*/*.npy"))
+    rec = out.results["plan"].record
+    return {"tokens": rec["tokens"], "seconds": seconds, "stages": dict(out.timings.seconds), "peak_rss_mb": rss_mb(),
             "cache_after": after, "cache_peak": max(poll.peak, after), "cache_by_stage": by_stage, "codes": codes,
             "dense_f32": rec["tokens"] * 12 * 512 * 4, "shards": len(rec["shards"]),
             "data": tree_digest(path), "site": tree_digest(run / "site" / "bench")}

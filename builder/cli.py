@@ -518,7 +518,8 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
     from .atlas.export import export
     from .fsutil import held
     from .models import bundled
-    from .pipeline.build import Builder, read_config
+    from .options import read_config
+    from .pipeline.build import Builder
     from .pipeline.targets import check_provenance, check_targets
     from .site.render import render as render_site
 
@@ -557,7 +558,7 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
         with held(lock, lambda: click.echo(f"waiting: another build is using the cache {cache}", err=True)):
             pause_at("build locked")
             out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
-            st = out.stage
+            st = out.timings
             t1 = time.perf_counter()
             path = export(out, data_dir)
             st.done("export", time.perf_counter() - t1)
@@ -574,6 +575,7 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
 
 def _summary(path, site, st, out, seconds):
     from .atlas.format import read_atlas
+    from .pipeline.cache import folder_bytes
 
     atlas = read_atlas(path, check=False)
     lay = atlas.table("layers").to_pylist()
@@ -606,10 +608,12 @@ def _summary(path, site, st, out, seconds):
     click.echo("  time per stage: " + ", ".join(
         f"{k} {v:.1f} s" + (f" ({st.cached[k]} cached)" if st.cached[k] else "") for k, v in st.seconds.items())
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
-    click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
+    sizes = {k: folder_bytes(out.results[k].folder) / 1e6 for k in ("stream", "stats")}
+    click.echo(f"  cache: stream {sizes['stream']:,.1f} MB, stats {sizes['stats']:,.1f} MB")
     click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
-    if out.record["model"].get("head_problem"):
-        _head_note(out.record["model"]["head_problem"])
+    head = out.results["plan"].record["model"].get("head_problem")
+    if head:
+        _head_note(head)
 
 
 @cli.command()
@@ -655,7 +659,9 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     """Run the atlas' model and SAEs over a Perturb-seq dataset; add the perturbation response and TF specificity
     to the atlas (and re-render its site when site/NAME exists)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .atlas.perturbation import perturb as run
+    from .atlas.format import read_atlas
+    from .atlas.perturbation import write
+    from .pipeline.perturbation.screen import analyse
     from .pipeline.perturbation.stats import PerturbConfig
     from .site.render import render as render_site
 
@@ -667,8 +673,10 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
     dataset = dataset_name or Path(data).name.removesuffix(".h5ad")
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
-    atlas, record = run(target, data, column, control, cfg, dataset, layers, trrust, batch_column, checkpoint, sae,
-                        cache, gene_column, device, log, _head_note)
+    atlas = read_atlas(target)
+    response, tf, record = analyse(atlas.manifest, atlas.name, atlas.path, data, column, control, cfg, dataset, layers,
+                                   trrust, batch_column, checkpoint, sae, cache, gene_column, device, log, _head_note)
+    atlas = write(atlas.path, dataset, response, tf, record, log)
     s = record["summary"]
     click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
                f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")

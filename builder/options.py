@@ -327,3 +327,35 @@ def setting_option(flag: str, key: str, *decls: str, **kw):
     """A click option whose type and help come from SETTINGS[key] (type= or help= given here win)."""
     s = SETTINGS[key]
     return click.option(flag, *decls, type=kw.pop("type", s.type), help=kw.pop("help", s.help), **kw)
+
+
+def read_config(path: Path | None, overrides: dict, defaults=None):
+    """`atlas build`'s settings: defaults, then the TOML file, then command-line options (keys as in the file:
+    `seed`, `engine.workers`). defaults(values given) can add defaults that depend on what was given (the demo
+    build's, for one). Every value of the file goes through the type of its command-line option (SETTINGS), so
+    both refuse the same values in the same words, naming the file and key; cross-field rules are checked after."""
+    import tomllib
+
+    from .pipeline.build import SECTIONS, make_config
+
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AtlasError(f"{path}: no such config file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise AtlasError(f"{path}: not valid TOML ({e})") from None
+        for key, value in raw.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise AtlasError(f"{path}: [{key}] must be a table")
+                values.update({f"{key}.{k}": check_setting(f"{key}.{k}", v, str(path)) for k, v in value.items()})
+            else:
+                values[key] = check_setting(key, value, str(path))
+    # None, "" and () mean "not given"; 0 and False given on the command line override the file.
+    values.update({k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (str, tuple)) and not v)})
+    if defaults is not None:
+        values = {**defaults(dict(values)), **values}
+    return make_config(values)

@@ -14,6 +14,7 @@ import torch
 from builder.errors import AtlasError
 from builder.models import FAMILIES, Family, load
 from builder.pipeline.stages.baselines import BaselinesConfig, check_pca, decide, pca_lists, twin_rows
+from builder.pipeline.stages.graph import Graph
 from builder.pipeline.build import BuildConfig
 
 PBMC = Path("atlas_data/inputs/pbmc68k_counts.h5ad")
@@ -58,7 +59,7 @@ def test_pca_lists_number_each_direction_and_sign(tmp_path):
                          "token_id": [5, 6, 7, 8, 9, 10], "gene": list("ABCDEF"), "score": [2.0, 1, 3, 1, 1, 1]})
     (tmp_path / "g").mkdir()
     pq.write_table(pa.Table.from_pandas(rows), tmp_path / "g" / "pca_genes.parquet")
-    lists = pca_lists({3: tmp_path / "g"})
+    lists = pca_lists({3: Graph(tmp_path / "g", {}, {})})
     assert lists["list"].tolist() == [0, 0, 1, 1, 2, 3] and (lists["layer"] == 3).all()
     assert lists["gene"].tolist() == list("ABCDEF") and lists["rank"].tolist() == [1, 2, 1, 2, 1, 1]
 

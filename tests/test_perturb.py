@@ -16,7 +16,8 @@ import torch
 from scipy import stats as sps
 
 from builder.atlas.format import read_atlas, validate
-from builder.atlas.perturbation import locate, write
+from builder.atlas.perturbation import write
+from builder.pipeline.perturbation.screen import locate, run
 from builder.fsutil import sha256_file
 from builder.models import load
 from builder.models.dataset import read_h5ad
@@ -292,10 +293,10 @@ def test_other_datasets_rows_are_kept_and_a_rerun_replaces_its_own(perturbed, tm
     row = {"dataset": "other", "perturbation": "GATA1", "layer": 0, "feature": 1, "effect": 0.5, "ci_lo": 0.1,
            "ci_hi": 0.9, "p": 0.01, "q": 0.02, "n_pert": 30, "n_ctrl": 100, "rank": 1}
     tf = {"dataset": "other", "perturbation": "GATA1", "is_tf": True, "verdict": "no signal"}
-    a = write(a, "other", [row], [tf], {"summary": {}})
+    a = write(a.path, "other", [row], [tf], {"summary": {}})
     resp = a.table("perturbation_response").to_pandas()
     assert set(resp["dataset"]) == {"screen", "other"} and set(a.manifest["perturbation"]) == {"screen", "other"}
-    a = write(a, "screen", [], [], {"summary": {}})  # a rerun of `screen` with no rows replaces all of its rows
+    a = write(a.path, "screen", [], [], {"summary": {}})  # a rerun of `screen` with no rows replaces all of its rows
     assert set(a.table("perturbation_response").to_pandas()["dataset"]) == {"other"}
     assert a.table("features").to_pandas().equals(atlas.table("features").to_pandas())
 
@@ -317,7 +318,7 @@ def test_on_target_from_the_command_line_is_recorded(perturbed, inputs, tmp_path
 @pytest.fixture(scope="module")
 def model(demo_build):
     atlas = read_atlas(demo_build.data / "scgpt-demo")
-    src = locate(atlas, None, None, None, demo_build.root / "cache")
+    src = locate(atlas.manifest, atlas.name, atlas.path, None, None, None, demo_build.root / "cache")
     adapter = load(src.family, src.checkpoint, seed=src.seed)
     return adapter, {L: load_sae(p) for L, p in src.saes.items()}, src.layers
 
@@ -369,8 +370,8 @@ def test_the_knocked_down_gene_s_own_token_creates_no_effect(model, tmp_path):
     assert (m[:, f] > 0).mean() > 0.5  # it fires, in the cells that express G
     cfg = PerturbConfig(pseudo=0)
     design = pp.read_design(ds, "gene", CONTROL, None, cfg)
-    kept, _, _ = pp.run(enc, ds, design, None, cfg, "own", drop_gene=False)
-    dropped, _, _ = pp.run(enc, ds, design, None, cfg, "own")
+    kept, _, _ = run(enc, ds, design, None, cfg, "own", drop_gene=False)
+    dropped, _, _ = run(enc, ds, design, None, cfg, "own")
     hit = [r for r in kept if r["feature"] == f]
     assert hit and hit[0]["q"] < 1e-6 and hit[0]["effect"] < -1  # the trivial effect the drop removes
     assert not [r for r in dropped if r["feature"] == f]  # silent on both sides: not even tested
@@ -386,7 +387,7 @@ def test_batches_change_nothing_when_balanced(model, inputs):
     out = {}
     for b in (None, "batch"):
         design = pp.read_design(ds, "gene", CONTROL, b, cfg)
-        out[b] = pp.run(enc, ds, design, targets, cfg, "screen")
+        out[b] = run(enc, ds, design, targets, cfg, "screen")
     verdicts = [{r["perturbation"]: r["verdict"] for r in out[b][1]} for b in out]
     assert verdicts[0] == verdicts[1] and verdicts[0][TF_SHIFTED] == "specific"
     key = lambda r: (r["perturbation"], r["layer"], r["feature"])  # noqa: E731
@@ -405,7 +406,7 @@ def test_a_batch_column_removes_a_planted_batch_confound(model, tmp_path):
     cfg = PerturbConfig(pseudo=0)
     n = {}
     for b in (None, "batch"):
-        rows, tf, _ = pp.run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
+        rows, tf, _ = run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
         n[b] = sum(r["q"] < ALPHA for r in rows)
     assert n[None] >= 20 and n["batch"] <= 2, n
 
@@ -455,7 +456,7 @@ def test_on_target_sharpens_a_diluted_knockdown(model, tmp_path):
     for q in (0.0, 0.5):
         cfg = PerturbConfig(pseudo=5, on_target=q)
         design = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), pp.gene_columns(ds), cfg)
-        out[q] = pp.run(enc, ds, design, targets, cfg, "esc")
+        out[q] = run(enc, ds, design, targets, cfg, "esc")
     tf = [{r["perturbation"]: r for r in out[q][1]} for q in out]
     assert tf[1][TF_SHIFTED]["n_responding"] > 2 * tf[0][TF_SHIFTED]["n_responding"] > 0
     assert tf[1][TF_SHIFTED]["q"] < tf[0][TF_SHIFTED]["q"] < ALPHA and tf[1][TF_SHIFTED]["verdict"] == "specific"
@@ -477,7 +478,7 @@ def test_an_imported_published_dataset_keeps_its_rows(tmp_path):
     old = a.table("perturbation_response").to_pylist()
     row = {"dataset": "screen", "perturbation": "SPI1", "layer": 0, "feature": 1, "effect": -0.7, "ci_lo": -1.1,
            "ci_hi": -0.3, "p": 1e-4, "q": 0.01, "n_pert": 40, "n_ctrl": 240, "rank": 1}
-    a = write(a, "screen", [row], [{"dataset": "screen", "perturbation": "SPI1", "is_tf": True,
+    a = write(a.path, "screen", [row], [{"dataset": "screen", "perturbation": "SPI1", "is_tf": True,
                                     "verdict": "specific"}], {"summary": {"n_tf": 1}})
     rows = a.table("perturbation_response").to_pylist()
     assert [r for r in rows if r["dataset"] == PUBLISHED_DATASET] == old and old[0]["layer"] is None

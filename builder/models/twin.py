@@ -16,7 +16,7 @@ import torch
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
 from ..jsonio import dumps_json
-from .pretrain import init_geneformer, init_scgpt
+from .init import init_geneformer, init_scgpt
 
 RECORD = "twin.json"
 

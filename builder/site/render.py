@@ -212,7 +212,7 @@ def card_html(markdown: str) -> str:
 def _write_model_card(atlas: Atlas, out: Path) -> None:
     """model/: the card of a model pretrained by `atlas pretrain` (manifest model.card, model.pretraining),
     with its loss curve drawn again from the recorded numbers rather than copied from the checkpoint."""
-    from ..models.modelcard import loss_svg
+    from ..losscurve import loss_svg
 
     model = atlas.manifest.get("model", {})
     card, record = model.get("card"), model.get("pretraining")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ class Annotation:
     rates: pa.Table         # layer, database, n_features, annotated, null_annotated (= random_genes)
     baselines: pa.Table     # rows of the atlas null_baseline table, one per layer x database x baseline
     meta: dict = field(default_factory=dict)
+    folder: Path | None = None  # where it was read from (read_annotation)
 
 
 class _Universe:
@@ -416,3 +418,14 @@ def write_annotation(out, ann: Annotation) -> None:
         for name in ("enrichments", "labels", "rates", "baselines"):
             pq.write_table(getattr(ann, name), tmp / f"{name}.parquet", compression="zstd")
         (tmp / "annotate.json").write_bytes(dumps_json(ann.meta, indent=True))
+
+
+def read_annotation(folder) -> Annotation:
+    """What write_annotation wrote."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    tables = {name: pq.read_table(folder / f"{name}.parquet") for name in ("enrichments", "labels", "rates", "baselines")}
+    return Annotation(**tables, meta=json.loads((folder / "annotate.json").read_text()), folder=folder)

@@ -370,35 +370,3 @@ def response_rows(enc: Encoder, res: Result, dataset: str, cfg: PerturbConfig) -
                         "rank": rank, "mean_pert": float(f["mean_pert"][c]), "mean_ctrl": float(f["mean_ctrl"][c]),
                         "active_pert": float(f["active_pert"][c]), "active_ctrl": float(f["active_ctrl"][c])})
     return out
-
-
-def run(enc: Encoder, dataset: Dataset, design: Design, targets: dict[str, set[str]] | None, cfg: PerturbConfig,
-        name: str, log=lambda s: None, drop_gene: bool = True, index: dict[str, np.ndarray] | None = None,
-        ) -> tuple[list[dict], list[dict], dict]:
-    """(perturbation_response rows, tf_specificity rows, summary) of every qualifying perturbation; `index` is
-    gene_columns(dataset) when the caller has it. drop_gene=False keeps the perturbed gene's token (only to show,
-    in the tests, what the drop prevents)."""
-    from .tf import specificity
-
-    index = gene_columns(dataset) if index is None else index
-    expr = expression(dataset, np.concatenate([design.controls, *design.groups.values()]), enc, cfg.min_expressed)
-    log(f"perturb: {design.controls.size} control cells through {len(enc.layers)} layer(s) of the model and SAEs")
-    mean, active, loadings = enc.summarise(design.controls, loadings=True)
-    results, rows = [], []
-    for k, pert in enumerate(design.groups):
-        log(f"perturb: {pert} ({design.groups[pert].size} cells), {k + 1} of {len(design.groups)}")
-        gene_rows = index.get(pert.upper(), np.zeros(0, np.int64))
-        res = test_perturbation(enc, design, expr, (mean, active), pert, k, gene_rows, cfg, drop_gene)
-        results.append(res)
-        rows += response_rows(enc, res, name, cfg)
-    tf_rows, summary = specificity(enc, results, expr, loadings, targets, cfg, name)
-    pseudo = [p for r in results for p in r.pseudo]
-    tests = sum(p["tests"] for p in pseudo)
-    summary["pseudo"] = {"n_pseudo": len(pseudo),
-                         "mean_responding": float(np.mean([p["responding"] for p in pseudo])) if pseudo else None,
-                         "false_positive_rate": sum(p["below_alpha"] for p in pseudo) / tests if tests else None,
-                         "tests": tests}
-    summary.update(n_perturbations=len(results), n_skipped=len(design.skipped), n_controls=int(design.controls.size),
-                   universe=int(expr.universe.size),
-                   mean_responding=float(np.mean([t["n_responding"] for t in tf_rows])) if tf_rows else None)
-    return rows, tf_rows, summary

@@ -6,15 +6,11 @@ and the non-TF negative control. Definitions in perturb.py's docstring and the R
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from . import stats as ps
+from .response import Encoder, Expression, Result
 from .stats import PerturbConfig
-
-if TYPE_CHECKING:  # perturb.py imports this module
-    from .response import Encoder, Expression, Result
 
 
 def gene_scores(enc: Encoder, loadings: tuple, responding: np.ndarray, universe: np.ndarray) -> np.ndarray:

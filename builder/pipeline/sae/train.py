@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AtlasError
+from ..heldout import heldout_flags
 from .topk import TopKSAE
 
 
@@ -51,8 +52,6 @@ def n_nonfinite(block: np.ndarray) -> int:
 
 def split_cells(cells: np.ndarray, holdout: float, seed: int) -> np.ndarray:
     """Boolean mask of held-out rows: all tokens of the cells drawn as held out from (seed, cell)."""
-    from ..stages.plan import heldout_flags
-
     uniq = np.unique(cells)
     out = uniq[heldout_flags(uniq, holdout, seed)] if uniq.size > 1 else uniq[:0]
     return np.isin(cells, out)

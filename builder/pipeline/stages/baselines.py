@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from ...errors import AtlasError
 from ...jsonio import dumps_json
 from ..annotation.annotate import BASELINE_ROWS, annotate_baselines
 from ..annotation.baselines import Baseline
+from ..cache import key_of
+from ..stage import Stage, folder_key
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,12 @@ def check_pca(record: dict, n_components: int) -> None:
                          "(raise train.holdout or the cells, lower graphs.pca_components, or --no-pca-baseline)")
 
 
-def pca_lists(gdirs: dict) -> pd.DataFrame:
-    """The graph stages' PCA gene lists as a (layer, list, gene, rank) table; list = 2 x component (+1 if negative)."""
+def pca_lists(graphs: dict) -> pd.DataFrame:
+    """The graph stages' PCA gene lists as a (layer, list, gene, rank) table; list = 2 x component (+1 if negative).
+    `graphs`: layer -> the graph stage's result."""
     parts = []
-    for L, gdir in sorted(gdirs.items()):
-        t = pq.read_table(Path(gdir) / "pca_genes.parquet").to_pandas()
+    for L, graph in sorted(graphs.items()):
+        t = graph.pca_genes()
         parts.append(pd.DataFrame({"layer": np.int64(L), "list": 2 * t["component"] + (t["sign"] < 0),
                                    "gene": t["gene"].astype(str), "rank": t["rank"].astype(np.int64)}))
     return pd.concat(parts, ignore_index=True)
@@ -112,26 +115,26 @@ def _row(layer, analysis, measure, baseline, observed, expected, note) -> dict:
             "observed": f(observed), "expected": f(expected), "note": note}
 
 
-def summaries(annotation: Path, graphs: dict, cross: dict) -> dict:
-    """What twin_rows reads of one build's stage folders."""
-    return {"rates": pq.read_table(Path(annotation) / "annotation" / "rates.parquet").to_pandas(),
-            "graphs": {L: json.loads((Path(d) / "graph.json").read_text()) for L, d in graphs.items()},
-            "cross": {k: json.loads((Path(d) / "cross.json").read_text()) for k, d in cross.items()}}
+def summaries(results: dict) -> dict:
+    """What twin_rows reads of one build's stage results."""
+    return {"rates": results["annotate"].rates.to_pandas(),
+            "graphs": {L: g.summary for L, g in results["graph"].items()},
+            "cross": {k: c.summary for k, c in results["cross"].items()}}
 
 
-def run(tmp: Path, *, layers, decided: dict, cfg, annotation: Path, gdirs: dict, cdirs: dict, universe: dict,
-        dbs, nets, data: Path, cells: np.ndarray, twin: dict | None) -> None:
+def run(tmp: Path, *, layers, decided: dict, cfg, results: dict, universe: dict, dbs, nets, data: Path,
+        cells: np.ndarray, twin: dict | None) -> None:
     """Write baselines.parquet and baselines.json into `tmp` (see the module docstring)."""
     from ..annotation.coexpression import CoexpressionConfig, coexpression_baseline
 
-    rates = pq.read_table(Path(annotation) / "annotation" / "rates.parquet").to_pandas()
+    rates = results["annotate"].rates.to_pandas()
     record = {"ran": {}, "not_run": {k: v for k, v in decided.items() if v}}
     if not decided["random_genes"]:
         record["ran"]["random_genes"] = {"lists": "one per feature", "seed": cfg.annotate.seed}
     lists, rows = [], []
     if not decided["pca"]:
         t0 = time.perf_counter()
-        lists.append(Baseline("pca", pca_lists(gdirs), f"pca: top {cfg.stats.top_genes} genes of each of the top "
+        lists.append(Baseline("pca", pca_lists(results["graph"]), f"pca: top {cfg.stats.top_genes} genes of each of the top "
                               f"{cfg.graphs.pca_components} principal directions of the layer, both signs (held-out "
                               "covariance accumulated over shards; same minimum support as the features)"))
         record["ran"]["pca"] = {"components": cfg.graphs.pca_components, "signs": 2, "seconds": time.perf_counter() - t0}
@@ -149,18 +152,80 @@ def run(tmp: Path, *, layers, decided: dict, cfg, annotation: Path, gdirs: dict,
         for b in lists:  # the tests of every baseline share one prepared universe: their time is reported together
             record["ran"][b.name] |= {"note": b.note, "annotate_seconds_all_lists": time.perf_counter() - t0}
     if twin is not None:
-        own = summaries(annotation, gdirs, cdirs)
-        rows += twin_rows(layers, rates, own, twin["summary"])
+        rows += twin_rows(layers, rates, summaries(results), twin["summary"])
         record["ran"]["random_init_model"] = {k: v for k, v in twin.items() if k != "summary"}
     pq.write_table(pa.Table.from_pylist(rows, schema=BASELINE_ROWS), tmp / "baselines.parquet", compression="zstd")
     record["config"] = asdict(cfg.baselines)
     (tmp / "baselines.json").write_bytes(dumps_json(record, indent=True))
 
 
-def read(folder: Path | None) -> tuple[pa.Table | None, dict]:
-    if folder is None:
-        return None, {}
-    return pq.read_table(Path(folder) / "baselines.parquet"), json.loads((Path(folder) / "baselines.json").read_text())
+@dataclass(frozen=True)
+class Baselines:
+    rows: pa.Table   # rows of the atlas null_baseline table
+    record: dict     # baselines.json: which ran (with their parameters) and which did not (with the reason)
 
 
-__all__ = ["BaselinesConfig", "check_pca", "decide", "pca_lists", "read", "run", "twin_rows"]
+class BaselinesStage(Stage):
+    """pca, coexpression and random_init_model beside the annotation rates; the untrained twin's build first."""
+
+    name = "baselines"
+
+    def check(self, b) -> None:
+        if not b.decided["pca"]:
+            check_pca(b.results["plan"].record, b.cfg.graphs.pca_components)
+
+    def make(self, b) -> Baselines:
+        b.memo["twin"] = None if b.decided["random_init_model"] else twin(b)
+        return super().make(b)
+
+    def key(self, b) -> str:
+        cfg, tw = b.cfg, b.memo["twin"]
+        return key_of("baselines", folder_key(b.results["annotate"].folder),
+                      [g.folder.name for g in b.results["graph"].values()],
+                      [c.folder.name for c in b.results["cross"].values()],
+                      asdict(cfg.baselines), b.decided, tw and tw["folders"], cfg.seed)
+
+    def run(self, b, tmp: Path) -> None:
+        cells = b.results["plan"].cells
+        tw = b.memo["twin"]
+        run(tmp, layers=b.layers, decided=b.decided, cfg=b.cfg, results=b.results, universe=b.universe(),
+            dbs=b.databases, nets=b.networks, data=Path(b.cfg.data),
+            cells=cells.loc[cells["n_tokens"] > 0, "cell"].to_numpy(), twin=tw and tw["record"])
+
+    def read(self, folder: Path) -> Baselines:
+        folder = Path(folder)
+        return Baselines(pq.read_table(folder / "baselines.parquet"), json.loads((folder / "baselines.json").read_text()))
+
+
+def twin(b) -> dict:
+    """The random_init_model baseline: write the checkpoint's untrained twin, then run this build on it (SAE
+    settings, seed, cells and layers unchanged; its own baselines off). Its stages are cached like any other."""
+    from ... import __version__
+    from ...models import FAMILIES
+
+    cfg = b.cfg
+    key = key_of("twin", __version__, cfg.model, b.inputs["checkpoint"], cfg.seed)
+    folder = b.cached("twin", key, lambda tmp: FAMILIES[cfg.model].write_twin(
+        Path(cfg.checkpoint), tmp / "checkpoint", cfg.seed))
+    sub = replace(cfg, checkpoint=str(folder / "checkpoint"), annotate=replace(cfg.annotate, random_genes=False),
+                  baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False),
+                  interventions=replace(cfg.interventions, enabled=False))
+    b.log("random_init_model: the same build on the untrained twin")
+    t0 = time.perf_counter()
+    out = b.sub_build(sub)
+    if sum(out.stage.computed.values()):
+        b.stage.done("twin", time.perf_counter() - t0)
+        b.stage.computed["twin"] += 1
+    else:
+        b.stage.cached["twin"] += 1
+    r = out.results
+    folders = [r["annotate"].folder.name, *(g.folder.name for g in r["graph"].values()),
+               *(c.folder.name for c in r["cross"].values())]
+    record = {"checkpoint_sha256": out.inputs["checkpoint"], "seed": cfg.seed, "layers": b.layers,
+              "same_as_the_model": "SAE settings, seed, cells, layers, statistics and graph settings",
+              "sae_variance_explained": {str(L): r["stream"].heldout(L)["variance_explained"] for L in b.layers},
+              "summary": summaries(r)}
+    return {"folders": folders, "record": record}
+
+
+__all__ = ["Baselines", "BaselinesConfig", "BaselinesStage", "check_pca", "decide", "pca_lists", "run", "twin_rows"]

@@ -23,23 +23,19 @@ import pyarrow.parquet as pq
 
 import orjson
 
+from ... import __version__
 from ...errors import AtlasError
 from ...jsonio import dumps_json
+from ..cache import key_of
+from ..heldout import heldout_flags
+from ..stage import Stage, folder_key
 
-HELDOUT_STREAM = 0x484F  # separates the held-out draw of a cell from its other random draws
 
 
 @dataclass(frozen=True)
 class PlanConfig:
     shard_cells: int = 256      # cells per shard: the unit of work, of resume and of memory
     holdout: float = 0.1        # share of cells held out of SAE training (drawn per cell from (seed, cell))
-
-
-def heldout_flags(cells: np.ndarray, holdout: float, seed: int) -> np.ndarray:
-    """Held-out cells: each cell independently with probability `holdout`, from a generator seeded by (seed, cell),
-    so the choice does not depend on the shard size, the order or the number of cells."""
-    return np.array([np.random.default_rng([seed, HELDOUT_STREAM, int(c)]).random() < holdout for c in cells],
-                    dtype=bool)
 
 
 def _obs_column(obs: pd.DataFrame, name: str | None, option: str, path: Path) -> np.ndarray | None:
@@ -112,3 +108,36 @@ def read_plan(folder: Path) -> tuple[dict, pd.DataFrame]:
     """(plan.json record, the per-cell table) of a plan folder."""
     folder = Path(folder)
     return orjson.loads((folder / "plan.json").read_bytes()), pq.read_table(folder / "cells.parquet").to_pandas()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan stage's outputs: plan.json's record, the per-cell table and the genes the model knows."""
+
+    folder: Path
+    key: str
+    record: dict
+    cells: pd.DataFrame
+
+    def gene_names(self) -> pd.Series:
+        """token id -> gene name."""
+        return pq.read_table(self.folder / "genes.parquet").to_pandas().set_index("token_id")["gene"]
+
+
+class PlanStage(Stage):
+    name = "plan"
+
+    def key(self, b) -> str:
+        cfg = b.cfg
+        return key_of("plan", __version__, cfg.model, b.inputs, cfg.max_cells, cfg.gene_column, cfg.seed,
+                      cfg.shard_cells, cfg.train.holdout, cfg.cell_type_column, cfg.donor_column)
+
+    def run(self, b, tmp: Path) -> None:
+        cfg = b.cfg
+        run(b.adapter, Path(cfg.data), tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed,
+            cfg.max_cells or None, cfg.gene_column or None, cfg.cell_type_column or None, cfg.donor_column or None,
+            cfg.backed)
+
+    def read(self, folder: Path) -> Plan:
+        record, cells = read_plan(folder)
+        return Plan(Path(folder), folder_key(folder), record, cells)

@@ -20,9 +20,10 @@ import numpy as np
 
 from ...errors import AtlasError
 from ...jsonio import dumps_json
-from ..cache import commit_once, is_done
-from ..codes import shard_name
+from ..cache import commit_once, is_done, key_of
+from ..codes import shard_name, shard_units
 from ..model.forward import ModelRunner, ModelSpec
+from ..stage import MapStage
 from .plan import read_plan
 
 KEY_STREAM = 0x4B45  # separates a cell's sampling keys from its other random draws
@@ -121,3 +122,36 @@ def merge(folder: Path, layers: list[int], n_shards: int, n: int, width: int, ke
 def read_sample(folder: Path, layer: int) -> np.ndarray:
     """(n, width) float32 memory map of the training sample of one layer, rows in key order."""
     return np.load(Path(folder) / f"layer_{layer:02d}.npy", mmap_mode="r")
+
+
+class SampleStage(MapStage):
+    """--train-sae: the training sample; read() gives the folder (read_sample(folder, L) per layer)."""
+
+    name = "sample"
+    worker = SampleWorker
+
+    def wanted(self, b) -> bool:
+        return b.cfg.train_sae
+
+    def threshold(self, b) -> tuple[float, int]:
+        """(key cut-off, tokens), computed once per build."""
+        if "sample" not in b.memo:
+            b.memo["sample"] = threshold(b.results["plan"].cells, b.train_cfg.sample_tokens, b.cfg.seed)
+        return b.memo["sample"]
+
+    def key(self, b) -> str:
+        return key_of("sample", b.results["plan"].key, b.layers, self.threshold(b)[1])
+
+    def units(self, b) -> list[tuple[str, int]]:
+        return shard_units(b.results["plan"].record)
+
+    def kwargs(self, b, folder: Path) -> dict:
+        return {"spec": b.spec, "plan_dir": str(b.results["plan"].folder), "out": str(folder),
+                "cut": self.threshold(b)[0]}
+
+    def finish(self, b, folder: Path) -> None:
+        merge(folder, b.layers, len(b.results["plan"].record["shards"]), self.threshold(b)[1], b.width,
+              b.cfg.keep_partials)
+
+    def read(self, folder: Path) -> Path:
+        return Path(folder)

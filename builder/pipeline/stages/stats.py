@@ -16,7 +16,7 @@ Stage folder STATS/merged/:
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 
 from ...jsonio import dumps_json
 from ..statistics import features as st
-from ..cache import commit_once, is_done
+from ..cache import commit_once, is_done, key_of
 from ..codes import read_layer, shard_name
+from ..stage import MapStage, folder_key
 from .plan import read_plan
 
 
@@ -38,15 +39,6 @@ def tasks(layers: list[int]) -> list[tuple[int, ...]]:
 
 def task_dir(task: tuple[int, ...]) -> str:
     return f"merged/layer_{task[0]:02d}" if len(task) == 1 else f"merged/cross_{task[0]:02d}_{task[1]:02d}"
-
-
-def labels_of(values: pd.Series, usable: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(sorted labels, code per cell, -1 for missing or cells without gene tokens)."""
-    v = values.to_numpy(dtype=object)
-    ok = pd.notna(values).to_numpy() & usable
-    labels = sorted({str(x) for x in v[ok]})
-    index = {x: i for i, x in enumerate(labels)}
-    return labels, np.array([index[str(x)] if o else -1 for x, o in zip(v, ok)], np.int64)
 
 
 class StatsWorker:
@@ -60,8 +52,8 @@ class StatsWorker:
         cells = self.cells_table
         usable = cells["n_tokens"].to_numpy() > 0
         self.n_tokens = cells["n_tokens"].to_numpy()
-        self.types = labels_of(cells["cell_type"], usable) if cells["cell_type"].notna().any() else None
-        self.donors = labels_of(cells["donor"], usable) if cells["donor"].notna().any() else None
+        self.types = st.labels_of(cells["cell_type"], usable) if cells["cell_type"].notna().any() else None
+        self.donors = st.labels_of(cells["donor"], usable) if cells["donor"].notna().any() else None
 
     def cells(self, start: int, stop: int) -> st.ShardCells:
         kw = {}
@@ -157,16 +149,57 @@ def layer_dir(folder: Path, layer: int) -> Path:
     return Path(folder) / "merged" / f"layer_{layer:02d}"
 
 
-def read_table(folder: Path, layer: int, name: str) -> pd.DataFrame:
-    """A merged table of one layer: features, feature_genes, top_cells or celltypes."""
-    return pq.read_table(layer_dir(folder, layer) / f"{name}.parquet").to_pandas()
+@dataclass(frozen=True)
+class Stats:
+    """The statistics stage's merged results, per layer and per adjacent pair."""
+
+    folder: Path
+
+    def table(self, layer: int, name: str) -> pd.DataFrame:
+        """A merged table of one layer: features, feature_genes or top_cells."""
+        return pq.read_table(layer_dir(self.folder, layer) / f"{name}.parquet").to_pandas()
+
+    def celltypes(self, layer: int) -> pd.DataFrame | None:
+        """Every (feature, cell type) test of the layer; None without a cell-type column."""
+        path = layer_dir(self.folder, layer) / "celltypes.parquet"
+        return pq.read_table(path).to_pandas() if path.is_file() else None
+
+    def counts(self, layer: int) -> dict:
+        """Co-occurrence, feature x gene firing and tokens per gene (counts.npz), widened to int64."""
+        with np.load(layer_dir(self.folder, layer) / "counts.npz") as z:
+            return {k: z[k].astype(np.int64) for k in z.files}
+
+    def cross(self, a: int, b: int) -> dict:
+        with np.load(self.folder / task_dir((a, b)) / "cross.npz") as z:
+            return {k: z[k].astype(np.int64) for k in z.files}
+
+    def n_features(self, layer: int) -> int:
+        return len(self.table(layer, "features"))
+
+    def universe(self, names: pd.Series, layer: int, min_support: int) -> list[str]:
+        """The genes that can enter a top list of the layer: at least min_support tokens in the data."""
+        counts = self.counts(layer)
+        return names.reindex(counts["gene_ids"][counts["gene_n"] >= min_support]).dropna().tolist()
 
 
-def read_counts(folder: Path, layer: int) -> dict:
-    with np.load(layer_dir(folder, layer) / "counts.npz") as z:
-        return {k: z[k].astype(np.int64) for k in z.files}
+class StatsStage(MapStage):
+    name = "stats"
+    worker = StatsWorker
+    unit = "tasks"
 
+    def key(self, b) -> str:
+        return key_of("stats", folder_key(b.results["stream"].folder), asdict(b.cfg.stats))
 
-def read_cross(folder: Path, a: int, b: int) -> dict:
-    with np.load(Path(folder) / task_dir((a, b)) / "cross.npz") as z:
-        return {k: z[k].astype(np.int64) for k in z.files}
+    def units(self, b) -> list[tuple[str, int]]:
+        return [(task_dir(t), b.results["plan"].record["tokens"]) for t in tasks(b.layers)]
+
+    def kwargs(self, b, folder: Path) -> dict:
+        return {"stream": str(b.results["stream"].folder), "plan_dir": str(b.results["plan"].folder),
+                "out": str(folder), "layers": b.layers, "n_features": {L: b.sae_width(L) for L in b.layers},
+                "cfg": asdict(b.cfg.stats)}
+
+    def finish(self, b, folder: Path) -> None:
+        finish(folder, b.layers, b.cfg.stats)
+
+    def read(self, folder: Path) -> Stats:
+        return Stats(Path(folder))

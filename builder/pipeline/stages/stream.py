@@ -11,6 +11,7 @@ A killed build resumes at the first shard without a folder; finished shards are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ import scipy.sparse as sp
 import torch
 
 from ...errors import AtlasError
-from ..cache import commit_once, is_done
-from ..codes import allocate, index_dtype, shard_name
-from ..model.dense import partial_name
+from ..cache import commit_once, is_done, key_of
+from ..codes import allocate, index_dtype, shard_name, shard_units
+from ..model import dense
+from ..model.dense import heldout_metrics, partial_name, read_dense
 from ..model.forward import ModelRunner, ModelSpec
+from ..stage import MapStage
 from .plan import read_plan
 from ..sae.topk import load_sae
 
@@ -136,3 +139,41 @@ class StreamWorker:
                 codes[L][0][row:row + n], codes[L][1][row:row + n] = i.numpy(), v.numpy()
             row += n
         return row
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The stream stage's outputs: code shards (codes.read_layer) and the merged dense sums per layer."""
+
+    folder: Path
+
+    def dense(self, layer: int) -> dict:
+        return read_dense(self.folder, layer)
+
+    def heldout(self, layer: int) -> dict:
+        """Variance explained, L0 and dead features of the layer's SAE over the held-out cells."""
+        return heldout_metrics(self.dense(layer))
+
+
+class StreamStage(MapStage):
+    name = "stream"
+    worker = StreamWorker
+
+    def key(self, b) -> str:
+        return key_of("stream", b.results["plan"].key, b.layers, b.results["sae"].keys, b.cfg.batch_size)
+
+    def units(self, b) -> list[tuple[str, int]]:
+        return shard_units(b.results["plan"].record)
+
+    def kwargs(self, b, folder: Path) -> dict:
+        return {"spec": b.spec, "saes": {L: str(p) for L, p in b.results["sae"].paths.items()},
+                "plan_dir": str(b.results["plan"].folder), "out": str(folder)}
+
+    def on_unit(self, b, folder: Path) -> None:
+        dense.fold(folder, b.layers, len(b.results["plan"].record["shards"]), b.cfg.keep_partials)
+
+    def finish(self, b, folder: Path) -> None:
+        dense.finalize(folder, b.layers, len(b.results["plan"].record["shards"]), b.cfg.keep_partials)
+
+    def read(self, folder: Path) -> Stream:
+        return Stream(Path(folder))

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
@@ -387,3 +388,12 @@ def _tie_sum(sorted_row: np.ndarray) -> float:
         return 0.0
     t = np.diff(np.flatnonzero(np.r_[True, v[1:] != v[:-1], True])).astype(np.float64)
     return float((t ** 3 - t).sum())
+
+
+def labels_of(values: pd.Series, usable: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(sorted labels, code per cell, -1 for missing or cells without gene tokens)."""
+    v = values.to_numpy(dtype=object)
+    ok = pd.notna(values).to_numpy() & usable
+    labels = sorted({str(x) for x in v[ok]})
+    index = {x: i for i, x in enumerate(labels)}
+    return labels, np.array([index[str(x)] if o else -1 for x, o in zip(v, ok)], np.int64)

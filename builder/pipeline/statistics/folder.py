@@ -17,7 +17,6 @@ from ...fsutil import atomic_dir
 from ...jsonio import dumps_json
 from . import features as st
 from ..codes import Codes
-from ..stages.stats import labels_of
 from ..sae.encode import read_codes
 
 
@@ -38,7 +37,7 @@ def stats_of_codes(codes: Path, out: Path, names: dict, obs: pd.DataFrame, types
     cells = st.ShardCells(0, n_tok)
     labels = None
     if types is not None:
-        labels, code = labels_of(pd.Series(types, dtype=object), n_tok > 0)
+        labels, code = st.labels_of(pd.Series(types, dtype=object), n_tok > 0)
         cells = st.ShardCells(0, n_tok, code, len(labels))
     n_genes, F = max(names) + 1, record["n_features"]
     m = st.merge([st.map_layer(c, cells, F, n_genes, cfg.top_cells)], cfg.top_cells)
