@@ -3,7 +3,7 @@
 An option takes its `type=` from here, and `check_setting` runs the same conversion on a value read from a
 config file, so both refuse the same values and the message names the setting where it came from:
 "Invalid value for '--alpha': 1.5 is not in the range 0<x<1." or "atlas.toml: [annotate] alpha: 1.5 is not
-in the range 0<x<1.". SETTINGS lists the settings the README documents for `atlas build --config`.
+in the range 0<x<1.". SETTINGS lists the settings docs/configuration.md documents for `atlas build --config`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The atlas data format: Parquet tables plus manifest.json, the contract between pipeline and renderer.
 
-One module reads, writes and validates it. The README documents every table and column; a test checks
-that the README and SCHEMA agree.
+One module reads, writes and validates it. docs/format.md documents every table and column; a test checks
+that it and SCHEMA agree.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ SCHEMA: dict[str, TableSpec] = {
         _c("kind", STR), _c("layer_a", I16), _c("feature_a", I32), _c("layer_b", I16), _c("feature_b", I32),
         _c("weight", F64), _c("count", I64, True), _c("null_p", F64, True),
     )),
-    # Interventions (README "Interventions"): causal patching of features, and perturbation response. A built
+    # Interventions (docs/interventions.md): causal patching of features, and perturbation response. A built
     # atlas fills them with intervals, p and q; an imported one with what the published files hold.
     # An imported file may leave its layer unknown (null): the site then shows the feature number alone.
     "causal_summary": TableSpec(("layer", "feature"), (_c("layer", I16, True), _c("feature", I32)) + (

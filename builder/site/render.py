@@ -240,5 +240,9 @@ def render_index(site_root: Path) -> None:
         info = d / "atlas.json"
         if info.is_file():
             entries.append({"path": f"{d.name}/", **orjson.loads(info.read_bytes())})
-    html = _env().get_template("index.html").render(atlases=entries, title="Feature atlases")
+    # The documentation, when built into site_root/docs/ (the Pages workflow does), is linked; the page is
+    # otherwise unchanged, and no atlas folder depends on it.
+    docs = site_root / "docs"
+    has_docs = (docs / "index.html").is_file() and not (docs / "atlas.json").exists()
+    html = _env().get_template("index.html").render(atlases=entries, title="Feature atlases", docs=has_docs)
     atomic_write(site_root / "index.html", html.encode("utf-8"))

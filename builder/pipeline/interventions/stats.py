@@ -1,7 +1,7 @@
 """Statistics of interventions, torch-free: rank enrichment (AUC), ratio bootstrap over cells, tests against nulls,
 and the choice of which features to patch. The patching itself is in patching.py.
 
-Definitions (the README's "Interventions" section repeats them):
+Definitions (docs/interventions.md repeats them):
 - per-gene effect of an intervention = sum over the patched cells' masked positions of that gene of the change
   in the readout / number of such positions (a ratio estimator; cells are the unit of resampling);
 - specificity = AUC of the feature's top genes (from the training cells) among all genes with a measured effect,

@@ -1,6 +1,6 @@
 """`atlas extract`: per-layer activations of a small run written to disk, for inspection and SAE training.
 
-Layout of OUT/ (documented in the README):
+Layout of OUT/ (documented in docs/models.md, "Activations folder"):
   layer_LL.npy     float32, tokens x width: the residual stream after transformer layer LL (0-based)
   tokens.parquet   one row per activation row, same order (cells longest first, then the model's token
                    order): cell (dataset row), cell_id (obs name), token_id, gene (symbol or Ensembl id)

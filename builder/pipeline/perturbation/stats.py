@@ -1,7 +1,7 @@
 """Statistics of the perturbation response (`atlas perturb`), torch-free: per-feature tests of perturbed against
 control cells, target enrichment, exact intervals and verdicts. The data path is in perturb.py.
 
-Definitions (the README's "Perturbation response" section repeats them):
+Definitions (the "Perturbation response" section of docs/interventions.md repeats them):
 - effect = standardised mean difference of a cell-level summary (perturbed - control). Without batches: Cohen's d
   (pooled SD) with the large-sample interval of Hedges & Olkin (1985), se = sqrt((n1 + n0) / (n1 n0) + d^2 /
   (2 (n1 + n0))), and p from the two-sided Mann-Whitney U test (normal approximation with tie correction,

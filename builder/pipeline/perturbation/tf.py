@@ -1,6 +1,6 @@
 """Per-TF regulatory specificity of the perturbation response (research/perturbation.md D2), from the tests of
 perturb.py: target enrichment among the genes loaded by the responding features, beside the expression ceiling
-and the non-TF negative control. Definitions in perturb.py's docstring and the README ("Perturbation response").
+and the non-TF negative control. Definitions in perturb.py's docstring and docs/interventions.md ("Perturbation response").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ type) sums; and the within-layer co-occurrence counts (`map_pair` gives the coun
 the merged sums into the tables. Memory is bounded by a shard plus features x genes and features x features
 matrices, which do not grow with the number of cells.
 
-Definitions (the README repeats them):
+Definitions (docs/statistics.md repeats them):
 - a feature fires on a token when it is among the token's top k with a value > 0;
 - top genes rank by a lower confidence bound of the mean activation over the gene's tokens (zeros included):
   score = mean - z x sd / sqrt(n_tokens), z = `lcb_z` (1.645, one-sided 95%); a gene needs `min_support`
