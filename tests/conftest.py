@@ -143,3 +143,15 @@ def page(browser):
     pg.on("dialog", lambda d: (pg.problems.append(f"dialog: {d.message}"), d.dismiss()))
     yield pg
     ctx.close()
+
+
+# The quick tier (`bash tests/run.sh -m quick`): every test that needs none of these fixtures and is not marked
+# slow. They build atlases, import the published one, start a browser or run every command of a workspace.
+SLOW_FIXTURES = {"demo_build", "site", "scgpt_site", "server", "browser", "page", "scgpt_atlas", "pristine", "ws",
+                 "built", "ray_session", "runs", "sites"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.isdisjoint(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.quick)
