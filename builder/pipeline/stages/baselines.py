@@ -213,11 +213,11 @@ def twin(b) -> dict:
     b.log("random_init_model: the same build on the untrained twin")
     t0 = time.perf_counter()
     out = b.sub_build(sub)
-    if sum(out.stage.computed.values()):
-        b.stage.done("twin", time.perf_counter() - t0)
-        b.stage.computed["twin"] += 1
+    if sum(out.timings.computed.values()):
+        b.timings.done("twin", time.perf_counter() - t0)
+        b.timings.computed["twin"] += 1
     else:
-        b.stage.cached["twin"] += 1
+        b.timings.cached["twin"] += 1
     r = out.results
     folders = [r["annotate"].folder.name, *(g.folder.name for g in r["graph"].values()),
                *(c.folder.name for c in r["cross"].values())]
