@@ -329,6 +329,20 @@ def read_atlas(path: Path, check: bool = True) -> Atlas:
     return Atlas(path, read_manifest(path))
 
 
+def atlas_names(data_dir: Path) -> list[str]:
+    """The atlas folders (those with a manifest.json) in data_dir."""
+    data_dir = Path(data_dir)
+    return sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
+
+
+def require_atlas(name: str, data_dir: Path, available: list[str] | None = None) -> Path:
+    """data_dir/name, or one line naming the atlases there."""
+    available = atlas_names(data_dir) if available is None else available
+    if name not in available:
+        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+    return Path(data_dir) / name
+
+
 def validate(path: Path) -> list[str]:
     """Every problem found in an atlas folder, one line each; an empty list means it is valid."""
     path = Path(path)

@@ -41,6 +41,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     nonstandard_numbers: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # what was imported: layers, features, ..., edges
 
 
 @dataclass
@@ -178,6 +179,9 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
                   "gene-set term, or left unlabelled."],
     }
     write_atlas(out, manifest, tables)
+    report.counts = {"layers": len(rows["layers"]), **{k: sum(r[c] for r in rows["layers"]) for k, c in (
+        ("features", "n_features"), ("alive", "alive"), ("annotated", "annotated"))},
+        "modules": tables["modules"].num_rows, "edges": tables["edges"].num_rows}
     return out, report
 
 

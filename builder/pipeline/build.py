@@ -19,9 +19,10 @@ This module imports neither builder.atlas nor builder.site: the CLI exports and 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -172,6 +173,13 @@ class Timings:
 
         self.seconds[kind] += seconds
         self.peak_mb[kind] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    @contextlib.contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        """done(kind, the seconds the block took) when the block ends without an error."""
+        t0 = time.perf_counter()
+        yield
+        self.done(kind, time.perf_counter() - t0)
 
 
 class Progress:

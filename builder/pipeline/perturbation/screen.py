@@ -157,6 +157,13 @@ def analyse(manifest: dict, name: str, where: Path, data: Path, column: str, con
     return rows, tf, _record(ds, design, src, cfg, trrust, summary, prepared.report)
 
 
+def on_target_counts(record: dict) -> dict:
+    """Of a record of `analyse` with --on-target: the perturbed cells left out, and the perturbations whose
+    knockdown could not be measured (kept whole)."""
+    kept = record["on_target"].values()
+    return {"removed": sum(r["removed"] for r in kept), "unmeasured": sum(r["threshold"] is None for r in kept)}
+
+
 def _record(ds, design, src: ModelSource, cfg, trrust, summary: dict, report: dict) -> dict:
     batch = design.batch_column is not None
     method = METHOD.format(

@@ -162,6 +162,32 @@ def train_heldout(acts: np.ndarray, cells: np.ndarray, cfg: TrainConfig, scratch
     return sae, metrics
 
 
+def train_folder(activations: Path, layer: int, out: Path, cfg: TrainConfig,
+                 log: Callable[[str], None] | None = None) -> tuple[TopKSAE, dict]:
+    """`atlas sae train`: an SAE trained on one layer of an activations folder of `atlas extract` (cells held out
+    by cfg.holdout, train_heldout), saved to `out` in the SAELens layout; (the SAE, its training and held-out
+    metrics). The layer, its cells (tokens.parquet) and k against the SAE's width are checked first."""
+    import tempfile
+
+    from ...fsutil import read_parquet
+    from ..model.extract import read_activations
+
+    activations, out = Path(activations), Path(out)
+    acts, record = read_activations(activations, layer)
+    width = acts.shape[1]
+    if cfg.k > cfg.expansion * width:
+        raise AtlasError(f"--k {cfg.k}: more than the SAE's {cfg.expansion * width} features "
+                         f"(--expansion {cfg.expansion} x width {width})")
+    cells = read_parquet(activations / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
+    if len(cells) != len(acts):
+        raise AtlasError(f"{activations}/tokens.parquet: {len(cells)} rows for {len(acts)} activation rows")
+    with tempfile.TemporaryDirectory(prefix=".sae-train-", dir=out.parent if out.parent.is_dir() else None) as scratch:
+        model, metrics = train_heldout(acts, cells, cfg, Path(scratch), where=f"{activations}/layer {layer}", log=log)
+    model.save(out, {"layer": layer, "model_name": record["model"]["name"], "hook_name": f"layer {layer} residual",
+                     "activations": str(activations), "training": metrics})
+    return model, metrics
+
+
 @torch.no_grad()
 def evaluate(sae: TopKSAE, acts: np.ndarray, rows: np.ndarray, block: int = 65_536) -> dict:
     """Variance explained, L0 and dead features over `rows` (a boolean mask), streamed in blocks."""

@@ -1,6 +1,6 @@
 """`atlas sae stats`: the statistics of a codes folder of `atlas sae encode` (a small extract run), computed by
-the same map/merge functions as the build, with the whole folder as one shard (the CLI reads and checks the
-gene names and the cells)."""
+the same map/merge functions as the build, with the whole folder as one shard. stats_command reads and checks the
+gene names (the activations folder codes.json names) and the cells (the dataset its extract.json names)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,53 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import AtlasError
-from ...fsutil import atomic_dir
-from ...jsonio import dumps_json
+from ...fsutil import atomic_dir, check_disjoint, read_parquet
+from ...jsonio import dumps_json, read_json
 from . import features as st
 from ..codes import Codes
 from ..sae.encode import read_codes
+
+
+def stats_command(codes: Path, out: Path, cell_type_column: str | None, cfg: st.StatsConfig) -> dict:
+    """`atlas sae stats`: the statistics of the codes folder `codes` into `out`, with the gene names of the
+    activations folder codes.json names and the cells of the dataset its extract.json names, each file checked,
+    and `out` refused when it overlaps any of them. Returns the layer, its alive and total features, its tokens."""
+    codes, out = Path(codes), Path(out)
+    record, _ = read_codes(codes)
+    if not isinstance(record.get("activations"), str):
+        raise AtlasError(f"{codes / 'codes.json'}: field 'activations' must name the activations folder")
+    acts_dir = Path(record["activations"])
+    extract = read_json(acts_dir / "extract.json")
+    ds = extract.get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("path"), str) or not isinstance(ds.get("cells"), int):
+        raise AtlasError(f"{acts_dir / 'extract.json'}: field 'dataset' must be an object with a path and cells")
+    h5ad = Path(ds["path"])
+    check_disjoint([("--out", out)], [("--codes", codes), ("the activations of codes.json", acts_dir),
+                                      ("the dataset of extract.json", h5ad)])
+    tokens = read_parquet(acts_dir / "tokens.parquet", ["token_id", "gene"]).to_pandas().drop_duplicates()
+    names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
+    obs = _read_obs(h5ad).iloc[: ds["cells"]]
+    types = None
+    if cell_type_column is not None:
+        if cell_type_column not in obs.columns:
+            raise AtlasError(f"{h5ad}: obs has no column {cell_type_column!r} "
+                             f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
+        types = obs[cell_type_column].astype(str).to_numpy()
+    result = stats_of_codes(codes, out, names, obs, types, cfg,
+                            {"layer": record["layer"], "codes": str(codes), "cell_type_column": cell_type_column})
+    alive = result["features"]["alive"]
+    return {"layer": record["layer"], "alive": int(alive.sum()), "n_features": len(alive), "tokens": result["tokens"]}
+
+
+def _read_obs(path: Path) -> pd.DataFrame:
+    import anndata
+
+    if not path.is_file():
+        raise AtlasError(f"{path}: dataset not found (named by extract.json)")
+    try:
+        return anndata.read_h5ad(path, backed="r").obs
+    except Exception as e:  # h5py and anndata raise many kinds for a damaged file
+        raise AtlasError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from None
 
 
 def stats_of_codes(codes: Path, out: Path, names: dict, obs: pd.DataFrame, types: np.ndarray | None,
