@@ -7,6 +7,8 @@
   terms/p/B.json          postings of terms B*TERM_BUCKET ..
   celltypes/index.json    every cell type with its marker-feature counts per layer
   celltypes/p/N.json      the strongest marker features of cell type N (by effect)
+Keys: shard_key maps one character of a name to a file-safe key; static/lib/data.js has the browser's copy
+(nameKey), tested against this one on tricky names (tests/test_views.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ TERM_BUCKET = 256    # terms per term-postings shard
 LABEL_CHARS = 80     # labels in search results are cut here (the feature page shows them whole)
 OWN_SHARD = 400      # a gene with more postings than this gets its own postings file
 CELLTYPE_TOP = 400   # marker features listed per cell type (all are counted)
+KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
 def _sig(v, digits=4):
@@ -38,15 +41,20 @@ def _cols(t: pa.Table) -> dict[str, list]:
 
 
 def shard_key(ch: str) -> str:
-    """File-safe key of one character of a gene name: A-Z and 0-9 as themselves, anything else `_`."""
+    """File-safe key of one character of a name: A-Z (in either case) and 0-9 as themselves, anything else `_`
+    (a character whose upper case is several, as ß -> SS, included)."""
     c = ch.upper()
-    return c if ("A" <= c <= "Z" or "0" <= c <= "9") else "_"
+    return c if c in KEY_CHARS else "_"
+
+
+def name_key(name: str, n: int = 2) -> str:
+    """The key of a name's first n characters (code points); a shorter name is padded with `_`."""
+    return "".join(shard_key(name[i]) if i < len(name) else "_" for i in range(n))
 
 
 def gene_keys(name: str) -> tuple[str, str]:
-    k1 = shard_key(name[0]) if name else "_"
-    k2 = k1 + (shard_key(name[1]) if len(name) > 1 else "_")
-    return k1, k2
+    """The gene name list (genes/n) and postings (genes/p) keys of a name."""
+    return name_key(name, 1), name_key(name, 2)
 
 
 class _Labels:

@@ -23,10 +23,18 @@ export const prefetch = (path) => { load(path).catch(() => {}); };
 export const featurePath = (layer, feature) => `feat/${layer}/${Math.floor(feature / boot.bucket)}.json`;
 export const featureShard = (layer, feature) => load(featurePath(layer, feature));
 
-// Same mapping as builder/site/indexes.py: A-Z and 0-9 as themselves, anything else "_".
-export function shardKey(ch) {
+// The site's only copy of builder/site/indexes.py shard_key and name_key (tests/test_views.py compares them):
+// one character's key is A-Z (either case) and 0-9 as themselves, anything else "_"; a name's key is that of its
+// first n characters (code points, as Python counts them), padded with "_".
+function shardKey(ch) {
   const c = (ch || "").toUpperCase();
   return /^[A-Z0-9]$/.test(c) ? c : "_";
+}
+export function nameKey(name, n = 2) {
+  const chars = Array.from(name || "");
+  let key = "";
+  for (let i = 0; i < n; i++) key += shardKey(chars[i]);
+  return key;
 }
 
 export const layerIds = () => boot.layers.map((l) => l.layer);

@@ -1,7 +1,7 @@
 // #/genes and #/genes/SYMBOL : gene search over every top gene of every feature (case-insensitive), a layer x
 // rank chart, the features table and the gene's expression on the cell map.
 import { h, fill, append } from "../lib/dom.js";
-import { boot, load, shardKey, labelOf, prefetch } from "../lib/data.js";
+import { boot, load, nameKey, labelOf, prefetch } from "../lib/data.js";
 import { int, num, plural } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { searchBox } from "../lib/search.js";
@@ -17,8 +17,8 @@ const COLUMNS = [
   { key: "label", label: "Label", width: "minmax(6rem, 1fr)", text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
 ];
 
-const nameList = async (q) => (boot.gene_keys.includes(shardKey(q[0])) ? load(`genes/n/${shardKey(q[0])}.json`) : []);
-const postingsPath = (entry) => `genes/p/${entry[2] || shardKey(entry[0][0]) + shardKey(entry[0][1])}.json`;
+const nameList = async (q) => (boot.gene_keys.includes(nameKey(q, 1)) ? load(`genes/n/${nameKey(q, 1)}.json`) : []);
+const postingsPath = (entry) => `genes/p/${entry[2] || nameKey(entry[0])}.json`;
 
 async function names(q) {
   const list = await nameList(q);
@@ -80,7 +80,7 @@ export async function render(el, symbol) {
           onPick: (p) => (location.hash = `#/feature/${p.r.layer}/${p.r.f}`) })),
       table.el,
       cellMapSection({ heading: `Expression of ${gene} on the cell map`, what: "expression",
-        source: boot.has_cells && load(`cellexpr/${shardKey(gene[0])}${shardKey(gene[1])}.json`).then((s) => s[gene]) }));
+        source: boot.has_cells && load(`cellexpr/${nameKey(gene)}.json`).then((s) => s[gene]) }));
   }
   await show(symbol);
   if (!symbol) box.input.dataset.autofocus = "";
