@@ -248,3 +248,48 @@ def test_hostile_atlas_new_views_run_nothing(page, server):
         page.wait_for_timeout(100)
         assert page.locator("main img").count() == 0, view
     assert not any(p.startswith("dialog") for p in page.problems), page.problems
+
+
+# Names whose shard keys are easy to get wrong: case, digits, punctuation, empty and one-character names, letters
+# whose upper case is not one ASCII letter (ß -> SS, ﬁ -> FI) or is one although they are not ASCII (ı -> I,
+# ſ -> S), combining marks, characters beyond the BMP (two UTF-16 units in JavaScript, one character in Python),
+# and hostile markup.
+TRICKY_NAMES = ["", "A", "a", "z", "7", "_", "-", " ", "CD74", "cd74", "1AB", "HLA-DRA", "-A", "A-", "a1", " a",
+                "é", "éA", "Ä1", "ß", "ßA", "ﬁx", "ǅ", "ı", "ıa", "İ", "ſt", "µ", "\u212a", "Ω", "ｚ", "٣", "²",
+                "\u0301A", "A\u0301", "日本", "😀", "😀A", "A😀", "𝐀B", "\t", "\n", "<img src=x onerror=alert(1)>",
+                "\"quoted'name", "<script>alert(2)</script>"]
+
+
+def with_data_js(page, body, arg):
+    """Run `body` (JavaScript, given `d`: the site's lib/data.js module, and `arg`) in the page."""
+    app = page.locator("script[type=module]").get_attribute("src")  # assets/HASH/app.js
+    return page.evaluate(f"""async ([app, arg]) => {{
+      const d = await import(new URL(app.replace(/app\\.js$/, "lib/data.js"), location.href).href);
+      {body}
+    }}""", [app, arg])
+
+
+def test_the_browser_s_shard_keys_are_python_s(page, server):
+    """static/lib/data.js nameKey, the site's one copy of builder/site/indexes.py name_key, gives the same keys: on
+    tricky names, and on every single character (those whose key is not `_`)."""
+    from builder.site.indexes import gene_keys, name_key, shard_key
+
+    page.goto(server + "demo/#/about")
+    ready(page)
+    got = with_data_js(page, "return arg.map((n) => [d.nameKey(n, 1), d.nameKey(n), d.nameKey(n, 3)]);", TRICKY_NAMES)
+    want = [[name_key(n, 1), name_key(n), name_key(n, 3)] for n in TRICKY_NAMES]
+    assert dict(zip(TRICKY_NAMES, got)) == dict(zip(TRICKY_NAMES, want))
+    assert all(list(gene_keys(n)) == w[:2] for n, w in zip(TRICKY_NAMES, want))
+    assert all(re.fullmatch(r"[A-Z0-9_]+", k) for w in want for k in w)  # file-safe
+    keyed = with_data_js(page, """
+      const out = {};
+      for (let c = 0; c <= 0x10ffff; c++) {
+        if (c >= 0xd800 && c <= 0xdfff) continue;  // lone surrogates are no characters
+        const ch = String.fromCodePoint(c), k = d.nameKey(ch, 1);
+        if (k !== "_") out[ch] = k;
+      }
+      return out;""", None)
+    chars = (chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert keyed == {ch: shard_key(ch) for ch in chars if shard_key(ch) != "_"}
+    assert set(keyed) >= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+    assert page.problems == []

@@ -1,8 +1,13 @@
 """Shards and boot data of the interventions views: the TF pages and the overview's interventions block.
 
-  tf/index.json   every perturbation of every dataset, one compact row each (the TF list, gene-page links)
-  tf/p/KK.json    per perturbed gene (KK: the gene index's two-character key): one record per dataset with the
+  tf/index.json   every perturbation of every dataset (the TF list, gene-page links): {datasets, rows: table
+                  {perturbation, dataset (index into datasets), is_tf, verdict, n_responding, n_specific, q,
+                  ceiling_q, kd_efficiency}}
+  tf/p/KK.json    per perturbed gene (KK: the gene index's two-character key, indexes.gene_keys): {gene: [one
+                  record per dataset: {TF_FIELDS that are set, dataset, published, alpha (when recorded), n_listed,
+                  features: table {layer, feature, effect, ci_lo, ci_hi, q, n_pert, n_ctrl, label}}]}, the
                   knockdown, target enrichment against its expression ceiling, verdict and responding features
+Tables are columnar (encode.py).
 The overview block (`interventions` in the boot data, a few hundred bytes) holds the specificity histogram of the
 patched features against their pooled null values, and per perturbation dataset the fraction of specific TFs
 with its interval beside the ceiling, the negative control and the pseudo-perturbation false-positive rate.
@@ -12,28 +17,32 @@ Counts, histograms and intervals are computed here; the browser only draws them.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 
 from scipy import stats as sps
 
-from .indexes import _sig as sig, gene_keys
+from .encode import sig, table
+from .indexes import gene_keys
 
 TF_ROWS = 200        # responding features listed per TF and dataset (all are counted in n_responding)
 ALPHA = 0.05         # a feature responds at q below this, unless the dataset's `atlas perturb` recorded its --alpha
 HIST_BINS = 20       # specificity (an AUC in [0, 1]) histogram bins of width 0.05
 TF_FIELDS = ("is_tf", "n_cells", "kd_efficiency", "n_de", "n_targets", "target_set", "n_responding", "n_specific",
              "odds", "p", "q", "ceiling_odds", "ceiling_q", "verdict")
+Responding = namedtuple("Responding", "layer feature effect ci_lo ci_hi q n_pert n_ctrl label")
+Perturbation = namedtuple("Perturbation", "perturbation dataset is_tf verdict n_responding n_specific q ceiling_q "
+                                          "kd_efficiency")
 
 
-def _responding(rows: list[dict], labels: dict, alpha: float = ALPHA) -> tuple[list, int]:
-    """A perturbation's responding features, q first then |effect|, cut at TF_ROWS: rows with a q below alpha;
-    published rows (no q) are all listed. Each [layer, feature, effect, lo, hi, q, n_pert, n_ctrl, label]."""
+def _responding(rows: list[dict], labels: dict, alpha: float = ALPHA) -> tuple[dict, int]:
+    """A perturbation's responding features (a table), q first then |effect|, cut at TF_ROWS: rows with a q below
+    alpha; published rows (no q) are all listed. And how many responded."""
     keep = [r for r in rows if r["q"] is None or r["q"] < alpha]
     keep.sort(key=lambda r: (r["q"] if r["q"] is not None else 2.0, -abs(r["effect"] or 0), r["rank"] or 0,
                              r["layer"] if r["layer"] is not None else -1, r["feature"]))
-    out = [[r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3), sig(r["q"], 3),
-            r["n_pert"], r["n_ctrl"], labels.get((r["layer"], r["feature"])) or r["label"] or ""]
-           for r in keep[:TF_ROWS]]
+    out = table(Responding(r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3),
+                           sig(r["q"], 3), r["n_pert"], r["n_ctrl"],
+                           labels.get((r["layer"], r["feature"])) or r["label"] or "") for r in keep[:TF_ROWS])
     return out, len(keep)
 
 
@@ -60,11 +69,11 @@ def tf_shards(atlas, labels: dict) -> dict[str, object]:
         if ds in alpha:
             rec["alpha"] = alpha[ds]
         shards[f"tf/p/{gene_keys(gene)[1]}.json"].setdefault(gene, []).append(rec)
-        index.append([gene, datasets.index(ds), None if t.get("is_tf") is None else int(t["is_tf"]), t.get("verdict"),
-                      t.get("n_responding", n_listed), t.get("n_specific"), sig(t.get("q"), 3),
-                      sig(t.get("ceiling_q"), 3), sig(t.get("kd_efficiency"), 3)])
+        index.append(Perturbation(gene, datasets.index(ds), None if t.get("is_tf") is None else int(t["is_tf"]),
+                                  t.get("verdict"), t.get("n_responding", n_listed), t.get("n_specific"),
+                                  sig(t.get("q"), 3), sig(t.get("ceiling_q"), 3), sig(t.get("kd_efficiency"), 3)))
     out: dict[str, object] = dict(shards)
-    out["tf/index.json"] = {"datasets": datasets, "rows": index}
+    out["tf/index.json"] = {"datasets": datasets, "rows": table(index)}
     return out
 
 

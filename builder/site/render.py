@@ -26,6 +26,7 @@ from ..atlas.format import Atlas, read_atlas
 from ..jsonio import dumps_json
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
+from .encode import columns, sig
 from .indexes import TERM_BUCKET
 from .perturbation import interventions_summary
 from .shards import BUCKET, build_shards
@@ -84,7 +85,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         # Which tf/p/KK.json exist, so the gene page asks only for a shard that is there.
         boot["tf_keys"] = sorted(p[len("tf/p/"):-5] for p in shards if p.startswith("tf/p/"))
         # Cell-type names in shard order, so a cell type's page fetches its shard without the index first.
-        boot["celltypes"] = [r[0] for r in orjson.loads(shards["celltypes/index.json"])]
+        boot["celltypes"] = orjson.loads(shards["celltypes/index.json"]).get("name", [])
         boot["deps"] = module_deps(assets)
         if boot["interventions"]:  # overview.js imports it on demand; preloaded with the view when it is needed
             boot["deps"]["overview"] = sorted(boot["deps"]["overview"] + ["lib/interventions_summary.js"])
@@ -170,14 +171,14 @@ def _db_counts(atlas: Atlas) -> dict:
     return {"databases": dbs, "layers": layers, "counts": [[cell.get((lay, d), 0) for d in dbs] for lay in layers]}
 
 
-def _nulls(atlas: Atlas) -> list:
-    """The null_baseline rows, [layer, analysis, measure, baseline, observed, expected, note]: small, so inlined."""
+def _nulls(atlas: Atlas) -> dict:
+    """The null_baseline rows, small, so inlined: table {layer, analysis, measure, baseline, observed, expected,
+    note} (columnar, encode.py)."""
     if not atlas.has("null_baseline"):
-        return []
+        return {}
     t = atlas.table("null_baseline").to_pylist()
-    r = lambda v: None if v is None else float(f"{v:.4g}")  # noqa: E731
-    return [[x["layer"], x["analysis"], x["measure"], x["baseline"], r(x["observed"]), r(x["expected"]), x["note"]]
-            for x in t]
+    fields = ("layer", "analysis", "measure", "baseline", "observed", "expected", "note")
+    return columns({f: [sig(x[f]) if f in ("observed", "expected") else x[f] for x in t] for f in fields})
 
 
 def _csv_ready(t: pa.Table) -> pa.Table:

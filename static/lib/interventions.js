@@ -2,6 +2,7 @@
 // against its null) and perturbation response. Everything from data is inserted as text.
 import { h, link, help, table, svg } from "./dom.js";
 import { int, num, pval } from "./format.js";
+import { rows } from "./data.js";
 
 const W = 160, H = 14;
 
@@ -22,8 +23,8 @@ function verdict(c) {
 }
 
 function built(c) {
-  const rows = c.effects || [];
-  const max = Math.max(1e-9, ...rows.flatMap((r) => [Math.abs(r[1] ?? 0), Math.abs(r[2] ?? 0), Math.abs(r[3] ?? 0)]));
+  const effects = rows(c.effects);
+  const max = Math.max(1e-9, ...effects.flatMap((r) => [Math.abs(r.delta ?? 0), Math.abs(r.ci_lo ?? 0), Math.abs(r.ci_hi ?? 0)]));
   return [
     h("dl", { class: "stats" },
       h("dt", {}, "Method"), h("dd", {}, c.method),
@@ -35,10 +36,10 @@ function built(c) {
       h("dt", {}, "Verdict"), h("dd", {}, verdict(c)),
       c.total_effect != null ? [h("dt", {}, "Total effect"), h("dd", {}, `${num(c.total_effect)} [${num(c.total_lo)}, ${num(c.total_hi)}]`)] : null,
       c.objective_change != null ? [h("dt", {}, "Change of the objective (exact / attribution)"), h("dd", {}, `${num(c.objective_change)} / ${num(c.attribution)}`)] : null),
-    rows.length ? table({ caption: "Genes most affected by patching", cls: "effects-table",
+    effects.length ? table({ caption: "Genes most affected by patching", cls: "effects-table",
       columns: [{ label: "Gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "" }, { label: "Cells", num: true }, { label: "Top gene" }],
-      rows: rows.map((r) => [link(`#/genes/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—",
-        effectBar(r[1] ?? 0, r[2], r[3], max), int(r[4]), r[5] ? "yes" : ""]) }) : null,
+      rows: effects.map((r) => [link(`#/genes/${encodeURIComponent(r.gene)}`, r.gene), num(r.delta), r.ci_lo != null ? `[${num(r.ci_lo)}, ${num(r.ci_hi)}]` : "—",
+        effectBar(r.delta ?? 0, r.ci_lo, r.ci_hi, max), int(r.n_cells), r.top_gene ? "yes" : ""]) }) : null,
   ];
 }
 
@@ -50,12 +51,12 @@ function published(c) {
       c.top_genes ? [h("dt", {}, "Target genes"), h("dd", {}, c.top_genes.join(", "))] : null)];
 }
 
-function perturbations(rows) {
-  if (!rows || !rows.length) return null;
+function perturbations(list) {
+  if (!list.length) return null;
   return [h("h3", {}, "Perturbation response"),
     table({ caption: "Perturbation response", columns: [{ label: "Perturbed gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true }, { label: "Transcription factor" }, { label: "Dataset" }],
-      rows: rows.map((r) => [link(`#/tf/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—", pval(r[4]),
-        r[6] == null ? "—" : r[6] ? "yes" : "no", r[5]]) })];
+      rows: list.map((r) => [link(`#/tf/${encodeURIComponent(r.perturbation)}`, r.perturbation), num(r.effect), r.ci_lo != null ? `[${num(r.ci_lo)}, ${num(r.ci_hi)}]` : "—", pval(r.q),
+        r.is_tf == null ? "—" : r.is_tf ? "yes" : "no", r.dataset]) })];
 }
 
 export function interventionsSection(d, hasCausal) {

@@ -1,9 +1,8 @@
 // Perturbed genes (builder/site/perturbation.py): tf/p/KK.json holds every record of the genes whose names start
 // with the two characters KK; boot.tf_keys lists the files that exist, so a gene never perturbed costs no request.
-import { boot, load, shardKey } from "./data.js";
+import { boot, load, nameKey } from "./data.js";
 
-export const tfKey = (s) => shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
-export const tfPath = (s) => (s && (boot.tf_keys || []).includes(tfKey(s)) ? `tf/p/${tfKey(s)}.json` : null);
+export const tfPath = (s) => (s && (boot.tf_keys || []).includes(nameKey(s)) ? `tf/p/${nameKey(s)}.json` : null);
 
 // {name, recs} for a symbol in any case (an exact match first), or null when it was not perturbed.
 export async function tfEntry(sym) {

@@ -1,7 +1,7 @@
 // #/comparisons : the SAE against simpler bases (SVD/PCA metrics beside their random expectation), feature
 // persistence across layers, and causal specificity where the atlas has it. Charts are Plotly (loaded here only).
 import { h, help, table, featureLink, missing, fill, append } from "../lib/dom.js";
-import { boot, load } from "../lib/data.js";
+import { boot, load, rows } from "../lib/data.js";
 import { num } from "../lib/format.js";
 import { loadPlotly, themeLayout, plotConfig } from "../lib/plotly.js";
 import { PALETTE } from "../lib/map.js";
@@ -37,16 +37,16 @@ export async function render(el) {
       plot, table({ caption: "Adjacent-layer persistence", columns: [{ label: "Layers" }, { label: "Matches", num: true }, { label: "Rate", num: true }, { label: "Mean cosine", num: true }],
         rows: adj.map((r) => [`${r.from_layer} → ${r.to_layer}`, num(r.n_matches), num(r.persistence_rate), num(r.mean_match_cosine)]) }));
   }
-  if (d.causal.length) {
-    const rows = d.causal.slice().sort((a, b) => (b[2] ?? 0) - (a[2] ?? 0));
+  const causal = rows(d.causal).sort((a, b) => (b.specificity_ratio ?? 0) - (a.specificity_ratio ?? 0));
+  if (causal.length) {
     const plot = h("div", { class: "plot" });
-    charts.push([plot, [{ type: "bar", x: rows.map((r) => `L${r[0] ?? "?"}:F${r[1]}`), y: rows.map((r) => r[2]), marker: { color: "#4a7fd0" }, name: "specificity" }],
+    charts.push([plot, [{ type: "bar", x: causal.map((r) => `L${r.layer ?? "?"}:F${r.feature}`), y: causal.map((r) => r.specificity_ratio), marker: { color: "#4a7fd0" }, name: "specificity" }],
       { xaxis: { title: { text: "Feature" }, type: "category" }, yaxis: { title: { text: "Specificity (log scale)" }, type: "log" }, showlegend: false,
         shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: 1, y1: 1, line: { dash: "dot", color: "#888" } }] }]);
     append(el, h("h2", {}, "Causal specificity ", help("specificity", "causal specificity")),
       h("p", {}, "Patching a feature changes its target genes' output; specificity is that change over the change for other genes. The dotted line at 1 is no specificity."),
       plot, table({ caption: "Causal patching", columns: [{ label: "Feature" }, { label: "Specificity", num: true }, { label: "Target change", num: true }, { label: "Other change", num: true }],
-        rows: rows.map((r) => [featureLink(r[0], r[1]), num(r[2]), num(r[3]), num(r[4])]) }));
+        rows: causal.map((r) => [featureLink(r.layer, r.feature), num(r.specificity_ratio), num(r.target_change), num(r.other_change)]) }));
   }
   if (!charts.length) return append(el, h("p", { class: "muted" }, "This atlas has no comparison data."));
   setTimeout(() => plotAll(charts), 0); // after the view is in the page, so Plotly sees the real width

@@ -1,6 +1,6 @@
 // Hash router: each view is an ES module loaded on first visit; every view state is a link.
 import { h, fill } from "./lib/dom.js";
-import { boot, prefetch, featurePath, shardKey } from "./lib/data.js";
+import { boot, prefetch, featurePath, nameKey } from "./lib/data.js";
 
 const ROUTES = [
   [/^\/?$/, "overview"],
@@ -74,10 +74,10 @@ function warm(name, params) {
     feature: ([l, f]) => (info(l) && Number(f) < info(l).n_features ? featurePath(Number(l), Number(f)) : null), modules: () => "modules.json",
     flow: () => "flow.json", comparisons: () => "comparisons.json",
     celltypes: ([n]) => (n && boot.celltypes.includes(n) ? `celltypes/p/${boot.celltypes.indexOf(n)}.json` : "celltypes/index.json"),
-    genes: ([s]) => (s && boot.gene_keys.includes(shardKey(s[0])) ? `genes/n/${shardKey(s[0])}.json` : null),
-    tf: ([s]) => { // the same key as lib/tfdata.js, without loading it on first paint
-      const k = s && shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
-      return s ? ((boot.tf_keys || []).includes(k) ? `tf/p/${k}.json` : null) : (boot.tf_keys || []).length ? "tf/index.json" : null;
+    genes: ([s]) => (s && boot.gene_keys.includes(nameKey(s, 1)) ? `genes/n/${nameKey(s, 1)}.json` : null),
+    tf: ([s]) => { // the path of lib/tfdata.js, without loading it on first paint
+      if (!s) return (boot.tf_keys || []).length ? "tf/index.json" : null;
+      return (boot.tf_keys || []).includes(nameKey(s)) ? `tf/p/${nameKey(s)}.json` : null;
     },
   }[name];
   const path = data && data(params);

@@ -1,16 +1,16 @@
 // #/ : what the atlas is, per-layer statistics and charts, each rate beside its null baselines.
 import { h, link, help, table, append, fill, missing } from "../lib/dom.js";
-import { boot } from "../lib/data.js";
+import { boot, rows } from "../lib/data.js";
 import { int, num, pct } from "../lib/format.js";
 import { barChart, lineChart } from "../lib/chart.js";
 import { PALETTE } from "../lib/map.js";
 
 export function render(el) {
-  const t = boot.totals, layers = boot.layers;
+  const t = boot.totals, layers = boot.layers, nulls = rows(boot.nulls);
   const labels = layers.map((l) => String(l.layer));
   const rate = layers.map((l) => l.annotated_rate);
   const nullRate = layers.map((l) => l.annotated_null_rate);
-  const hasNull = nullRate.some((v) => v != null) || boot.nulls.length > 0;
+  const hasNull = nullRate.some((v) => v != null) || nulls.length > 0;
   const card = (value, what) => h("div", { class: "card" }, h("b", {}, value), h("span", {}, what));
   const rateMax = Math.max(0.05, ...rate.filter((v) => v != null), ...nullRate.filter((v) => v != null));
   append(el, 
@@ -32,9 +32,9 @@ export function render(el) {
         lineChart({ title: "Annotation rate per layer", labels, format: pct, max: rateMax, yTitle: "Share of alive",
           series: [{ name: "annotated", color: "var(--bar2)", values: rate },
                    { name: "expected by chance", color: "var(--muted)", dash: "4 3", values: nullRate }] }))),
-    baselineTable(boot.nulls),
+    baselineTable(nulls),
     dbChart(),
-    boot.nulls.length ? nullTable(boot.nulls) : null,
+    nulls.length ? nullTable(nulls) : null,
     interventions(),
     h("h2", {}, "Layers"),
     table({ caption: "Per-layer summary", columns: [{ label: "Layer" }, { label: "Features", num: true }, { label: "Alive", num: true },
@@ -79,21 +79,24 @@ function dbChart() {
 }
 
 // Every measure beside each of its nulls: one row per analysis, measure and baseline, one cell per layer.
-function nullTable(rows) {
-  const layers = [...new Set(rows.map((r) => r[0]))].sort((a, b) => a - b);
-  const keys = [...new Map(rows.map((r) => [`${r[1]}\u0000${r[2]}\u0000${r[3]}`, r])).values()];
+// nulls: rows of boot.nulls, {layer, analysis, measure, baseline, observed, expected, note} (builder/site/render.py).
+const nullKey = (...parts) => parts.join("\u0000");
+function nullTable(nulls) {
+  const layers = [...new Set(nulls.map((r) => r.layer))].sort((a, b) => a - b);
+  const keys = [...new Map(nulls.map((r) => [nullKey(r.analysis, r.measure, r.baseline), r])).values()];
   const share = (analysis, measure) => analysis === "annotation" || analysis === "svd" || /share|rate/.test(measure);
   const cell = (v, s) => (v == null ? "—" : s ? pct(v) : Number.isInteger(v) ? int(v) : num(v));
-  const find = new Map(rows.map((r) => [`${r[0]}\u0000${r[1]}\u0000${r[2]}\u0000${r[3]}`, r]));
+  const find = new Map(nulls.map((r) => [nullKey(r.layer, r.analysis, r.measure, r.baseline), r]));
   return h("section", {},
     h("h2", {}, "Observed vs chance ", help("baseline", "a null baseline")),
     h("p", {}, "How to read this: each cell is “observed / baseline” for one layer. The baseline is the same measure where no biology should be found (named in the Baseline column; hover a row for how it is made). An observed value close to its baseline says the atlas finds about as much there as chance would."),
     table({ caption: "Observed values beside their chance baselines", cls: "nulls",
       columns: [{ label: "Analysis" }, { label: "Measure" }, { label: "Baseline" }, ...layers.map((l) => ({ label: `Layer ${l}`, num: true }))],
-      rows: keys.map(([, analysis, measure, baseline]) => [analysis, measure.replace(/_/g, " "), (baseline || "—").replace(/_/g, " "),
+      rows: keys.map(({ analysis, measure, baseline }) => [analysis, measure.replace(/_/g, " "), (baseline || "—").replace(/_/g, " "),
         ...layers.map((l) => {
-          const r = find.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
-          return r ? h("span", { title: r[6] || "" }, `${cell(r[4], share(analysis, measure))} / ${cell(r[5], share(analysis, measure))}`) : "—";
+          const r = find.get(nullKey(l, analysis, measure, baseline));
+          const s = share(analysis, measure);
+          return r ? h("span", { title: r.note || "" }, `${cell(r.observed, s)} / ${cell(r.expected, s)}`) : "—";
         })]) }));
 }
 
@@ -102,16 +105,17 @@ function nullTable(rows) {
 // (imports) show only what they have: the table is left out and the tables above and below remain.
 const BASELINE_NAMES = { random_genes: "random genes", pca: "principal directions", coexpression: "co-expressed genes",
   random_init_model: "untrained model" };
-function baselineTable(rows) {
-  const ann = rows.filter((r) => r[1] === "annotation" && r[2] === "any database");
+function baselineTable(nulls) {
+  const ann = nulls.filter((r) => r.analysis === "annotation" && r.measure === "any database");
   if (!ann.length) return null;
-  const names = [...new Set(ann.map((r) => r[3]))].sort((a, b) => Object.keys(BASELINE_NAMES).indexOf(a) - Object.keys(BASELINE_NAMES).indexOf(b));
-  const layers = [...new Set(ann.map((r) => r[0]))].sort((a, b) => a - b);
-  const at = new Map(rows.map((r) => [`${r[0]}\u0000${r[1]}\u0000${r[2].startsWith("edges_beyond_gene_null_to_") ? "edges" : r[2]}\u0000${r[3]}`, r]));
-  const get = (l, analysis, measure, baseline) => at.get(`${l}\u0000${analysis}\u0000${measure}\u0000${baseline}`);
+  const names = [...new Set(ann.map((r) => r.baseline))].sort((a, b) => Object.keys(BASELINE_NAMES).indexOf(a) - Object.keys(BASELINE_NAMES).indexOf(b));
+  const layers = [...new Set(ann.map((r) => r.layer))].sort((a, b) => a - b);
+  const measure = (r) => (r.measure.startsWith("edges_beyond_gene_null_to_") ? "edges" : r.measure);
+  const at = new Map(nulls.map((r) => [nullKey(r.layer, r.analysis, measure(r), r.baseline), r]));
+  const get = (l, analysis, m, baseline) => at.get(nullKey(l, analysis, m, baseline));
   const twin = names.includes("random_init_model");
-  const pair = (r) => (r ? `${int(r[4])} / ${int(r[5])}` : "—");
-  const note = (name) => (ann.find((r) => r[3] === name) || [])[6] || "";
+  const pair = (r) => (r ? `${int(r.observed)} / ${int(r.expected)}` : "—");
+  const note = (name) => (ann.find((r) => r.baseline === name) || {}).note || "";
   return h("section", {},
     h("h2", {}, "Annotation rate against baselines ", help("baseline", "a null baseline")),
     h("p", {}, "How to read this: each cell is the share of gene lists with an enrichment at the same pooled FDR; the baselines' lists were made without the trained SAE, so a layer's features show more than these constructions only where the trained model's share clearly exceeds every baseline in its row.",
@@ -122,8 +126,8 @@ function baselineTable(rows) {
         ...(twin ? [{ label: "Modules", num: true }, { label: "Cross-layer edges", num: true }] : [])],
       rows: layers.map((l) => {
         const first = names.map((n) => get(l, "annotation", "any database", n)).find(Boolean);
-        return [link(`#/layer/${l}`, `Layer ${l}`), pct(first ? first[4] : null),
-          ...names.map((n) => { const r = get(l, "annotation", "any database", n); return h("span", { title: note(n) }, r ? pct(r[5]) : "—"); }),
+        return [link(`#/layer/${l}`, `Layer ${l}`), pct(first ? first.observed : null),
+          ...names.map((n) => { const r = get(l, "annotation", "any database", n); return h("span", { title: note(n) }, r ? pct(r.expected) : "—"); }),
           ...(twin ? [pair(get(l, "modules", "modules", "random_init_model")), pair(get(l, "cross_layer", "edges", "random_init_model"))] : [])];
       }) }));
 }
