@@ -350,6 +350,7 @@ def build_option(flag: str, key: str, *decls: str, **kw):
 @build_option("--workers", "engine.workers")
 @build_option("--gpus-per-worker", "engine.gpus_per_worker")
 @build_option("--random-init-model/--no-random-init-model", "baselines.random_init_model", "random_init_model")
+@build_option("--random-dictionary/--no-random-dictionary", "baselines.random_dictionary", "random_dictionary")
 @build_option("--coexpression/--no-coexpression", "baselines.coexpression", "coexpression")
 @build_option("--pca-baseline/--no-pca-baseline", "baselines.pca", "pca_baseline")
 @setting_option("--config", "build.config")
@@ -408,31 +409,25 @@ def build(config, replace, cache, data_dir, site_dir, quiet, **settings):
 
 def _summary(path, site, st, out, seconds):
     from .atlas.format import read_atlas
+    from .atlas.summary import build_summary
     from .pipeline.cache import folder_bytes
 
-    atlas = read_atlas(path, check=False)
-    lay = atlas.table("layers").to_pylist()
-    nb = atlas.table("null_baseline").to_pandas()
-    mods = nb[(nb.analysis == "modules") & (nb.measure == "modules") & (nb.baseline == "within_gene_shuffle")]
-    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline == "random_genes")]
-    edges = atlas.table("edges").to_pandas()
-    click.echo(f"built {atlas.name}: {len(lay)} layers, {sum(r['alive'] for r in lay)} of "
-               f"{sum(r['n_features'] for r in lay)} features alive")
-    rate = sum(r["annotated"] for r in lay) / max(sum(r["alive"] for r in lay), 1)
-    click.echo(f"  annotated {sum(r['annotated'] for r in lay)} ({rate:.1%} of alive features"
-               + (f"; random gene lists {ann['expected'].mean():.1%})" if len(ann) else ")"))
-    others = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline != "random_genes")]
-    if len(others):
-        click.echo("  other baselines, share annotated: " + ", ".join(
-            f"{name} {g['expected'].mean():.1%}" for name, g in others.groupby("baseline", sort=True)))
-    ct = atlas.table("celltypes").to_pandas()
-    ct = ct[ct.level == "cell_type"]
-    if len(ct):
-        click.echo(f"  cell types: {ct.groupby(['layer', 'feature']).ngroups} features pass the cell-type test, "
-                   f"best AUC {ct['auc'].max():.2f}")
-    click.echo(f"  modules {int(mods['observed'].sum())} (within-gene null: {int(mods['expected'].sum())}); "
-               f"cross-layer edges {int((edges.kind == 'cross_layer').sum())} beyond the within-gene null, "
-               f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")
+    s = build_summary(read_atlas(path, check=False))
+    t = s["totals"]
+    click.echo(f"built {s['name']}: {s['layers']} layers, {t['alive']} of {t['n_features']} features alive")
+    ci = lambda lo, hi: "" if lo is None else f" [{lo:.1%}-{hi:.1%}]"  # noqa: E731
+    click.echo(f"  annotated {t['annotated']} of {t['tested']} features with a top-gene list "
+               f"({t['annotated_rate']:.1%}{ci(t['annotated_rate_lo'], t['annotated_rate_hi'])})")
+    if t.get("baselines"):
+        click.echo("  baselines, share annotated (the features' share in the same comparison): " + ", ".join(
+            f"{name} {b['rate']:.1%}{ci(b['lo'], b['hi'])}" + ("" if b["observed_lists"] == t["tested"] else
+                                                            f" (features {b['observed']:.1%})")
+            for name, b in t["baselines"].items()))
+    if s["celltype_features"]:
+        click.echo(f"  cell types: {s['celltype_features']} features pass the cell-type test, best AUC "
+                   f"{s['best_auc']:.2f}")
+    click.echo(f"  modules {s['modules']} (within-gene null: {s['modules_null']:.1f}); cross-layer edges "
+               f"{s['cross_edges']} beyond the within-gene null, {s['decoder_matches']} decoder-cosine matches")
     for stage, unit in (("sample", "shards"), ("stream", "shards"), ("stats", "tasks")):
         if st.shards[stage]:
             rate = st.tokens[stage] / max(st.seconds[stage], 1e-9)

@@ -239,7 +239,14 @@ BUILD_SETTINGS: dict[str, Setting] = {
     "train.centering": Setting(click.Choice(["pre-bias", "mean", "none"]),
                                "pre-bias: a trained decoder bias subtracted before encoding; mean: the data "
                                "mean, fixed; none: no centring."),
-    "train.epochs": Setting(POSITIVE, "Passes over the training tokens."),
+    "train.epochs": Setting(POSITIVE, "At most this many passes over the training tokens (the convergence rule "
+                            "usually stops training first)."),
+    "train.eval_every": Setting(POSITIVE, "Steps between two measurements of the validation loss."),
+    "train.patience": Setting(POSITIVE, "Stop after this many measurements in a row without a min_delta gain."),
+    "train.min_delta": Setting(Number(0, 1, max_open=True), "Relative gain of the validation loss that counts as "
+                               "progress."),
+    "train.val_tokens": Setting(POSITIVE, "Training-sample tokens set aside to measure the validation loss (at most "
+                                "a tenth of the sample)."),
     "train.batch_size": Setting(POSITIVE, "Tokens per step."),
     "train.lr": Setting(Number(0, min_open=True), "Adam learning rate."),
     "train.aux_k": Setting(POSITIVE, "Dead features used by the AuxK loss (default: half the width)."),
@@ -271,6 +278,9 @@ BUILD_SETTINGS: dict[str, Setting] = {
     "graphs.cross_min_log_ratio": Setting(Number(), "Smallest log(count / within-gene expectation) of a cross-layer edge."),
     "graphs.cross_alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level against the within-gene null."),
     "graphs.cosine": Setting(Number(0, 1), "Decoder cosine of a match."),
+    "graphs.module_null_draws": Setting(POSITIVE, "Draws of the within-gene null the module counts are set beside."),
+    "graphs.module_label_share": Setting(Number(0, 1), "A module takes a term as its label only if this share of "
+                                         "its members (and at least two) hold it."),
     "graphs.umap_neighbors": Setting(Integer(min=2), "UMAP neighbours."),
     "graphs.umap_min_dist": Setting(Number(0), "UMAP minimum distance."),
     "graphs.umap_epochs": Setting(POSITIVE, "UMAP optimisation epochs."),
@@ -289,6 +299,7 @@ BUILD_SETTINGS: dict[str, Setting] = {
     "interventions.min_genes": Setting(POSITIVE, "Top genes with a measured effect needed for a specificity."),
     "interventions.bootstrap": Setting(NON_NEGATIVE, "Bootstrap resamples of cells for the intervals (0: none)."),
     "interventions.level": Setting(UNIT_OPEN, "Level of the bootstrap intervals."),
+    "interventions.alpha": Setting(UNIT_OPEN, "BH level at which a feature's specificity counts as beyond its nulls."),
     "interventions.effects_top": Setting(POSITIVE, "Most affected genes kept per tested feature."),
     "interventions.min_gene_cells": Setting(POSITIVE, "Patched cells a gene must be measured in to be listed "
                                             "among a feature's most affected genes."),
@@ -301,6 +312,9 @@ BUILD_SETTINGS: dict[str, Setting] = {
                                             "clusters (its correlation matrix takes genes^2 x 8 bytes)."),
     "baselines.random_init_model": Setting(click.BOOL, "Run the same build on the checkpoint's randomly "
                                            "initialised twin (default: on with --train-sae)."),
+    "baselines.random_dictionary": Setting(click.BOOL, "Annotate the features of each SAE's untrained start, and of "
+                                           "another seed's, encoding the same activations (default: on with "
+                                           "--train-sae)."),
 }
 
 DATA_DIR, SITE, CACHE = Path("atlas_data"), Path("site"), Path(".atlas_cache")  # relative to the working folder

@@ -19,7 +19,7 @@ from ..pipeline.annotation.genesets import normalise_gene
 from ..pipeline.build import Builder, results_config
 from ..pipeline.cache import tree_hash
 from ..pipeline.graphs.modules import module_labels
-from .format import SCHEMA, write_atlas
+from .format import SCHEMA, annotation_rate, write_atlas
 
 
 def _frame(name: str, parts: list) -> pa.Table:
@@ -101,7 +101,8 @@ def module_rows(out: Builder) -> dict[int, list[dict]]:
     for L in out.layers:
         lab = labels[labels["layer"] == L].dropna(subset=["label"])
         rows[L] = module_labels(out.results["graph"][L].arrays["membership"],
-                                dict(zip(lab["feature"].tolist(), lab["label"].tolist())))
+                                dict(zip(lab["feature"].tolist(), lab["label"].tolist())),
+                                out.cfg.graphs.module_label_share)
     return rows
 
 
@@ -122,12 +123,17 @@ def layers(out: Builder, feats: pa.Table, rates: pd.DataFrame, modules_of: dict[
         fl = f[f.layer == L]
         r = rates[(rates.layer == L) & (rates.database == ANY)]
         ev = out.results["stream"].heldout(L)
+        annotated, tested = (int(r["annotated"].iloc[0]), int(r["n_features"].iloc[0])) if len(r) else (0, 0)
+        training = out.results["sae"].training.get(L, {})
         rows.append({"layer": L, "n_features": len(fl), "alive": int(fl["alive"].sum()),
-                     "annotated": int((fl["n_enrichments"] > 0).sum()), "n_modules": len(modules_of[L]),
+                     "annotated": annotated, "n_modules": len(modules_of[L]),
                      "variance_explained": ev["variance_explained"], "mean_feature_cosine": None,
                      "n_svd_aligned": None,
                      "annotated_null_rate": None if not len(r) or pd.isna(r["null_annotated"].iloc[0])  # random_genes off
-                     else float(r["null_annotated"].iloc[0] / max(r["n_features"].iloc[0], 1))})
+                     else float(r["null_annotated"].iloc[0] / max(tested, 1)),
+                     **annotation_rate(annotated, tested), "dead_features": ev["dead_features"],
+                     "sae_steps": training.get("steps"),
+                     "decoder_init_cosine": training.get("decoder_init_cosine", {}).get("mean")})
     return _frame("layers", rows)
 
 
@@ -149,17 +155,21 @@ def null_baseline(out: Builder) -> pa.Table:
     """The annotation stage's rows (annotation rates against each baseline it ran), then the graph stages'."""
     rows = []
 
-    def nb(layer, analysis, measure, baseline, observed, expected, note):
+    def nb(layer, analysis, measure, baseline, observed, expected, note, **spread):
+        f = lambda v: None if v is None else float(v)  # noqa: E731
         rows.append({"layer": layer, "analysis": analysis, "measure": measure, "baseline": baseline,
-                     "observed": None if observed is None else float(observed),
-                     "expected": None if expected is None else float(expected), "note": note})
+                     "observed": f(observed), "expected": f(expected), "note": note,
+                     **{k: f(v) if k.endswith(("_lo", "_hi")) else v for k, v in spread.items()}})
 
     for L in out.layers:
         gj = out.results["graph"][L].summary
+        null = gj["modules_null"]
         for measure in ("modules", "edges", "in_modules", "quality"):
-            nb(L, "modules", measure, "within_gene_shuffle", gj["modules"][measure], gj["modules_null"][measure],
-               "null: the same PMI graph and Leiden on co-counts drawn from the expectation when each feature's "
-               "firing is shuffled among the tokens of the same gene")
+            nb(L, "modules", measure, "within_gene_shuffle", gj["modules"][measure], null[measure],
+               f"null: the same PMI graph and Leiden on co-counts drawn from the expectation when each feature's "
+               f"firing is shuffled among the tokens of the same gene; expected: the mean of {null['draws']} draws, "
+               f"its interval their 2.5%-97.5% range; one-sided p of the observed {null.get(measure + '_p', 1):.3g}",
+               expected_n=null["draws"], expected_lo=null[f"{measure}_lo"], expected_hi=null[f"{measure}_hi"])
         for key, v in sorted(gj["svd_random_expectation"].items()):
             nb(L, "svd", f"decoder_{key}_mean", "random_direction", gj["svd"].get(key, {}).get("mean"), v,
                "share of the decoder direction's squared norm in the top principal axes; random: k/d")
@@ -170,6 +180,11 @@ def null_baseline(out: Builder) -> pa.Table:
         nb(a, "cross_layer", f"edges_beyond_gene_null_to_{b}", "within_gene_shuffle", cj["edges"], None,
            f"pairs with log(count / expected) >= {out.cfg.graphs.cross_min_log_ratio:.3g} and BH q <= "
            f"{out.cfg.graphs.cross_alpha} against the within-gene expectation")
+        nb(a, "cross_layer", f"decoder_matches_to_{b}", "random_direction", cj["decoder_matches"],
+           cj.get("expected_decoder_matches"),
+           f"features of layer {a} whose decoder direction has a cosine >= {out.cfg.graphs.cosine:g} with one of "
+           f"layer {b}'s; expected: the same among random unit directions (each layer's SAE starts from its own "
+           "random dictionary, so a shared start cannot match them)")
     # the annotation stage's rows (random_genes), then the baselines stage's (pca, coexpression, random_init_model)
     parts = [out.results["annotate"].baselines.to_pandas(), out.results["baselines"].rows.to_pandas()]
     columns = list(parts[0].columns) if parts else None
@@ -200,9 +215,10 @@ def manifest(out: Builder) -> dict:
                   "layers": out.layers, "width": rec["model"]["width"], "checkpoint_sha256": out.inputs["checkpoint"],
                   **pretraining(Path(cfg.checkpoint))},
         "sae": {"kind": "topk", "n_features": out.results["stats"].n_features(out.layers[0]),
-                "source": out.results["sae"].source, "files": sae_files(out)},
+                "source": out.results["sae"].source, "files": sae_files(out), "training": sae_training(out)},
         "dataset": {"name": Path(cfg.data).name, "cells": rec["dataset"]["cells"], "tokens": rec["tokens"],
-                    "heldout_cells": rec["heldout_cells"], "sha256": out.inputs["data"],
+                    "heldout_cells": rec["heldout_cells"], "heldout_source": rec["heldout_source"],
+                    "sha256": out.inputs["data"],
                     "cell_type_column": cfg.cell_type_column or None, "donor_column": cfg.donor_column or None},
         "genesets": [{"name": d.name, **{k: d.meta[k] for k in ("version", "licence", "source", "sha256") if k in d.meta},
                       "terms": len(d.terms)} for d in out.databases]
@@ -216,6 +232,20 @@ def manifest(out: Builder) -> dict:
                   "twin of the model (random_init_model); modules and cross-layer edges against a shuffle of firing "
                   "within the same gene and against the twin; decoder directions against random directions."],
     }
+
+
+def sae_training(out: Builder) -> dict:
+    """Per trained layer: how training went (steps, why it stopped, the validation-loss curve), how far the decoder
+    moved from its random start, and the held-out variance explained and dead features."""
+    saes = out.results["sae"]
+    rows = {}
+    for L, t in sorted(saes.training.items()):
+        held = out.results["stream"].heldout(L)
+        rows[str(L)] = {k: t[k] for k in ("steps", "epochs", "stopped", "train_tokens", "val_tokens", "curve",
+                                          "decoder_init_cosine") if k in t} | {
+            "variance_explained": held["variance_explained"], "dead_features": held["dead_features"],
+            "l0": held["l0"], "heldout_tokens": held["heldout_tokens"]}
+    return rows
 
 
 def sae_files(out: Builder) -> dict:
@@ -238,7 +268,8 @@ def causal(out: Builder) -> tuple[dict[str, pa.Table], dict | None]:
     summary.insert(2, "method", record["method"])
     effects["gene"] = _symbols(effects["gene"]) if len(effects) else effects["gene"]
     tables = {"causal_summary": _frame("causal_summary", [summary]), "causal_effects": _frame("causal_effects", [effects])}
-    return tables, {k: record[k] for k in ("method", "cells_patched", "tested", "agreement")}
+    return tables, {**{k: record[k] for k in ("method", "cells_patched", "tested", "agreement")},
+                    "alpha": record["config"]["alpha"]}
 
 
 def baselines_record(out: Builder) -> dict:

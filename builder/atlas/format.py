@@ -59,7 +59,9 @@ SCHEMA: dict[str, TableSpec] = {
     "layers": TableSpec(("layer",), (
         _c("layer", I16), _c("n_features", I32), _c("alive", I32), _c("annotated", I32), _c("n_modules", I32),
         _c("variance_explained", F64, True), _c("mean_feature_cosine", F64, True),
-        _c("n_svd_aligned", I32, True), _c("annotated_null_rate", F64, True),
+        _c("n_svd_aligned", I32, True), _c("annotated_null_rate", F64, True), _c("tested", I32, True),
+        _c("annotated_rate", F64, True), _c("annotated_rate_lo", F64, True), _c("annotated_rate_hi", F64, True),
+        _c("dead_features", I32, True), _c("sae_steps", I32, True), _c("decoder_init_cosine", F64, True),
     )),
     "features": TableSpec(("layer", "feature"), LF + (
         _c("alive", BOOL), _c("frequency", F64), _c("mean_activation", F64), _c("fire_count", I64),
@@ -131,7 +133,9 @@ SCHEMA: dict[str, TableSpec] = {
     # The null beside every rate a built atlas reports (annotation, modules, cross-layer edges, SVD).
     "null_baseline": TableSpec(("layer", "analysis", "measure", "baseline"), (
         _c("layer", I16), _c("analysis", STR), _c("measure", STR), _c("observed", F64, True),
-        _c("expected", F64, True), _c("note", STR, True), _c("baseline", STR, True),
+        _c("expected", F64, True), _c("note", STR, True), _c("baseline", STR, True), _c("observed_n", I32, True),
+        _c("expected_n", I32, True), _c("observed_lo", F64, True), _c("observed_hi", F64, True),
+        _c("expected_lo", F64, True), _c("expected_hi", F64, True),
     ), required=False),
     # The cell map: the dataset's cells in 2-D (manifest dataset.cell_map says which embedding), and on a bounded
     # display sample of them, per-cell feature activations and top-gene expression (non-zero values only).
@@ -200,6 +204,48 @@ class Atlas:
         return self._tables[name]
 
 
+def annotation_rate(annotated: int, tested: int | None) -> dict:
+    """A layer's annotation rate, the one place it is computed (export and the importer call it; the site and the
+    CLI read the columns): annotated / tested, tested = the features with a top-gene list, with the exact
+    (Clopper-Pearson) 95% interval."""
+    from ..pipeline.multitest import clopper_pearson  # scipy: imported only by the writers
+
+    if not tested:
+        return {"tested": tested, "annotated_rate": None, "annotated_rate_lo": None, "annotated_rate_hi": None}
+    lo, hi = clopper_pearson(annotated, tested)
+    return {"tested": tested, "annotated_rate": annotated / tested, "annotated_rate_lo": lo, "annotated_rate_hi": hi}
+
+
+def totals(layers: pa.Table, null_baseline: pa.Table | None = None) -> dict:
+    """The atlas' totals over its layers (manifest `totals`): features, alive, tested and annotated features,
+    modules, the annotation rate of all layers together with its interval (annotation_rate), and each annotation
+    baseline's share pooled over the layers (lists annotated / lists, with its interval) beside the features'
+    share in the same rows (for pca and coexpression: their most frequent features, as many as the lists)."""
+    from ..pipeline.multitest import clopper_pearson  # scipy: imported only by the writers
+
+    t = conform("layers", layers).to_pylist()
+    out = {k: sum(r[k] for r in t) for k in ("n_features", "alive", "annotated", "n_modules")}
+    measured = [r for r in t if r["tested"] is not None]
+    out |= annotation_rate(sum(r["annotated"] for r in measured), sum(r["tested"] for r in measured) if measured else None)
+    if null_baseline is not None and null_baseline.num_rows:
+        nb = conform("null_baseline", null_baseline).to_pylist()
+        rows = [r for r in nb if r["analysis"] == "annotation" and r["measure"] == "any database"
+                and r["expected_n"] and r["observed_n"]]
+        baselines = {}
+        for name in sorted({r["baseline"] for r in rows}):
+            mine = [r for r in rows if r["baseline"] == name]
+            k_exp = sum(round(r["expected"] * r["expected_n"]) for r in mine)
+            n_exp = sum(r["expected_n"] for r in mine)
+            k_obs = sum(round(r["observed"] * r["observed_n"]) for r in mine)
+            n_obs = sum(r["observed_n"] for r in mine)
+            (lo, hi), (olo, ohi) = clopper_pearson(k_exp, n_exp), clopper_pearson(k_obs, n_obs)
+            baselines[name] = {"rate": k_exp / n_exp, "lo": lo, "hi": hi, "lists": n_exp,
+                               "observed": k_obs / n_obs, "observed_lo": olo, "observed_hi": ohi,
+                               "observed_lists": n_obs}
+        out["baselines"] = baselines
+    return out
+
+
 def with_optional_columns(name: str, table: pa.Table) -> pa.Table:
     """Nullable columns added to the schema after a table was written read as all-null columns."""
     for c in SCHEMA[name].columns:
@@ -246,6 +292,8 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
     manifest = dict(manifest)
     manifest["schema_version"] = SCHEMA_VERSION
     manifest.setdefault("provenance", {})["package_version"] = __version__
+    if "layers" in tables:
+        manifest["totals"] = totals(tables["layers"], tables.get("null_baseline"))
     # an existing atlas is held while it is replaced, so a read-modify-write of it (atlas perturb) never straddles
     with held_folder(path) if path.is_dir() else contextlib.nullcontext(), atomic_dir(path) as tmp:
         listing = {name: _write_table(tmp, name, tables[name]) for name in sorted(tables)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .format import SCHEMA, write_atlas
+from .format import SCHEMA, annotation_rate, write_atlas
 from ..errors import AtlasError
 from ..fsutil import sha256_file
 
@@ -617,5 +617,6 @@ def _layer_rows(layers, rows, modules, summary, report) -> list[dict]:
         out.append({"layer": lay, "n_features": s["n"], "alive": s["alive"], "annotated": s["annotated"],
                     "n_modules": modules.get(lay, 0), "variance_explained": _num(p.get("variance_explained")),
                     "mean_feature_cosine": _num(p.get("mean_feature_cosine")),
-                    "n_svd_aligned": p.get("n_svd_aligned"), "annotated_null_rate": None})
+                    "n_svd_aligned": p.get("n_svd_aligned"), "annotated_null_rate": None,
+                    **annotation_rate(s["annotated"], s["alive"])})  # the predecessor tested every alive feature
     return out

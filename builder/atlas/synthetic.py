@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .format import annotation_rate
+
 # Well-known human gene symbols, so that gene search in the demo can be tried with familiar names.
 KNOWN_GENES = """CD74 MKI67 GAPDH ACTB PTPRC CD3E CD4 CD8A CD19 MS4A1 CD14 LYZ FCGR3A NKG7 GNLY HLA-DRA HLA-DRB1
 IL7R CCR7 S100A8 S100A9 PPBP PF4 HBB HBA1 EPCAM KRT8 KRT18 VIM COL1A1 COL1A2 COL3A1 DCN LUM PECAM1 VWF CDH5
@@ -135,7 +137,8 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
         rows["layers"].append({"layer": lay, "n_features": n_features, "alive": int(alive.sum()),
                                "annotated": annotated, "n_modules": n_mod,
                                "variance_explained": float(rng.uniform(0.8, 0.95)), "mean_feature_cosine": None,
-                               "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08))})
+                               "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08)),
+                               **annotation_rate(annotated, int(alive.sum()))})
         rows["null_baseline"] += _nulls(rng, lay, annotated / max(1, int(alive.sum())))
         rows["svd_comparison"] += _svd(rng, lay)
     from .format import SCHEMA

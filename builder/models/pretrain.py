@@ -384,3 +384,4 @@ def twin_of(checkpoint: Path, data: Path, out: Path, replace_out: bool = False) 
     if sha256_file(data) != digest:
         raise AtlasError(f"{data}: not the data {checkpoint} was trained on (sha256 differs from {path})")
     return write_random_init(family, data, out, cfg, replace_out=replace_out)
+

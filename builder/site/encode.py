@@ -22,6 +22,8 @@ def sig(v, digits=4):
         return None
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
+    if v.is_integer():  # a count held as a float (14,298 edges) is shown whole, not as 14,300
+        return v
     return float(f"{v:.{digits}g}")
 
 

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..atlas.format import Atlas, read_atlas
+from ..atlas.format import totals as format_totals
 from ..jsonio import dumps_json
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
@@ -100,12 +101,10 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
 def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list[str]) -> dict:
     """What the first paint needs, inlined into index.html: titles, per-layer summary, where shards live."""
     m = atlas.manifest
-    layers = atlas.table("layers").to_pylist()
-    for r in layers:
-        r["annotated_rate"] = round(r["annotated"] / r["alive"], 4) if r["alive"] else None
-    totals = {k: sum(r[k] for r in layers) for k in ("n_features", "alive", "annotated", "n_modules")}
+    layers = [{k: sig(v) for k, v in r.items()} for r in atlas.table("layers").to_pylist()]
+    # the rates and totals are the atlas' own (format.annotation_rate, format.totals): read, never recomputed here
+    totals = {k: sig(v) for k, v in (m.get("totals") or format_totals(atlas.table("layers"))).items()}
     totals["layers"] = len(layers)
-    totals["annotated_rate"] = round(totals["annotated"] / totals["alive"], 4) if totals["alive"] else None
     return {
         "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
         "description": m.get("atlas", {}).get("description") or "",

@@ -283,9 +283,12 @@ def _causal(atlas) -> dict[tuple[int, int], dict]:
     (top_gene: 1 if the gene is one of its top genes), most affected first."""
     effects = group(atlas.table("causal_effects"), ["gene", "delta", "ci_lo", "ci_hi", "n_cells", "top_gene"],
                     lambda g, d, lo, hi, n, t: Effect(g, sig(d, 3), sig(lo, 3), sig(hi, 3), n, int(t)))
+    alpha = (atlas.manifest.get("interventions") or {}).get("alpha")  # the build's level; none when imported
     out = {}
     for r in atlas.table("causal_summary").to_pylist():
         rec = {k: sig(r[k], 3) for k in CAUSAL_FIELDS if r.get(k) is not None}
+        if alpha is not None:
+            rec["alpha"] = alpha
         rec["effects"] = table(effects.get((r["layer"], r["feature"]), []))
         out[(r["layer"], r["feature"])] = rec
     return out

@@ -16,10 +16,12 @@ function effectBar(delta, lo, hi, max) {
     lo != null && hi != null ? svg("line", { x1: x(lo), x2: x(hi), y1: H / 2, y2: H / 2, stroke: "#222", "stroke-width": 1.5 }) : null);
 }
 
+// The level is the build's own ([interventions] alpha, in the shard): never a constant of the page.
 function verdict(c) {
   if (c.q == null) return "no test (too few of its top genes had a measured effect, or no null)";
-  return c.q < 0.05 ? "specific: its own genes are affected more than under its nulls (q < 0.05)"
-    : "not distinguishable from its nulls (q ≥ 0.05)";
+  if (c.alpha == null) return `q = ${pval(c.q)} (the build recorded no level)`;
+  return c.q < c.alpha ? `specific: its own genes are affected more than under its nulls (q < ${c.alpha})`
+    : `not distinguishable from its nulls (q ≥ ${c.alpha})`;
 }
 
 function built(c) {

@@ -13,7 +13,7 @@ function causal(c) {
     return h("p", { class: "notice" }, `Causal patching (published): ${int(c.n_tested)} features of ${c.layers.length ? `layer ${c.layers.join(", ")}` : "an unrecorded layer"}, median ratio ${num(c.median_ratio)}, ${int(c.n_above_2)} above 2. The study published no null, interval or p-value, so the ratios cannot be drawn against its null. `, help("specificity", "causal specificity"));
   }
   return [h("p", {}, `Causal patching: ${int(c.n_tested)} features patched (${c.layers.length === 1 ? "layer" : "layers"} ${c.layers.join(", ")}), ${int(c.n_scored)} of them with a specificity; `,
-    h("b", {}, `${int(c.n_specific)} specific`), ` at q < 0.05. Median specificity ${num(c.median)} against ${num(c.null_median)} for the ${int(c.n_null)} values of their nulls (frequency-matched features and random directions) `, help("specificity", "causal specificity")),
+    c.alpha != null ? [h("b", {}, `${int(c.n_specific)} specific`), ` at q < ${c.alpha}. `] : null, `Median specificity ${num(c.median)} against ${num(c.null_median)} for the ${int(c.n_null)} values of their nulls (frequency-matched features and random directions) `, help("specificity", "causal specificity")),
   h("figure", { class: "specificity-hist" }, h("figcaption", {}, "Specificity (AUC) of the patched features (bars) and of their nulls (dashed outline); 0.5 = no preference for the feature's own genes"),
     histogram(c))];
 }
@@ -50,8 +50,8 @@ function details(d) {
 function perturbation(rows) {
   if (!rows.length) return null;
   const pub = rows.filter((d) => d.published);
-  const levels = [...new Set(rows.filter((d) => !d.published).map((d) => (d.parameters && d.parameters.alpha) ?? 0.05))];
-  const level = levels.length > 1 ? "q below each dataset's alpha" : `q < ${levels[0] ?? 0.05}`;
+  const levels = [...new Set(rows.filter((d) => !d.published && d.parameters && d.parameters.alpha != null).map((d) => d.parameters.alpha))];
+  const level = levels.length > 1 ? "q below each dataset's alpha" : levels.length ? `q < ${levels[0]}` : "as published";
   return [h("p", {}, `Perturbation response: the share of transcription factors whose responding features carry their curated targets (${level}), with its exact (Clopper–Pearson) 95% interval, beside the same test on expression alone (the ceiling), on non-TF perturbations (negative control), and the share of features found responding to random control subsets (false-positive rate). `,
     link("#/tf", "All perturbed genes"), "."),
   table({ caption: "Share of specific TFs per perturbation dataset", cls: "tf-summary",

@@ -16,7 +16,7 @@ export async function tfEntry(sym) {
 export const tfHref = (sym) => `#/tf/${encodeURIComponent(sym)}`;
 
 // The verdicts of `atlas perturb` (tf_specificity.verdict), each with the sentence that explains it at the dataset's
-// level (its --alpha, 0.05 unless set).
+// level (its --alpha, recorded with the dataset and carried by the shard).
 export const VERDICTS = {
   specific: (a) => `Specific: its curated targets are enriched among the genes loaded by the features that respond to its knockdown (q < ${a}).`,
   "not specific": (a) => `Not specific: expression alone finds its targets (ceiling q < ${a}), but the responding features do not (q ≥ ${a}).`,
@@ -28,7 +28,7 @@ const NEGATIVE = {
   "not specific": (a, tf) => `Not specific, as expected of a negative control: expression alone finds the targets of ${tf} (ceiling q < ${a}), its responding features do not.`,
   "no signal": (a, tf) => `No signal, as a negative control: neither its responding features nor expression alone find the targets of ${tf} enriched.`,
 };
-export const verdictText = (v, a = 0.05, tf = null) => {
+export const verdictText = (v, a, tf = null) => {
   const table = tf ? NEGATIVE : VERDICTS;
   return table[v] ? table[v](a, tf) : v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.";
 };

@@ -25,7 +25,7 @@ from ...errors import AtlasError
 from .baselines import Baseline, curveball, matrix_lists
 from .enrichment import SfTable, degree_fit, network_tests, overlap_members, set_tests
 from .genesets import GeneSets, Network, normalise_gene
-from ..multitest import bh, haldane_odds
+from ..multitest import bh, clopper_pearson, haldane_odds
 
 ANY = "any database"  # the rates row of features annotated in at least one database
 RANDOM_GENES_NOTE = ("random_genes: the features' own lists with genes dealt out again at random (curveball), "
@@ -53,7 +53,9 @@ RATES = pa.schema([("layer", pa.int16()), ("database", pa.string()), ("n_feature
                    ("annotated", pa.int32()), ("null_annotated", pa.int32())])
 BASELINE_ROWS = pa.schema([("layer", pa.int16()), ("analysis", pa.string()), ("measure", pa.string()),
                            ("baseline", pa.string()), ("observed", pa.float64()), ("expected", pa.float64()),
-                           ("note", pa.string())])
+                           ("note", pa.string()), ("observed_n", pa.int32()), ("expected_n", pa.int32()),
+                           ("observed_lo", pa.float64()), ("observed_hi", pa.float64()),
+                           ("expected_lo", pa.float64()), ("expected_hi", pa.float64())])
 
 
 @dataclass
@@ -196,39 +198,64 @@ def annotate(genes: pd.DataFrame, databases: list[GeneSets], networks: list[Netw
 
 
 def annotate_baseline(baseline: Baseline, observed_rates: pa.Table | pd.DataFrame, databases, networks=(), *,
-                      universe, cfg: AnnotateConfig = AnnotateConfig()) -> pa.Table:
+                      universe, cfg: AnnotateConfig = AnnotateConfig(), features: pd.DataFrame | None = None) -> pa.Table:
     """Rows of `null_baseline` for one baseline, beside the features' rates of an earlier `annotate` call.
 
     Use the same databases, networks, universe and config as that call, or the rates are not comparable.
     """
-    return annotate_baselines([baseline], observed_rates, databases, networks, universe=universe, cfg=cfg)
+    return annotate_baselines([baseline], observed_rates, databases, networks, universe=universe, cfg=cfg,
+                              features=features)
 
 
 def annotate_baselines(baselines: list[Baseline], observed_rates: pa.Table | pd.DataFrame, databases, networks=(), *,
-                       universe, cfg: AnnotateConfig = AnnotateConfig()) -> pa.Table:
-    """`annotate_baseline` for several baselines, preparing each universe once for all of them."""
+                       universe, cfg: AnnotateConfig = AnnotateConfig(),
+                       features: pd.DataFrame | None = None) -> pa.Table:
+    """`annotate_baseline` for several baselines, preparing each universe once for all of them.
+
+    `features` (the features' own lists: layer, feature, gene, rank, lead = 0 for the most frequent feature) makes
+    the comparison like for like: a baseline with fewer lists than the features is set beside the same number of
+    the layer's most frequent features, tested as a family of that size (a smaller BH family passes more)."""
     rates = observed_rates.to_pandas() if isinstance(observed_rates, pa.Table) else observed_rates
     tester = _Tester(databases, networks, universe, cfg)
-    rows = [r for b in baselines for r in _baseline_rows(tester, b, rates)]
+    rows = [r for b in baselines for r in _baseline_rows(tester, b, rates, features)]
     return pa.Table.from_pylist(rows, schema=BASELINE_ROWS)
 
 
-def _baseline_rows(tester: _Tester, b: Baseline, rates: pd.DataFrame) -> list[dict]:
+def _baseline_rows(tester: _Tester, b: Baseline, rates: pd.DataFrame, features: pd.DataFrame | None = None) -> list[dict]:
     cfg = tester.cfg
     table = _prepare(b.lists, "list", cfg, f"baseline {b.name!r}")
-    observed = {(int(r.layer), r.database): r.annotated / max(r.n_features, 1) for r in rates.itertuples()}
+    observed = {(int(r.layer), r.database): (int(r.annotated), int(r.n_features)) for r in rates.itertuples()}
     out = []
     for layer, part in table.groupby("layer", sort=True):
         layer = int(layer)
         U = tester.at(layer)
         ids, F, _ = _matrix(part, "list", U)
         counts = _counts(_family(F, U, cfg), U)
+        matched = None
+        if features is not None:
+            mine = features[features["layer"] == layer]
+            order = mine.drop_duplicates("feature").sort_values(["lead", "feature"])["feature"]
+            if 0 < ids.size < len(order):  # the same number of the most frequent features, in a family of that size
+                top = _prepare(mine[mine["feature"].isin(order.iloc[:ids.size])], "feature", cfg, "feature lists")
+                fids, FF, _ = _matrix(top, "feature", U)
+                matched = (_counts(_family(FF, U, cfg), U), fids.size)
         note = (f"{b.note}; {ids.size} lists of at most {cfg.top_n} genes; share with a test at pooled "
-                f"BH q <= {cfg.alpha}")
+                f"BH q <= {cfg.alpha}" + (f"; observed: the layer's {matched[1]} most frequent features tested as "
+                                          f"{matched[1]} lists, the same family size" if matched else ""))
         for name, n in counts.items():
-            out.append({"layer": layer, "analysis": "annotation", "measure": name, "baseline": b.name,
-                        "observed": observed.get((layer, name)), "expected": n / max(ids.size, 1), "note": note})
+            k_obs, n_obs = (matched[0][name], matched[1]) if matched else observed.get((layer, name), (None, None))
+            out.append(rate_row(layer, "annotation", name, b.name, k_obs, n_obs, n, ids.size, note))
     return out
+
+
+def rate_row(layer: int, analysis: str, measure: str, baseline: str, k_obs, n_obs, k_exp, n_exp, note: str) -> dict:
+    """A null_baseline row of two proportions, each with its count of lists and its Clopper-Pearson interval."""
+    obs_lo, obs_hi = clopper_pearson(k_obs, n_obs) if n_obs else (None, None)
+    exp_lo, exp_hi = clopper_pearson(k_exp, n_exp) if n_exp else (None, None)
+    return {"layer": layer, "analysis": analysis, "measure": measure, "baseline": baseline,
+            "observed": k_obs / n_obs if n_obs else None, "expected": k_exp / n_exp if n_exp else None, "note": note,
+            "observed_n": n_obs, "expected_n": n_exp, "observed_lo": obs_lo, "observed_hi": obs_hi,
+            "expected_lo": exp_lo, "expected_hi": exp_hi}
 
 
 def _random_counts(rates: pd.DataFrame, rows: list[dict]) -> pd.array:

@@ -42,6 +42,8 @@ class GraphConfig:
     cross_min_log_ratio: float = 0.6931471805599453  # log 2: twice the co-count gene identity explains
     cross_alpha: float = 0.05       # BH level against the within-gene null
     cosine: float = 0.5             # decoder-cosine match threshold
+    module_null_draws: int = 5      # draws of the within-gene null the module counts are set beside
+    module_label_share: float = 0.2  # a module takes a term as its label only if this share of its members hold it
     umap_neighbors: int = 15
     umap_min_dist: float = 0.1
     umap_epochs: int = 200          # UMAP's own choice above 10,000 rows; its 500 below cost 1.3 s more a layer
@@ -105,13 +107,25 @@ def leiden_modules(C: sp.spmatrix, fire: np.ndarray, T: int, cfg: GraphConfig) -
 
 
 def modules_with_null(C: sp.spmatrix, E: np.ndarray, fire: np.ndarray, T: int, cfg: GraphConfig) -> tuple[dict, dict]:
-    """Modules of the observed co-counts, and of co-counts drawn from the within-gene null E (upper triangle)."""
+    """Modules of the observed co-counts, and a summary of those of `module_null_draws` co-count matrices drawn from
+    the within-gene null E (upper triangle): the mean of every measure, its 2.5% and 97.5% quantiles over the
+    draws, and an empirical one-sided p, (1 + draws at least as high) / (1 + draws), for modules and quality."""
     iu = np.triu_indices(len(fire), 1)
     lam = E[iu]
-    draw = np.random.default_rng([cfg.seed, 0x4D4F]).poisson(lam)
-    nz = draw > 0
-    C0 = sp.coo_matrix((draw[nz], (iu[0][nz], iu[1][nz])), shape=C.shape)
-    return leiden_modules(C, fire, T, cfg), leiden_modules(C0, fire, T, cfg)
+    real, draws = leiden_modules(C, fire, T, cfg), []
+    for d in range(cfg.module_null_draws):
+        draw = np.random.default_rng([cfg.seed, 0x4D4F, d]).poisson(lam)
+        nz = draw > 0
+        C0 = sp.coo_matrix((draw[nz], (iu[0][nz], iu[1][nz])), shape=C.shape)
+        draws.append({k: v for k, v in leiden_modules(C0, fire, T, cfg).items() if k != "membership"})
+    null: dict = {"draws": len(draws)}
+    for k in ("modules", "edges", "in_modules", "quality"):
+        values = np.array([d[k] for d in draws], np.float64)
+        null[k] = float(values.mean()) if values.size else None
+        null[f"{k}_lo"], null[f"{k}_hi"] = (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))) \
+            if values.size else (None, None)
+        null[f"{k}_p"] = (1 + int((values >= real[k]).sum())) / (1 + values.size)
+    return real, null
 
 
 def cross_layer(C: sp.spmatrix, E: np.ndarray, fa: np.ndarray, fb: np.ndarray, T: int, cfg: GraphConfig) -> dict:
@@ -145,6 +159,17 @@ def decoder_matches(Wa: np.ndarray, Wb: np.ndarray, threshold: float) -> tuple[n
     val = cos[np.arange(len(best)), best]
     keep = val >= threshold
     return np.flatnonzero(keep), best[keep], val[keep]
+
+
+def random_matches(n_a: int, n_b: int, d: int, threshold: float) -> float:
+    """Decoder-cosine matches expected between n_a and n_b random unit directions in d dimensions: n_a times the
+    chance that the largest of n_b cosines reaches the threshold (one cosine: P(cos >= t) = I_{1-t^2}((d-1)/2, 1/2)
+    / 2 for t > 0)."""
+    from scipy.special import betainc
+
+    t = float(threshold)
+    one = 0.5 * betainc((d - 1) / 2, 0.5, 1 - t * t) if t > 0 else 1.0
+    return n_a * -np.expm1(n_b * np.log1p(-min(one, 1 - 1e-16)))
 
 
 def cosine_knn(profile: sp.csr_matrix, n: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -251,15 +276,18 @@ def pca_gene_lists(dense: dict, n_components: int, top: int, min_support: int) -
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def module_labels(membership: np.ndarray, labels: dict) -> list[dict]:
-    """Per module: size and the most common labels of its members (ties by name)."""
+def module_labels(membership: np.ndarray, labels: dict, share: float = 0.0) -> list[dict]:
+    """Per module: size and the most common labels of its members (ties by name). A module takes the first as its
+    label only when at least `share` of its members, and at least two, hold it: one member's term is not the
+    module's."""
     from collections import Counter
 
     out = []
     for m in range(int(membership.max(initial=-1)) + 1):
         members = np.flatnonzero(membership == m)
         terms = sorted(Counter(labels[f] for f in members if labels.get(f)).items(), key=lambda x: (-x[1], x[0]))[:5]
-        out.append({"module": m, "n_features": int(members.size), "label": terms[0][0] if terms else None,
+        held = bool(terms) and terms[0][1] >= max(2, share * members.size)
+        out.append({"module": m, "n_features": int(members.size), "label": terms[0][0] if held else None,
                     "top_terms": [t for t, _ in terms], "top_term_counts": [c for _, c in terms],
                     "members": members.tolist()})
     return out

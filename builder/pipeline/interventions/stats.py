@@ -37,6 +37,7 @@ class InterventionsConfig:
     min_genes: int = 3          # of its top genes with a measured effect, for a specificity
     bootstrap: int = 200        # resamples of cells for the intervals
     level: float = 0.95         # interval level
+    alpha: float = 0.05         # BH level at which a feature's specificity counts as beyond its nulls
     effects_top: int = 20       # most affected genes kept per feature (its top genes are kept as well)
     # A gene masked in one or two cells can top the list by chance (a ratio of few positions); the list, its ranks
     # and the kept top genes only take genes measured in this many patched cells. The specificity still uses all.

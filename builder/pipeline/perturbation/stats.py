@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from ..multitest import bh, haldane_odds
+from ..multitest import bh, clopper_pearson, haldane_odds
 
 VERDICTS = ("specific", "not specific", "no signal")
 
@@ -181,10 +181,8 @@ def verdict(q: float | None, ceiling_q: float | None, alpha: float = 0.05) -> st
 
 def proportion(k: int, n: int, level: float = 0.95) -> dict:
     """k / n with its Clopper-Pearson (exact) interval; empty when n = 0."""
-    if n == 0:
-        return {"fraction": None, "ci_lo": None, "ci_hi": None}
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return {"fraction": k / n, "ci_lo": float(ci.low), "ci_hi": float(ci.high)}
+    lo, hi = clopper_pearson(k, n, level)
+    return {"fraction": k / n if n else None, "ci_lo": lo, "ci_hi": hi}
 
 
 def kd_efficiency(expr_pert: np.ndarray, expr_ctrl: np.ndarray) -> float | None:

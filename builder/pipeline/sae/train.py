@@ -1,7 +1,12 @@
 """Training a TopK SAE (topk.py) on activations streamed from disk, and evaluating it on held-out cells.
 
-Each epoch visits the training sample in blocks, in a fresh seeded order, shuffled within the block; the decoder
-rows are renormalised to unit norm after every step; AuxK (Gao et al. 2024) revives dead features.
+The training sample (already globally shuffled) loses its last `val_tokens` rows to a validation set. Each epoch
+visits the rest in blocks, in a fresh seeded order, shuffled within the block; the decoder rows are renormalised to
+unit norm after every step; AuxK (Gao et al. 2024) revives dead features. Every `eval_every` steps the loss on the
+validation set is measured; training stops when `patience` measurements in a row improve its best value by less
+than `min_delta` (relative), or after `epochs` passes, whichever comes first. The record keeps the curve, why it
+stopped, and how far each decoder row moved from its initial direction (a feature still near its random start
+describes the initialisation, not the model).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class TrainConfig:
     expansion: int = 4  # features = expansion x width (the published: 4 for scGPT)
     k: int = 32
     centering: str = "pre-bias"  # pre-bias (trained b_dec, initialised at the mean), mean (fixed), none
-    epochs: int = 5
+    epochs: int = 5          # at most this many passes over the training tokens (the convergence rule stops first)
     batch_size: int = 4096
     lr: float = 5e-4
     aux_k: int | None = None  # features used by the AuxK loss; None: half the width
@@ -36,6 +41,13 @@ class TrainConfig:
     sample_tokens: int | None = None  # training tokens per layer; None: 2,000,000 or every token when fewer
     block: int = 65_536  # tokens read from disk at a time
     seed: int = 0
+    # The convergence rule (module docstring): validation loss every eval_every steps on val_tokens tokens set aside
+    # from the sample (at most a tenth of it); stop after `patience` measurements without a relative gain of
+    # min_delta over the best, or after `epochs` passes.
+    eval_every: int = 100
+    patience: int = 3
+    min_delta: float = 0.01
+    val_tokens: int = 16_384
 
 
 def _blocks(n: int, block: int, rng: np.random.Generator | None = None):
@@ -61,7 +73,7 @@ def dead_window(cfg: TrainConfig, n: int) -> int:
     return cfg.dead_tokens if cfg.dead_tokens is not None else max(cfg.batch_size, n // 10)
 
 
-def _mean(sample: np.ndarray, block: int, where: str) -> np.ndarray:
+def sample_mean(sample: np.ndarray, block: int, where: str) -> np.ndarray:
     total, bad = np.zeros(sample.shape[1]), 0
     for s, e in _blocks(len(sample), block):
         x = np.asarray(sample[s:e], dtype=np.float64)
@@ -72,48 +84,110 @@ def _mean(sample: np.ndarray, block: int, where: str) -> np.ndarray:
     return total / len(sample)
 
 
-def train(sample: np.ndarray, cfg: TrainConfig, where: str = "activations",
-          log: Callable[[str], None] | None = None) -> tuple[TopKSAE, dict]:
-    """Train on `sample` (tokens x width, e.g. a memmap; already globally shuffled, held-out cells excluded),
-    read sequentially: each epoch visits the blocks in a fresh seeded order, shuffled within the block."""
-    n, d = sample.shape
-    if n == 0:
-        raise AtlasError(f"{where}: no training tokens")
-    if cfg.centering not in ("pre-bias", "mean", "none"):
-        raise AtlasError(f"--centering {cfg.centering!r}: expected pre-bias, mean or none")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    mean = _mean(sample, cfg.block, where)
+def layer_seed(seed: int, layer: int, draw: int = 1) -> int:
+    """The seed of one layer's SAE (draw 1): every layer starts from its own random dictionary. Draw 2 gives the
+    second random dictionary of the random_dictionary baseline."""
+    return int(np.random.SeedSequence([seed, layer, draw]).generate_state(1)[0])
+
+
+def initial_sae(d: int, cfg: TrainConfig, mean: np.ndarray | None, seed: int) -> TopKSAE:
+    """The SAE before training: unit decoder rows drawn at random, the encoder tied to them (Gao et al. 2024), the
+    decoder bias at the data mean. Also the random_dictionary baseline (the same weights, never trained)."""
+    torch.manual_seed(seed)
     d_sae = cfg.expansion * d
     sae = TopKSAE(d, d_sae, cfg.k, apply_b_dec_to_input=cfg.centering != "none")
     with torch.no_grad():
         sae.W_dec.copy_(torch.randn(d_sae, d))
         sae.normalise_decoder()
-        sae.W_enc.copy_(sae.W_dec.T)  # tied initialisation (Gao et al. 2024)
-        sae.b_dec.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        sae.W_enc.copy_(sae.W_dec.T)
+        if mean is not None:
+            sae.b_dec.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    return sae
+
+
+def train(sample: np.ndarray, cfg: TrainConfig, where: str = "activations",
+          log: Callable[[str], None] | None = None, start: TopKSAE | None = None) -> tuple[TopKSAE, dict]:
+    """Train on `sample` (tokens x width, e.g. a memmap; already globally shuffled, held-out cells excluded) until the
+    convergence rule stops it (module docstring), from `start` (default: initial_sae, trained in place). Returns the
+    SAE and its training record."""
+    n, d = sample.shape
+    if n == 0:
+        raise AtlasError(f"{where}: no training tokens")
+    if cfg.centering not in ("pre-bias", "mean", "none"):
+        raise AtlasError(f"--centering {cfg.centering!r}: expected pre-bias, mean or none")
+    n_val = min(cfg.val_tokens, n // 10)
+    n_train = n - n_val
+    if n_train == 0:
+        raise AtlasError(f"{where}: no training tokens")
+    rng = np.random.default_rng(cfg.seed)
+    sae = start if start is not None else initial_sae(d, cfg, sample_mean(sample, cfg.block, where), cfg.seed)
+    initial = sae.W_dec.detach().clone()
     if cfg.centering == "mean":
         sae.b_dec.requires_grad_(False)
     opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=cfg.lr)
-    state = {"since": torch.zeros(d_sae, dtype=torch.long), "window": dead_window(cfg, n),
+    state = {"since": torch.zeros(sae.d_sae, dtype=torch.long), "window": dead_window(cfg, n_train),
              "aux_k": cfg.aux_k or d // 2}
-    steps, losses = 0, []
+    val = torch.from_numpy(np.array(sample[n_train:], dtype=np.float32)) if n_val else None
+    steps, losses, curve, best, stale, stopped = 0, [], [], np.inf, 0, None
     for epoch in range(cfg.epochs):
-        for s, e in _blocks(n, cfg.block, rng):
+        for s, e in _blocks(n_train, cfg.block, rng):
             block = np.asarray(sample[s:e], dtype=np.float32)
             block = block[rng.permutation(len(block))]
             for b in range(0, len(block), cfg.batch_size):
                 losses.append(_step(sae, opt, torch.from_numpy(block[b : b + cfg.batch_size]), cfg, state))
                 steps += 1
+                if val is not None and steps % cfg.eval_every == 0:
+                    point = _measure(sae, val, steps, losses[-cfg.eval_every:])
+                    curve.append(point)
+                    if point["val_loss"] < best * (1 - cfg.min_delta):
+                        best, stale = point["val_loss"], 0
+                    else:
+                        stale += 1
+                    if stale >= cfg.patience:
+                        stopped = f"converged: {cfg.patience} measurements without a {cfg.min_delta:g} relative gain"
+                        break
+            if stopped:
+                break
         if log:
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses[-max(1, steps // (epoch + 1)):]):.4f}")
-    return sae, {"steps": steps, "train_tokens": int(n), "dead_window": state["window"], "config": asdict(cfg)}
+        if stopped:
+            break
+    if val is not None and (not curve or curve[-1]["step"] != steps):
+        curve.append(_measure(sae, val, steps, losses[-(steps % cfg.eval_every or cfg.eval_every):]))
+    cos = (sae.W_dec.detach() * initial).sum(1).numpy().astype(np.float64)  # unit rows: the cosine to the start
+    return sae, {"steps": steps, "epochs": epoch + 1, "train_tokens": int(n_train), "val_tokens": int(n_val),
+                 "stopped": stopped or f"cap: {cfg.epochs} epoch(s)", "curve": curve,
+                 "decoder_init_cosine": {"mean": float(cos.mean()), "median": float(np.median(cos)),
+                                         "share_above_0.9": float((cos > 0.9).mean())},
+                 "dead_window": state["window"], "config": asdict(cfg)}
+
+
+@torch.no_grad()
+def _measure(sae: TopKSAE, val: torch.Tensor, step: int, recent: list[float]) -> dict:
+    """The validation loss (the training objective without AuxK: squared error over the total variance) and the
+    features that never fire on the validation tokens, after `step` steps."""
+    values, indices = torch.topk(sae.pre_acts(val), sae.k, dim=-1, sorted=False)
+    values = F.relu(values)
+    err = val - _decode(sae, values, indices)
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
+    fired[indices[values > 0]] = True
+    loss = float(err.pow(2).sum() / (val - val.mean(0)).pow(2).sum().clamp_min(1e-12))
+    return {"step": step, "train_loss": float(np.mean(recent)) if recent else None, "val_loss": loss,
+            "val_dead": int((~fired).sum())}
+
+
+def _decode(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """decode() through a dense codes matrix: two GEMMs (forward and backward) instead of gathering k decoder rows
+    per token and scattering their gradients back, several times faster on a CPU."""
+    z = torch.zeros(values.shape[0], sae.d_sae, dtype=values.dtype).scatter(1, indices, values)
+    return z @ sae.W_dec + sae.b_dec
 
 
 def _step(sae: TopKSAE, opt, x: torch.Tensor, cfg: TrainConfig, state: dict) -> float:
     pre = sae.pre_acts(x)
-    values, indices = torch.topk(pre, cfg.k, dim=-1)
+    values, indices = torch.topk(pre, cfg.k, dim=-1, sorted=False)  # the set of the k largest; order unused
     values = F.relu(values)
-    err = x - sae.decode(values, indices)
+    err = x - _decode(sae, values, indices)
     loss = err.pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     fired = torch.zeros(sae.d_sae, dtype=torch.bool)
     fired[indices[values > 0]] = True
@@ -122,8 +196,8 @@ def _step(sae: TopKSAE, opt, x: torch.Tensor, cfg: TrainConfig, state: dict) -> 
     if cfg.aux_coef > 0 and dead.any():
         # AuxK: the dead features' largest pre-activations try to explain what the live ones missed.
         kk = min(state["aux_k"], int(dead.sum()))
-        av, ai = torch.topk(pre.masked_fill(~dead, -torch.inf), kk, dim=-1)
-        e_hat = torch.einsum("tk,tkd->td", F.relu(av), sae.W_dec[ai])
+        av, ai = torch.topk(pre.masked_fill(~dead, -torch.inf), kk, dim=-1, sorted=False)
+        e_hat = _decode(sae, F.relu(av), ai) - sae.b_dec
         target = err.detach()
         aux = (target - e_hat).pow(2).sum(-1).mean() / (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
         loss = loss + cfg.aux_coef * torch.nan_to_num(aux)

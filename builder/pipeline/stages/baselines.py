@@ -28,10 +28,11 @@ import pyarrow.parquet as pq
 
 from ...errors import AtlasError
 from ...jsonio import dumps_json
-from ..annotation.annotate import BASELINE_ROWS, annotate_baselines
+from ..annotation.annotate import BASELINE_ROWS, annotate_baselines, rate_row
 from ..annotation.baselines import Baseline
 from ..cache import key_of
 from ..stage import Stage, folder_key
+from .sae import DICTIONARIES
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class BaselinesConfig:
     coexpression: bool = True        # two passes over the counts and a genes x genes correlation matrix
     coexpression_genes: int = 4000   # most detected universe genes clustered (the matrix is genes^2 x 8 bytes)
     random_init_model: bool | None = None  # a second build on the untrained twin; None: on with --train-sae
+    random_dictionary: bool | None = None  # the SAEs' untrained starts encode the same activations; None: with --train-sae
 
 
 def decide(cfg, family) -> dict[str, str]:
@@ -60,6 +62,11 @@ def decide(cfg, family) -> dict[str, str]:
         out["random_init_model"] = "switched off (baselines.random_init_model = false)"
     else:
         out["random_init_model"] = need
+    untrained = "" if cfg.train_sae else "SAEs given with --sae: their untrained start is unknown (--train-sae)"
+    if b.random_dictionary and untrained:
+        raise AtlasError(f"baselines.random_dictionary: {untrained}; switch it off (--no-random-dictionary)")
+    out["random_dictionary"] = ("switched off (baselines.random_dictionary = false)" if b.random_dictionary is False
+                                else untrained)
     return out
 
 
@@ -90,10 +97,11 @@ def twin_rows(layers: list[int], rates: pd.DataFrame, own: dict, twin: dict) -> 
     cross.json}} of each build."""
     note = "random_init_model: the same build (SAE settings, seed, cells) on the randomly initialised twin"
     rows = []
-    trained = {(int(r.layer), r.database): r.annotated / max(r.n_features, 1) for r in rates.itertuples()}
+    trained = {(int(r.layer), r.database): (int(r.annotated), int(r.n_features)) for r in rates.itertuples()}
     for r in twin["rates"].itertuples():
-        rows.append(_row(int(r.layer), "annotation", r.database, "random_init_model", trained.get((int(r.layer), r.database)),
-                         r.annotated / max(r.n_features, 1), f"{note}; share of its alive features annotated"))
+        k, n = trained.get((int(r.layer), r.database), (None, None))
+        rows.append(rate_row(int(r.layer), "annotation", r.database, "random_init_model", k, n, int(r.annotated),
+                             int(r.n_features), f"{note}; share of its features with a top-gene list annotated"))
     for L in layers:
         mine, theirs = own["graphs"][L], twin["graphs"][L]
         for measure in ("modules", "in_modules"):
@@ -110,9 +118,43 @@ def twin_rows(layers: list[int], rates: pd.DataFrame, own: dict, twin: dict) -> 
 
 
 def _row(layer, analysis, measure, baseline, observed, expected, note) -> dict:
+    """A null_baseline row of two numbers that are not proportions (counts, modularity): no interval."""
     f = lambda v: None if v is None else float(v)  # noqa: E731
     return {"layer": int(layer), "analysis": analysis, "measure": measure, "baseline": baseline,
             "observed": f(observed), "expected": f(expected), "note": note}
+
+
+def leading_lists(results: dict, layers: list[int]) -> pd.DataFrame:
+    """The features' own top-gene lists with `lead`, the feature's place by firing (0: the most frequent), so that a
+    baseline with fewer lists is compared with as many of the most frequent features (annotate_baselines)."""
+    stats, parts = results["stats"], []
+    for L in layers:
+        fire = stats.table(L, "features").set_index("feature")["fire_count"]
+        lead = pd.Series(np.argsort(np.argsort(-fire.to_numpy(), kind="stable"), kind="stable"), index=fire.index)
+        genes = stats.table(L, "feature_genes")[["feature", "gene", "rank"]]
+        parts.append(genes.assign(layer=np.int64(L), lead=lead.reindex(genes["feature"]).to_numpy()))
+    return pd.concat(parts, ignore_index=True)
+
+
+DICTIONARY_NOTES = {
+    "random_dictionary": "random_dictionary: each layer's SAE before its first step (its random start: unit decoder "
+                         "rows, tied encoder, the same k) encoding the same activations, through the same statistics",
+    "random_dictionary_2": "random_dictionary_2: the start of another seed, never trained, the same way"}
+
+
+def dictionary_lists(results: dict, layers: list[int], name: str, stats_cfg) -> pd.DataFrame:
+    """The top genes of every feature of an untrained dictionary, by the features' own rule (statistics.features.
+    top_genes on the stream's sums), as (layer, list, gene, rank) lists."""
+    from ..statistics.features import top_genes
+
+    plan, names = results["plan"], results["plan"].gene_names()
+    parts = []
+    for L in layers:
+        t = top_genes(results["stream"].dictionary(L, name), plan.record["vocab_size"], stats_cfg)
+        parts.append(pd.DataFrame({"layer": np.int64(L), "list": t["feature"].astype(np.int64),
+                                   "gene": names.reindex(t["token_id"]).astype(str).to_numpy(),
+                                   "rank": t["rank"].astype(np.int64)}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def summaries(results: dict) -> dict:
@@ -138,6 +180,11 @@ def run(tmp: Path, *, layers, decided: dict, cfg, results: dict, universe: dict,
                               f"{cfg.graphs.pca_components} principal directions of the layer, both signs (held-out "
                               "covariance accumulated over shards; same minimum support as the features)"))
         record["ran"]["pca"] = {"components": cfg.graphs.pca_components, "signs": 2, "seconds": time.perf_counter() - t0}
+    if not decided["random_dictionary"]:
+        t0 = time.perf_counter()
+        for name in DICTIONARIES:
+            lists.append(Baseline(name, dictionary_lists(results, layers, name, cfg.stats), DICTIONARY_NOTES[name]))
+            record["ran"][name] = {"seconds": time.perf_counter() - t0}
     if not decided["coexpression"]:
         t0 = time.perf_counter()
         cc = CoexpressionConfig(n_genes=cfg.baselines.coexpression_genes, size=cfg.annotate.top_n, seed=cfg.seed)
@@ -147,7 +194,8 @@ def run(tmp: Path, *, layers, decided: dict, cfg, results: dict, universe: dict,
             "seconds": time.perf_counter() - t0}
     if lists:
         t0 = time.perf_counter()
-        table = annotate_baselines(lists, rates, dbs, nets, universe=universe, cfg=cfg.annotate)
+        table = annotate_baselines(lists, rates, dbs, nets, universe=universe, cfg=cfg.annotate,
+                                   features=leading_lists(results, layers))
         rows += table.to_pylist()
         for b in lists:  # the tests of every baseline share one prepared universe: their time is reported together
             record["ran"][b.name] |= {"note": b.note, "annotate_seconds_all_lists": time.perf_counter() - t0}
@@ -204,11 +252,12 @@ def twin(b) -> dict:
     from ...models import FAMILIES
 
     cfg = b.cfg
-    key = key_of("twin", __version__, cfg.model, b.inputs["checkpoint"], cfg.seed)
+    key = key_of("twin", __version__, cfg.model, b.inputs["checkpoint"], cfg.seed, "with heldout_cells")
     folder = b.cached("twin", key, lambda tmp: FAMILIES[cfg.model].write_twin(
         Path(cfg.checkpoint), tmp / "checkpoint", cfg.seed))
     sub = replace(cfg, checkpoint=str(folder / "checkpoint"), annotate=replace(cfg.annotate, random_genes=False),
-                  baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False),
+                  baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False,
+                                            random_dictionary=False),
                   interventions=replace(cfg.interventions, enabled=False))
     b.log("random_init_model: the same build on the untrained twin")
     t0 = time.perf_counter()

@@ -53,9 +53,11 @@ class CrossStage(LayerStage):
         ia, ib, cos = graphs.decoder_matches(decoder(paths[a]), decoder(paths[c]), b.cfg.graphs.cosine)
         np.savez(out / "cross.npz", a=res["a"], b=res["b"], count=res["count"], log_ratio=res["log_ratio"], p=res["p"],
                  cos_a=ia, cos_b=ib, cos=cos)
+        d = b.width
+        expected = graphs.random_matches(len(fa), len(fb), d, b.cfg.graphs.cosine)
         (out / "cross.json").write_bytes(dumps_json(
-            {k: res[k] for k in ("raw_edges", "expected_raw_edges", "edges", "tested")} | {"decoder_matches": int(ia.size)},
-            indent=True))
+            {k: res[k] for k in ("raw_edges", "expected_raw_edges", "edges", "tested")}
+            | {"decoder_matches": int(ia.size), "expected_decoder_matches": expected}, indent=True))
 
     def read(self, folder: Path) -> Cross:
         folder = Path(folder)

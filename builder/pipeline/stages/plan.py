@@ -53,8 +53,11 @@ def _obs_column(obs: pd.DataFrame, name: str | None, option: str, path: Path) ->
 
 def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cells: int | None = None,
         gene_column: str | None = None, cell_type_column: str | None = None, donor_column: str | None = None,
-        backed: bool = True) -> dict:
-    """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record."""
+        backed: bool = True, model_heldout: list[str] | None = None) -> dict:
+    """Write the plan of `data` for `adapter` into `out` (an empty folder). Returns plan.json's record.
+    `model_heldout`: the cells (obs names) the model never trained on, when its checkpoint records them; those of
+    the data are then the held-out cells, so every held-out measure is on cells neither the model nor the SAE saw.
+    Otherwise each cell is held out with probability cfg.holdout."""
     # builder.models imports torch; read_plan (used by the torch-free statistics) must not.
     from ...models import check_unique_genes, gene_token_count
     from ...models.dataset import read_h5ad
@@ -70,7 +73,17 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
     if n_tokens.sum() == 0:
         raise AtlasError(f"{data}: no cell has a gene the model knows, so there is nothing to build from")
     cells = np.arange(n, dtype=np.int64)
-    held = heldout_flags(cells, cfg.holdout, seed)
+    names = dataset.obs.index.astype(str)
+    unseen = names.isin(model_heldout or []) & (n_tokens > 0)
+    if unseen.any():
+        held = np.asarray(unseen)
+        source = {"kind": "the model's held-out cells", "model_heldout_cells": len(model_heldout),
+                  "in_this_data": int(held.sum()), "model_training_cells_in_data": int(n - held.sum())}
+    else:
+        held = heldout_flags(cells, cfg.holdout, seed)
+        source = {"kind": "drawn", "holdout": cfg.holdout, "seed": seed,
+                  "why": "the checkpoint records no held-out cells" if not model_heldout
+                  else "none of the model's held-out cells is in this data"}
     if n_tokens[held].sum() == 0:
         raise AtlasError(f"{data}: none of the {int((n_tokens > 0).sum())} cells with gene tokens was drawn as held "
                          f"out (holdout {cfg.holdout}); variance explained, dead features and the principal axes are "
@@ -95,7 +108,7 @@ def run(adapter, data: Path, out: Path, cfg: PlanConfig, seed: int = 0, max_cell
                   "ignored_checkpoint_keys": adapter.ignored_keys, "head_problem": adapter.head_problem},
         "vocab_size": int(max(adapter.gene_names) + 1),
         "tokens": int(n_tokens.sum()), "cells_with_tokens": int((n_tokens > 0).sum()),
-        "heldout_cells": int(held.sum()), "heldout_tokens": int(n_tokens[held].sum()),
+        "heldout_cells": int(held.sum()), "heldout_tokens": int(n_tokens[held].sum()), "heldout_source": source,
         "shards": [[a, b, int(n_tokens[a:b].sum())] for a, b in bounds],
         "config": {"shard_cells": cfg.shard_cells, "holdout": cfg.holdout, "seed": seed,
                    "cell_type_column": cell_type_column or None, "donor_column": donor_column or None},
@@ -134,9 +147,11 @@ class PlanStage(Stage):
 
     def run(self, b, tmp: Path) -> None:
         cfg = b.cfg
+        from ...models.heldout import heldout_cells
+
         run(b.adapter, Path(cfg.data), tmp, PlanConfig(cfg.shard_cells, cfg.train.holdout), cfg.seed,
             cfg.max_cells or None, cfg.gene_column or None, cfg.cell_type_column or None, cfg.donor_column or None,
-            cfg.backed)
+            cfg.backed, heldout_cells(Path(cfg.checkpoint)))
 
     def read(self, folder: Path) -> Plan:
         record, cells = read_plan(folder)

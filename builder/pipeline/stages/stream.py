@@ -79,12 +79,59 @@ class DenseSums:
         np.savez(path, gene_ids=gene_ids, gene_n=self.gene_n, gene_sum=self.gene_sum.numpy(), **self.v)
 
 
+def dictionary_name(layer: int, name: str) -> str:
+    """A shard's top-gene sums of layer `layer` under the untrained dictionary `name`."""
+    return f"{layer:02d}.{name}.npz"
+
+
+class DictionarySums:
+    """What the random_dictionary baseline needs of one layer over one shard: the top-gene sums (statistics.
+    features.map_layer's feature x gene part) of the codes an untrained dictionary gives the same activations.
+    Codes are buffered and summed every FLUSH tokens, so memory stays bounded whatever the shard size."""
+
+    FLUSH = 65_536
+
+    def __init__(self, n_features: int, n_genes: int):
+        self.n_features, self.n_genes = n_features, n_genes
+        self.parts: list[dict] = []
+        self.buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.buffered = 0
+
+    def add(self, v: torch.Tensor, i: torch.Tensor, genes: np.ndarray) -> None:
+        self.buf.append((i.numpy().astype(np.int64), v.numpy(), np.asarray(genes, np.int64)))
+        self.buffered += len(genes)
+        if self.buffered >= self.FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        from ..statistics import kernels
+
+        if not self.buf:
+            return
+        idx, val, gene = (np.concatenate(x) for x in zip(*self.buf))
+        fg = dict(zip(("fg_key", "fg_n", "fg_sum", "fg_sq"),
+                      kernels.feature_gene_sums(idx, val, gene, self.n_features, self.n_genes)))
+        ids, n = np.unique(gene, return_counts=True)
+        fire = np.bincount(idx[val > 0], minlength=self.n_features)
+        self.parts.append({"tokens": np.int64(len(gene)), "fire": fire, "gene_ids": ids, "gene_n": n, **fg})
+        self.buf, self.buffered = [], 0
+
+    def save(self, path: Path) -> None:
+        from ..statistics import features as st
+
+        self._flush()
+        np.savez(path, **st.merge(self.parts, 0))
+
+
 class StreamWorker:
     """Loads the model and the SAEs once; `worker(shard)` writes STREAM/shards/NNNNN/ and returns its tokens."""
 
-    def __init__(self, spec: ModelSpec, saes: dict, plan_dir: str, out: str):
+    def __init__(self, spec: ModelSpec, saes: dict, plan_dir: str, out: str, dictionaries: dict | None = None):
         self.runner = ModelRunner(spec)
         self.saes = {int(L): load_sae(Path(p)).eval() for L, p in saes.items()}
+        # {layer: {baseline name: SAE folder}}: untrained dictionaries encoding the same activations
+        self.dictionaries = {int(L): {n: load_sae(Path(p)).eval() for n, p in d.items()}
+                             for L, d in (dictionaries or {}).items()}
         self.plan, cells = read_plan(Path(plan_dir))
         self.held = cells["heldout"].to_numpy()
         self.out = Path(out)
@@ -103,7 +150,9 @@ class StreamWorker:
             codes = {L: (allocate(tmp / f"{L:02d}.idx.npy", index_dtype(sae.d_sae), (tokens, sae.k)),
                          allocate(tmp / f"{L:02d}.val.npy", np.float32, (tokens, sae.k))) for L, sae in self.saes.items()}
             sums = {L: DenseSums(ad.width, sae.d_sae, len(genes)) for L, sae in self.saes.items()}
-            row = self._run(start, stop, tokens, genes, cell, gene, codes, sums)
+            dsums = {(L, n): DictionarySums(d.d_sae, self.plan["vocab_size"]) for L, ds in self.dictionaries.items()
+                     for n, d in ds.items()}
+            row = self._run(start, stop, tokens, genes, cell, gene, codes, sums, dsums)
             if row != tokens:
                 raise AtlasError(f"cells {start}..{stop - 1}: the model gave {row} gene tokens, the plan counted {tokens}")
             for a in [cell, gene, *(x for pair in codes.values() for x in pair)]:
@@ -112,10 +161,12 @@ class StreamWorker:
             del cell, gene, codes
             for L in self.saes:
                 sums[L].save(tmp / partial_name(L), genes)
+            for (L, n), d in dsums.items():
+                d.save(tmp / dictionary_name(L, n))
         return tokens
 
     @torch.no_grad()
-    def _run(self, start, stop, tokens, genes, cell, gene, codes, sums) -> int:
+    def _run(self, start, stop, tokens, genes, cell, gene, codes, sums, dsums) -> int:
         """Stream the shard's cells through the model and the SAEs; write codes row by row. Returns the rows."""
         row = 0
         for chunk in self.runner.run(range(start, stop)):
@@ -137,6 +188,8 @@ class StreamWorker:
                 if not np.isfinite(v.numpy().sum(dtype=np.float64)):
                     raise AtlasError(f"layer {L}: the SAE gives NaN or infinite codes in cells {start}..{stop - 1}")
                 codes[L][0][row:row + n], codes[L][1][row:row + n] = i.numpy(), v.numpy()
+                for name, d in self.dictionaries.get(L, {}).items():
+                    dsums[L, name].add(*d.encode(x), chunk.genes)
             row += n
         return row
 
@@ -154,20 +207,40 @@ class Stream:
         """Variance explained, L0 and dead features of the layer's SAE over the held-out cells."""
         return heldout_metrics(self.dense(layer))
 
+    def dictionary(self, layer: int, name: str) -> dict:
+        """The top-gene sums of an untrained dictionary over every shard (DictionarySums), merged in shard order;
+        statistics.features.top_genes reads them as it reads the SAE's."""
+        from ..statistics import features as st
+
+        shards = sorted(p for p in (self.folder / "shards").iterdir() if p.is_dir())
+        parts = []
+        for shard in shards:
+            with np.load(shard / dictionary_name(layer, name)) as z:
+                parts.append({k: z[k] for k in z.files})
+        return st.merge(parts, 0)
+
+
+def dictionaries(b) -> dict:
+    """{layer: {name: SAE folder}} of the untrained dictionaries the stream encodes with: those of the SAE stage
+    when the random_dictionary baseline runs, else none."""
+    return {} if b.decided.get("random_dictionary") else b.results["sae"].dictionaries
+
 
 class StreamStage(MapStage):
     name = "stream"
     worker = StreamWorker
 
     def key(self, b) -> str:
-        return key_of("stream", b.results["plan"].key, b.layers, b.results["sae"].keys, b.cfg.batch_size)
+        extra = [sorted(dictionaries(b)[b.layers[0]])] if dictionaries(b) else []  # keys of old builds stay valid
+        return key_of("stream", b.results["plan"].key, b.layers, b.results["sae"].keys, b.cfg.batch_size, *extra)
 
     def units(self, b) -> list[tuple[str, int]]:
         return shard_units(b.results["plan"].record)
 
     def kwargs(self, b, folder: Path) -> dict:
         return {"spec": b.spec, "saes": {L: str(p) for L, p in b.results["sae"].paths.items()},
-                "plan_dir": str(b.results["plan"].folder), "out": str(folder)}
+                "plan_dir": str(b.results["plan"].folder), "out": str(folder),
+                "dictionaries": {L: {n: str(p) for n, p in d.items()} for L, d in dictionaries(b).items()}}
 
     def on_unit(self, b, folder: Path) -> None:
         dense.fold(folder, b.layers, len(b.results["plan"].record["shards"]), b.cfg.keep_partials)

@@ -21,7 +21,7 @@ export const GLOSSARY = {
   null_p: ["Null p", "For a cross-layer edge: the probability of this much co-firing if layer b's tokens were shuffled among tokens of the same gene (gene identity alone)."],
   decoder_cosine: ["Decoder cosine", "Cosine similarity of two features' decoder directions: how much they write the same direction into the residual stream."],
   svd_aligned: ["SVD-aligned", "The feature's decoder direction lies close (|cos| above the threshold) to one of the layer's top principal axes."],
-  annotated_rate: ["Annotation rate", "The share of alive features with at least one enriched term."],
+  annotated_rate: ["Annotation rate", "The share of tested features (those with a top-gene list) with at least one enriched term at the pooled FDR, with its exact 95% interval."],
   baseline: ["Null baseline", "The same measure computed where no biology should be found (random gene lists, a random-weight model, shuffled codes, random directions…). An observed value is only meaningful next to its baseline."],
   specificity: ["Causal specificity", "From patching the feature out of the model on held-out cells: the AUC of the feature's own top genes (found on other cells) among the genes whose predictions changed most; 0.5 means no preference. It is tested against the same AUC under frequency-matched features and random directions of the same size. Published atlases give a ratio instead: the change for the feature's genes over the change for other genes, with no null."],
   knockdown: ["Knockdown efficiency", "For a perturbed gene: how much its own expression fell in the perturbed cells against the control cells (1 − perturbed mean / control mean)."],

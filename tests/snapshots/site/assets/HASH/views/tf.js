@@ -75,13 +75,13 @@ function dataset(name, r) {
     r.published ? null : table({ caption: "Target enrichment against the expression ceiling", cls: "tf-enrichment",
       columns: [{ label: "Genes scored by" }, { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "q", num: true, help: ["q", "a q-value"] }],
       rows: [["the responding features' loadings", num(r.odds), pval(r.q)], [["expression alone (ceiling) ", help("ceiling", "the expression ceiling")], num(r.ceiling_odds), pval(r.ceiling_q)]] }),
-    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict, r.alpha ?? 0.05, negative(name, r) ? r.target_set : null)),
+    h("p", { class: "verdict" }, h("b", {}, "Verdict "), help("tf_verdict", "a TF verdict"), " ", verdictText(r.verdict, r.alpha, negative(name, r) ? r.target_set : null)),
     features(name, r));
 }
 
 function features(name, r) {
   const feats = rows(r.features);
-  if (!feats.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name} at q < ${r.alpha ?? 0.05}.`);
+  if (!feats.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name}${r.alpha != null ? ` at q < ${r.alpha}` : ""}.`);
   return [h("h3", {}, "Responding features"),
     feats.length < r.n_listed ? h("p", { class: "muted" }, `The ${int(feats.length)} strongest of ${int(r.n_listed)}.`) : null,
     table({ caption: `Features that respond to the knockdown of ${name}`, cls: "tf-features",
