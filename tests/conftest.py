@@ -23,7 +23,7 @@ SCGPT_SRC = SHARED / "reference" / "scgpt-atlas"
 DEMO_TEST_CONFIG = """max_cells = 400
 shard_cells = 200
 [train]
-epochs = 1
+epochs = 8
 sample_tokens = 40000
 [baselines]
 random_init_model = false
