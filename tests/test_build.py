@@ -96,10 +96,21 @@ def test_build_end_to_end(built, family):
     nb = atlas.table("null_baseline").to_pandas()
     assert {"annotation", "modules", "cross_layer", "svd"} <= set(nb["analysis"])
     assert set(nb["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model", "within_gene_shuffle",
-                                   "random_direction"}
+                                   "random_direction", "random_dictionary", "random_dictionary_2"}
     ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database")]
-    assert set(ann["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model"}
-    assert (ann.groupby("layer")["observed"].nunique() == 1).all()  # one observed rate, beside every baseline
+    assert set(ann["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model", "random_dictionary",
+                                    "random_dictionary_2"}
+    # like for like: the baselines with as many lists as features beside the layer's own rate; pca and
+    # coexpression (fewer lists) beside as many of the layer's most frequent features, in a family of that size
+    whole = ann[~ann.baseline.isin(["pca", "coexpression"])]
+    assert (whole.groupby("layer")["observed"].nunique() == 1).all()
+    layers = atlas.table("layers").to_pandas().set_index("layer")
+    for r in whole.itertuples():
+        assert r.observed == layers.loc[r.layer, "annotated_rate"] and r.observed_n == layers.loc[r.layer, "tested"]
+    few = ann[ann.baseline.isin(["pca", "coexpression"])]
+    assert (few["observed_n"] == few["expected_n"]).all() and (few["expected_n"] < few["layer"].map(layers["tested"])).all()
+    rates = ann.dropna(subset=["expected_n"])
+    assert ((rates["expected_lo"] <= rates["expected"]) & (rates["expected"] <= rates["expected_hi"])).all()
     twin = nb[nb.baseline == "random_init_model"]
     assert {"annotation", "modules", "cross_layer"} <= set(twin["analysis"])
     ran = m["baselines"]["ran"]

@@ -234,8 +234,10 @@ def test_only_the_two_tables_change_and_the_site_is_rendered_again(perturbed, in
     hit = atlas.table("perturbation_response").to_pandas().query("q < 0.05").iloc[0]
     site = root / "site" / "scgpt-demo" / "data"
     shards = [json.loads(p.read_text()) for p in site.glob(f"*/feat/{hit.layer}/*.json")]
-    rec = next(s["features"][str(hit.feature)] for s in shards if str(hit.feature) in s["features"])
-    assert any(r[0] == hit.perturbation and r[5] == "screen" for r in rec["perturbation"])
+    shard = next(s for s in shards if hit.feature in s["features"]["feature"])
+    rows = [dict(zip(shard["perturbation"], values)) for values in zip(*shard["perturbation"].values())]
+    assert any(r["feature"] == hit.feature and r["perturbation"] == hit.perturbation and r["dataset"] == "screen"
+               for r in rows)
 
 
 def test_the_site_shows_the_verdicts_and_the_fraction(perturbed, inputs, page):

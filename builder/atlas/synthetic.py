@@ -254,7 +254,9 @@ def add_interventions(manifest: dict, tables: dict[str, pa.Table], seed: int = 0
     for name, rows in (("causal_summary", summary), ("causal_effects", effects), ("perturbation_response", response),
                        ("tf_specificity", tf)):
         out[name] = pa.Table.from_pylist(rows, schema=SCHEMA[name].schema())
-    return {**manifest, "perturbation": {SYN_DATASET: _perturbation_record(tf)}}, out
+    interventions = {"method": summary[0]["method"] if summary else "", "cells_patched": 200, "tested": len(summary),
+                     "agreement": {}, "alpha": 0.05}  # as a build records it (export.causal)
+    return {**manifest, "perturbation": {SYN_DATASET: _perturbation_record(tf)}, "interventions": interventions}, out
 
 
 def _synthetic_causal(rng, alive, genes, per_layer):

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +47,41 @@ class ModelRunner:
     def run(self, cells) -> Iterator[Chunk]:
         """Gene-token rows of `cells` with every layer of the spec, batch by batch."""
         return stream(self.adapter, self.prepared, list(self.spec.layers), self.batch_size, self.device, cells)
+
+
+def ahead(items: Iterable, depth: int = 2) -> Iterator:
+    """`items`, produced in a thread of their own up to `depth` ahead of the consumer: the model's forward of the next
+    batch runs while the caller encodes this one (torch releases the GIL in both). An error in the producer is
+    raised in the consumer; a consumer that stops early (an error of its own) stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(e)
+
+    thread = threading.Thread(target=produce, name="forward-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

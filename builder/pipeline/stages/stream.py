@@ -23,7 +23,7 @@ from ..cache import commit_once, is_done, key_of
 from ..codes import allocate, index_dtype, shard_name, shard_units
 from ..model import dense
 from ..model.dense import heldout_metrics, partial_name, read_dense
-from ..model.forward import ModelRunner, ModelSpec
+from ..model.forward import ModelRunner, ModelSpec, ahead
 from ..stage import MapStage
 from .plan import read_plan
 from ..sae.topk import load_sae
@@ -169,7 +169,7 @@ class StreamWorker:
     def _run(self, start, stop, tokens, genes, cell, gene, codes, sums, dsums) -> int:
         """Stream the shard's cells through the model and the SAEs; write codes row by row. Returns the rows."""
         row = 0
-        for chunk in self.runner.run(range(start, stop)):
+        for chunk in ahead(self.runner.run(range(start, stop))):  # the next batch's forward beside this encode
             n = len(chunk.cells)
             if n == 0:
                 continue
