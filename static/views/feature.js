@@ -1,7 +1,7 @@
 // #/feature/L/F : one feature's statistics, top genes, enrichments by database, cell types (by effect), cell map,
 // side analyses and cross-layer neighbours. Sections fold on a phone, each with a one-line summary.
 import { h, link, featureLink, help, table, fold, append } from "../lib/dom.js";
-import { boot, load, loadFeature, layerIds, labelOf } from "../lib/data.js";
+import { boot, load, loadFeature, layerIds, labelOf, termText } from "../lib/data.js";
 import { int, num, pct, pval } from "../lib/format.js";
 import { toCSV, download, copy } from "../lib/export.js";
 import { cellMapSection } from "../lib/cells.js";
@@ -17,7 +17,7 @@ export async function render(el, layerParam, featureParam) {
   const d = await loadFeature(layer, f);
   if (!d) throw new Error(`Layer ${layer} has no feature ${f}.`);
   const id = `L${layer}:F${f}`;
-  const name = d.label || (d.genes.length ? d.genes.slice(0, 3).map((g) => g.gene).join(" ") : "");
+  const name = d.label ? termText(d.label) : (d.genes.length ? d.genes.slice(0, 3).map((g) => g.gene).join(" ") : "");
   append(el,
     h("p", { class: "muted" }, link(`#/layer/${layer}`, `← Layer ${layer}`), " · ",
       f > 0 ? featureLink(layer, f - 1, "previous") : "previous", " · ", f + 1 < info.n_features ? featureLink(layer, f + 1, "next") : "next"),
@@ -42,10 +42,10 @@ export async function render(el, layerParam, featureParam) {
 // The label and where it comes from; a layer whose enrichment file was not published says so instead of a finding.
 function labelLine(d, info) {
   if (info.annotations_absent) {
-    return h("p", { class: "feature-label" }, d.label ? [d.label, h("span", { class: "muted" }, ` (${dbName(d.database)}, the published label) `), help("label", "a label")] : null,
+    return h("p", { class: "feature-label" }, d.label ? [termText(d.label), h("span", { class: "muted" }, ` (${dbName(d.database)}, the published label) `), help("label", "a label")] : null,
       h("span", { class: "absent" }, `${d.label ? " · " : ""}Annotation not published for this layer: its enrichment file was not published, so this feature's tests cannot be shown.`));
   }
-  return h("p", { class: "feature-label" }, d.label ? [d.label, h("span", { class: "muted" }, ` (${dbName(d.database)}${d.q != null ? `, q = ${pval(d.q)}` : ""}) `), help("label", "a label")]
+  return h("p", { class: "feature-label" }, d.label ? [termText(d.label), h("span", { class: "muted" }, ` (${dbName(d.database)}${d.q != null ? `, q = ${pval(d.q)}` : ""}) `), help("label", "a label")]
     : h("span", { class: "muted" }, "Unlabelled: no gene-set term passed the atlas' threshold."));
 }
 
@@ -99,14 +99,14 @@ function enrichments(id, list, info) {
       table({ caption: `${dbName(db)} enrichments`, columns: [{ label: "Term" }, { label: "p", num: true, help: ["p", "a p-value"] },
         { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Edge density", num: true, help: ["edge_density", "edge density"] },
         { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "Overlap", num: true, help: ["overlap", "overlap"] }, { label: "Genes" }],
-      rows: terms.sort((a, b) => (a.q ?? a.edge_density ?? 1) - (b.q ?? b.edge_density ?? 1)).map((r) => [termLink(r, r.term),
+      rows: terms.sort((a, b) => (a.q ?? a.edge_density ?? 1) - (b.q ?? b.edge_density ?? 1)).map((r) => [termLink(r, termText(r.term)),
         pval(r.p), r.q == null ? "—" : pval(r.q), r.edge_density == null ? "—" : num(r.edge_density, 2), num(r.odds_ratio), int(r.overlap),
         (r.overlap_genes || []).join(", ") || "—"]) })))
       : h("p", { class: "muted" }, "No term passed the atlas' significance threshold."),
     notes.length ? h("p", { class: "notice" }, "Also in the published file, and not gene-set tests: ",
       notes.map((r, i) => [i ? "; " : "", termLink(r, r.note), r.edge_density != null ? ` (edge density ${num(r.edge_density, 2)})` : ""]), ". ", help("edge_density", "edge density")) : null,
     real.length && real.every((r) => r.p == null) ? h("p", { class: "muted small" }, "The published file gives adjusted p-values (q) only: no raw p-value or term size.") : null];
-  return fold({ title: `Enrichments (${real.length})`, summary: best ? `best: ${best.term}` : "none passed", body, id: "enr-h" });
+  return fold({ title: `Enrichments (${real.length})`, summary: best ? `best: ${termText(best.term)}` : "none passed", body, id: "enr-h" });
 }
 
 function celltypes(cts, tops) {
