@@ -54,7 +54,7 @@ def import_():
 @click.argument("src", type=in_dir())
 @setting_option("--atlas", "atlas", "name", required=True,
                 help="Name of the new atlas (folder under --data-dir); an existing atlas of that name is replaced.")
-@setting_option("--title", "title", unset=True, help="Title shown on the site (default: the atlas name).")
+@setting_option("--title", "title", unset=True, help="Title shown on the site (default: the model family's name and 'feature atlas (imported)').")
 @setting_option("--model", "import.model", "family")
 @data_dir_option
 def import_biodyn_cmd(src, name, title, family, data_dir):

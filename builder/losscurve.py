@@ -25,6 +25,22 @@ def _baseline(record: dict) -> tuple[float, str]:
     return b["unigram_loss"], "gene frequencies"
 
 
+def _steps_ticks(last: int, n: int = 5) -> list[int]:
+    """About n round step numbers from 0 to last."""
+    raw = max(last / n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    return [int(round(i * step)) for i in range(int(last // step) + 1)]
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Round values between exp(lo) and exp(hi), for a log axis: 1, 2, 5 times powers of ten."""
+    a, b = math.exp(lo), math.exp(hi)
+    out = [m * 10 ** e for e in range(math.floor(math.log10(a)), math.ceil(math.log10(b)) + 1) for m in (1, 2, 5)]
+    inside = [v for v in out if a <= v <= b]
+    return inside if len(inside) >= 2 else [a, b]
+
+
 def loss_svg(record: dict) -> str:
     """Training loss (mean over each interval) and held-out loss against the optimiser step, log scale, with
     the no-context baseline's held-out loss as a grey line."""
@@ -44,10 +60,12 @@ def loss_svg(record: dict) -> str:
              f'<rect width="{W}" height="{H}" fill="white"/>',
              f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD / 2}" y2="{H - PAD}" stroke="#444"/>',
              f'<line x1="{PAD}" y1="{PAD * 0.6}" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>',
-             f'<text x="{W / 2}" y="{H - 10}" text-anchor="middle">optimiser step (0 .. {last})</text>',
+             f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle">optimiser step</text>',
              f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{escape(label)}</text>',
-             f'<text x="{PAD - 4}" y="{y(math.exp(hi)) + 4:.1f}" text-anchor="end">{math.exp(hi):.3g}</text>',
-             f'<text x="{PAD - 4}" y="{y(math.exp(lo)) + 4:.1f}" text-anchor="end">{math.exp(lo):.3g}</text>',
+             *(f'<line x1="{x(t):.1f}" y1="{H - PAD}" x2="{x(t):.1f}" y2="{H - PAD + 4}" stroke="#444"/>'
+               f'<text x="{x(t):.1f}" y="{H - PAD + 16}" text-anchor="middle">{t}</text>' for t in _steps_ticks(last)),
+             *(f'<line x1="{PAD - 4}" y1="{y(t):.1f}" x2="{W - PAD / 2}" y2="{y(t):.1f}" stroke="#e3e3e3"/>'
+               f'<text x="{PAD - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:.3g}</text>' for t in _log_ticks(lo, hi)),
              f'<line x1="{PAD}" y1="{y(base):.1f}" x2="{W - PAD / 2}" y2="{y(base):.1f}" stroke="#999" '
              f'stroke-dasharray="2,2"/>',
              _polyline(train, x, y, "#1f77b4"), _polyline(held, x, y, "#d62728", "5,3"),

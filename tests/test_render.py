@@ -50,7 +50,8 @@ def test_site_layout(site):
     preloads = [link["href"] for link in doc.find_all("link", rel="modulepreload")]
     assert all((root / href).is_file() for href in preloads) and app in preloads
     assert doc.find("noscript").find("a")["href"] == "downloads/" and (root / "downloads" / "index.html").is_file()
-    assert not any("plotly" in href for href in preloads)  # Plotly loads only in the views that draw with it
+    assets = [p.relative_to(root).as_posix() for p in (root / "assets").rglob("*") if p.is_file()]
+    assert not any("plotly" in a or "vendor/" in a for a in assets)  # the charts are the site's own SVG: no library
     assert sorted(p.name for p in (data / "layer").iterdir()) == ["0.json", "1.json"]
     shard = json.loads((data / "feat/1/2.json").read_text())
     assert shard["layer"] == 1 and shard["features"]["feature"] == list(range(64, 96))

@@ -151,7 +151,7 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                   "description": "Synthetic, seeded random data in the atlas format: it shows the site, "
                                  "not what any model learned."},
         "model": {"family": "synthetic", "name": None, "n_layers": n_layers, "layers": list(range(n_layers))},
-        "sae": {"kind": "synthetic", "n_features": n_features * n_layers},
+        "sae": {"kind": "synthetic", "n_features": n_features},  # per layer, as a build records it
         "dataset": {"cells": tables["cells"].num_rows, "cell_map": {
             "embedding": "synthetic 2-D positions, one cluster per cell type", "display_cells": tables["cells"].num_rows,
             "activations": "non-zero values of each feature on the display cells"}},

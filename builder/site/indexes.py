@@ -9,8 +9,8 @@ holds each label once, cut at LABEL_CHARS):
                           {labels, genes: {gene: table {layer, feature, rank, activation, label}}}
   terms/index.json        every enriched term: table {term, database, n_features, note}; a term's id is its row
                           number; note explains a placeholder that is not a gene set
-  terms/p/B.json          postings of terms B*TERM_BUCKET ..: {id: table {layer, feature, q, odds_ratio, overlap,
-                          edge_density}}
+  terms/p/B.json          postings of terms B*TERM_BUCKET ..: {labels, id: table {layer, feature, q, odds_ratio,
+                          overlap, edge_density, label}}
   celltypes/index.json    every cell type with its marker features: table {name, n_features, n_layers}
   celltypes/p/N.json      cell type N of the index: {name, n_features, per_layer: table {layer, n_features}, labels,
                           features: table {layer, feature, auc, odds_ratio, q, n_firing, n_cells, n_top, label}},
@@ -37,7 +37,7 @@ KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 # Rows of the tables above: their field names are the shard fields.
 GeneName = namedtuple("GeneName", "gene n_features file")
-TermPosting = namedtuple("TermPosting", "layer feature q odds_ratio overlap edge_density")
+TermPosting = namedtuple("TermPosting", "layer feature q odds_ratio overlap edge_density label")
 Term = namedtuple("Term", "term database n_features note")
 Marker = namedtuple("Marker", "layer feature auc odds_ratio q n_firing n_cells n_top label")
 CellType = namedtuple("CellType", "name n_features n_layers")
@@ -113,20 +113,27 @@ def gene_shards(atlas) -> dict[str, object]:
     return out
 
 
-def term_shards(atlas, placeholders) -> dict[str, object]:
-    """terms/index.json and terms/p/B.json; placeholders: (database, term) -> what a placeholder term stands for."""
+def term_shards(atlas, placeholders, labels: dict | None = None) -> dict[str, object]:
+    """terms/index.json and terms/p/B.json; placeholders: (database, term) -> what a placeholder term stands for;
+    labels: (layer, feature) -> the feature's label, shown beside its id."""
+    labels = labels or {}
     e = _cols(atlas.table("enrichments"))
     by_term = defaultdict(list)
     for i in range(len(e["term"])):
         by_term[(e["database"][i], e["term"][i])].append(TermPosting(
             e["layer"][i], e["feature"][i], sig(e["q"][i], 3), sig(e["odds_ratio"][i], 4), e["overlap"][i],
-            sig(e["edge_density"][i], 3)))
-    index, out = [], {}
+            sig(e["edge_density"][i], 3), None))
+    index, out, names = [], {}, {}
     for n, key in enumerate(sorted(by_term, key=lambda k: (k[1].lower(), k[0]))):
-        rows = sorted(by_term[key])
+        path = f"terms/p/{n // TERM_BUCKET}.json"
+        lab = names.setdefault(path, _Labels())
+        rows = [r._replace(label=lab.id((labels.get((r.layer, r.feature)) or "")[:LABEL_CHARS]))
+                for r in sorted(by_term[key])]
         index.append(Term(key[1], key[0], len(rows), placeholders.get(key)))
-        shard = out.setdefault(f"terms/p/{n // TERM_BUCKET}.json", {})
+        shard = out.setdefault(path, {})
         shard[str(n)] = table(rows)
+    for path, lab in names.items():
+        out[path]["labels"] = lab.list
     out["terms/index.json"] = table(index)
     return out
 

@@ -41,8 +41,16 @@ def _responding(rows: list[dict], labels: dict, alpha: float | None) -> tuple[di
                              r["layer"] if r["layer"] is not None else -1, r["feature"]))
     out = table(Responding(r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3),
                            sig(r["q"], 3), r["n_pert"], r["n_ctrl"],
-                           labels.get((r["layer"], r["feature"])) or r["label"] or "") for r in keep[:TF_ROWS])
+                           labels.get((r["layer"], r["feature"])) or _published_label(r["label"])) for r in keep[:TF_ROWS])
     return out, len(keep)
+
+
+# Published labels that name no gene set: the predecessor's placeholders and its "unlabeled".
+NOT_LABELS = {"transcription_factors", "pairwise_enrichment", "unlabeled", "unlabelled"}
+
+
+def _published_label(label) -> str:
+    return "" if not label or label in NOT_LABELS else label
 
 
 def tf_shards(atlas, labels: dict) -> dict[str, object]:

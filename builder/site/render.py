@@ -77,7 +77,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(blob)
         downloads = _write_downloads(atlas, tmp / "downloads")
-        _write_model_card(atlas, tmp / "model")
+        _write_model_card(atlas, tmp / "model", f"../{asset_dir}")
         listing = _env().get_template("downloads.html").render(title=atlas.manifest.get("atlas", {}).get("title")
                                                                or atlas.name, names=downloads)
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
@@ -101,14 +101,14 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
 def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list[str]) -> dict:
     """What the first paint needs, inlined into index.html: titles, per-layer summary, where shards live."""
     m = atlas.manifest
-    layers = [{k: sig(v) for k, v in r.items()} for r in atlas.table("layers").to_pylist()]
+    layers = _layers(atlas)
     # the rates and totals are the atlas' own (format.annotation_rate, format.totals): read, never recomputed here
     totals = {k: sig(v) for k, v in (m.get("totals") or format_totals(atlas.table("layers"))).items()}
     totals["layers"] = len(layers)
     return {
         "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
         "description": m.get("atlas", {}).get("description") or "",
-        "model": _model(m), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
+        "model": _model(m), "sae": _sae(m), "dataset": m.get("dataset", {}),
         "genesets": m.get("genesets", []), "notes": m.get("notes", []),
         "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
         "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "db_counts": _db_counts(atlas),
@@ -121,13 +121,41 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
     }
 
 
+def _layers(atlas: Atlas) -> list[dict]:
+    """The layers table, and for a layer whose annotation data was not published (an import's manifest
+    extras.annotations_absent) `annotations_absent` and the count the publication gives (`published_annotated`),
+    so no page shows its empty enrichments as a finding."""
+    layers = [{k: sig(v) for k, v in r.items()} for r in atlas.table("layers").to_pylist()]
+    absent = (atlas.manifest.get("extras") or {}).get("annotations_absent") or {}
+    published = absent.get("published_annotated") or {}
+    for r in layers:
+        if r["layer"] in (absent.get("layers") or []):
+            r["annotations_absent"] = True
+            r["published_annotated"] = published.get(str(r["layer"]))
+    return layers
+
+
+def _sae(m: dict) -> dict:
+    """The manifest's SAE without its file list; training per layer with its curve, as recorded (export.py)."""
+    return _rounded({k: v for k, v in (m.get("sae") or {}).items() if k != "files"})
+
+
+def _rounded(obj):
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return sig(obj)
+
+
 def _model(m: dict) -> dict:
     """The manifest's model without its card; a pretrained model's facts for the overview in `pretrained`."""
     model = {k: v for k, v in (m.get("model") or {}).items() if k not in ("card", "pretraining")}
     rec = (m.get("model") or {}).get("pretraining")
     if isinstance(rec, dict) and isinstance(rec.get("data"), dict) and isinstance(rec.get("config"), dict):
         d, c = rec["data"], rec["config"]
-        model["pretrained"] = {"cells": d.get("train_cells"), "data": d.get("file"), "steps": c.get("steps"),
+        model["pretrained"] = {"cells": d.get("train_cells"), "data": d.get("file"), "data_cells": d.get("cells"),
+                               "steps": c.get("steps"),
                                "layers": c.get("layers"), "width": c.get("width"), "trained": rec.get("trained"),
                                "card": "model/" if isinstance((m.get("model") or {}).get("card"), str) else None}
     return model
@@ -172,12 +200,14 @@ def _db_counts(atlas: Atlas) -> dict:
 
 def _nulls(atlas: Atlas) -> dict:
     """The null_baseline rows, small, so inlined: table {layer, analysis, measure, baseline, observed, expected,
-    note} (columnar, encode.py)."""
+    note, observed_n, expected_n, observed_lo, observed_hi, expected_lo, expected_hi} (columnar, encode.py)."""
     if not atlas.has("null_baseline"):
         return {}
     t = atlas.table("null_baseline").to_pylist()
-    fields = ("layer", "analysis", "measure", "baseline", "observed", "expected", "note")
-    return columns({f: [sig(x[f]) if f in ("observed", "expected") else x[f] for x in t] for f in fields})
+    fields = ("layer", "analysis", "measure", "baseline", "observed", "expected", "note", "observed_n", "expected_n",
+              "observed_lo", "observed_hi", "expected_lo", "expected_hi")
+    real = {"observed", "expected", "observed_lo", "observed_hi", "expected_lo", "expected_hi"}
+    return columns({f: [sig(x[f]) if f in real else x[f] for x in t] for f in fields})
 
 
 def _csv_ready(t: pa.Table) -> pa.Table:
@@ -209,7 +239,7 @@ def card_html(markdown: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
-def _write_model_card(atlas: Atlas, out: Path) -> None:
+def _write_model_card(atlas: Atlas, out: Path, assets: str) -> None:
     """model/: the card of a model pretrained by `atlas pretrain` (manifest model.card, model.pretraining),
     with its loss curve drawn again from the recorded numbers rather than copied from the checkpoint."""
     from ..losscurve import loss_svg
@@ -229,7 +259,7 @@ def _write_model_card(atlas: Atlas, out: Path) -> None:
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     (out / "pretrain.json").write_bytes(dumps_json(record, indent=True))
     title = card.lstrip("# ").splitlines()[0] if card.strip() else "Model card"
-    html = _env().get_template("model.html").render(title=title, card=card_html(card))
+    html = _env().get_template("model.html").render(title=title, card=card_html(card), assets=assets)
     (out / "index.html").write_text(html, encoding="utf-8")
 
 

@@ -21,13 +21,16 @@ all-null fields are left out (encode.py), and the fields of the shards written h
                            causal: {F: {CAUSAL_FIELDS that are set, effects: table {gene, delta, ci_lo, ci_hi,
                                         n_cells, top_gene}}} for the tested features}
   modules.json            table {layer, module, n_features, label, top_terms: table {term, count, placeholder},
-                          members: [feature, ...]}
+                          members: [feature, ...], member_names: [the first NAMED_MEMBERS members' names:
+                          label, else "genes " and the first 3 top genes]}
   flow.json               {pairs: [{kind, layer_a, layer_b, edges, features_a, features_b, mean_weight, max_weight,
                           published}], edges: table {kind, layer_a, feature_a, layer_b, feature_b, weight, count,
                           null_p}, module_links: table {kind, layer_a, module_a, layer_b, module_b, edges},
-                          labels: {"L:F": label}}
+                          modules: table {layer, module, n_features, label} (the linked ones),
+                          labels: {"L:F": its label, else "genes " and its first 3 top genes}}
   comparisons.json        {svd: [{metric, values, baseline, baseline_values}], persistence: [{...}], extras,
-                          causal: table {layer, feature, specificity_ratio, target_change, other_change, n_cells}}
+                          causal: table {layer, feature, specificity_ratio, target_change, other_change, n_cells,
+                          label}}
   genes/..., terms/..., celltypes/...   search indexes and postings (indexes.py)
   cells.json, cellact/..., cellexpr/... the cell map (cellmap.py)
   tf/...                  perturbed genes: TF index and per-gene pages (perturbation.py)
@@ -74,8 +77,10 @@ Effect = namedtuple("Effect", "gene delta ci_lo ci_hi n_cells top_gene")
 Edge = namedtuple("Edge", "kind layer_a feature_a layer_b feature_b weight count null_p")
 ModuleLink = namedtuple("ModuleLink", "kind layer_a module_a layer_b module_b edges")
 TopTerm = namedtuple("TopTerm", "term count placeholder")
-Module = namedtuple("Module", "layer module n_features label top_terms members")
-CausalRatio = namedtuple("CausalRatio", "layer feature specificity_ratio target_change other_change n_cells")
+Module = namedtuple("Module", "layer module n_features label top_terms members member_names")
+NAMED_MEMBERS = 12   # a module's first members are named (label, else top genes) in modules.json
+CausalRatio = namedtuple("CausalRatio", "layer feature specificity_ratio target_change other_change n_cells label")
+FlowModule = namedtuple("FlowModule", "layer module n_features label")
 
 
 def cols(t: pa.Table) -> dict[str, list]:
@@ -102,13 +107,13 @@ def build_shards(atlas: Atlas) -> dict[str, object]:
     shards.update(_layer_shards(feats, genes))
     shards.update(_feature_shards(atlas, feats, genes, labels))
     shards.update(gene_shards(atlas))
-    shards.update(term_shards(atlas, PLACEHOLDERS))
+    shards.update(term_shards(atlas, PLACEHOLDERS, labels))
     shards.update(celltype_shards(atlas, labels))
     shards.update(cell_shards(atlas, BUCKET))
     shards.update(tf_shards(atlas, labels))
-    shards["modules.json"] = _modules(atlas)
-    shards["flow.json"] = _flow(atlas, labels)
-    shards["comparisons.json"] = _comparisons(atlas)
+    shards["modules.json"] = _modules(atlas, labels, genes)
+    shards["flow.json"] = _flow(atlas, labels, genes)
+    shards["comparisons.json"] = _comparisons(atlas, labels)
     return shards
 
 
@@ -206,7 +211,7 @@ def _feature_shards(atlas, feats, genes, labels) -> dict[str, object]:
     return {path: {k: table(v) if isinstance(v, list) else v for k, v in shard.items()} for path, shard in shards.items()}
 
 
-def _modules(atlas) -> dict:
+def _modules(atlas, labels, genes) -> dict:
     members = defaultdict(list)
     mm = cols(atlas.table("module_members"))
     for i in range(len(mm["layer"])):
@@ -215,10 +220,17 @@ def _modules(atlas) -> dict:
     return table(Module(r["layer"], r["module"], r["n_features"], r["label"],
                         table(TopTerm(t, c, 1 if t in placeholders else None)
                               for t, c in zip(r["top_terms"], r["top_term_counts"])),
-                        members[(r["layer"], r["module"])]) for r in atlas.table("modules").to_pylist())
+                        members[(r["layer"], r["module"])],
+                        [feature_name((r["layer"], f), labels, genes) for f in members[(r["layer"], r["module"])][:NAMED_MEMBERS]])
+                  for r in atlas.table("modules").to_pylist())
 
 
-def _flow(atlas, labels) -> dict:
+def feature_name(key, labels, genes) -> str:
+    """What the site shows beside a feature's id: its label, else its first three top genes."""
+    return labels.get(key) or ("genes " + ", ".join(g.gene for g in genes.get(key, [])[:3]) if genes.get(key) else "")
+
+
+def _flow(atlas, labels, genes) -> dict:
     """Cross-layer links: every edge with its kind, per-pair summaries, and module-to-module link counts."""
     e = cols(atlas.table("edges"))
     rows = [Edge(e["kind"][i], e["layer_a"][i], e["feature_a"][i], e["layer_b"][i], e["feature_b"][i],
@@ -245,12 +257,15 @@ def _flow(atlas, labels) -> dict:
                         "max_weight": sig(max(p["w"]), 3) if p["w"] else None,
                         "published": {k: sig(v, 3) for k, v in pub.items() if k not in ("layer_a", "layer_b")}})
     used = {(r.layer_a, r.feature_a) for r in rows} | {(r.layer_b, r.feature_b) for r in rows}
+    linked = {(k[1], k[2]) for k in links} | {(k[3], k[4]) for k in links}
     return {"pairs": summary, "edges": table(rows),
             "module_links": table(ModuleLink(*k, n) for k, n in sorted(links.items())),
-            "labels": {f"{k[0]}:{k[1]}": labels[k] for k in sorted(used) if labels.get(k)}}
+            "modules": table(FlowModule(r["layer"], r["module"], r["n_features"], r["label"])
+                             for r in atlas.table("modules").to_pylist() if (r["layer"], r["module"]) in linked),
+            "labels": {f"{k[0]}:{k[1]}": name for k in sorted(used) if (name := feature_name(k, labels, genes))}}
 
 
-def _comparisons(atlas) -> dict:
+def _comparisons(atlas, labels) -> dict:
     """Side analyses for the comparisons page: SVD/PCA vs SAE metrics with their baselines, persistence, causal."""
     svd = defaultdict(dict)
     for r in atlas.table("svd_comparison").to_pylist():
@@ -268,7 +283,8 @@ def _comparisons(atlas) -> dict:
                               for r in atlas.table("persistence").to_pylist()]
     # The published ratios; a built atlas' AUCs are on the feature pages.
     out["causal"] = table(CausalRatio(r["layer"], r["feature"], sig(r["specificity_ratio"], 3),
-                                      sig(r["target_change"], 3), sig(r["other_change"], 3), r["n_cells"])
+                                      sig(r["target_change"], 3), sig(r["other_change"], 3), r["n_cells"],
+                                      labels.get((r["layer"], r["feature"])) or None)
                           for r in atlas.table("causal_summary").to_pylist() if r["specificity_ratio"] is not None)
     return out
 

@@ -1,14 +1,14 @@
 // The cell map: the dataset's display cells in 2-D, coloured by one feature's activation or one gene's expression.
-import { h, missing, fill } from "./dom.js";
+import { h, missing, fill, fold } from "./dom.js";
 import { boot, load } from "./data.js";
 import { pointMap } from "./map.js";
 
 // source: a promise of {cells, values 1..255, max} (builder/site/cellmap.py; undefined when the feature/gene has no
 // value on any cell)
 export function cellMapSection({ heading, what, source }) {
-  const body = h("div", {}, h("p", { class: "muted" }, "Loading the cell map…"));
-  const sec = h("section", { "aria-labelledby": "cells-h" }, h("h2", { id: "cells-h" }, heading), body);
   if (!boot.has_cells) return null;
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading the cell map…"));
+  const sec = fold({ title: heading, summary: `the dataset's cells coloured by ${what}`, body, id: "cells-h" });
   Promise.all([load("cells.json"), source]).then(([cells, vals]) => {
     const value = new Map();
     if (vals) vals.cells.forEach((c, i) => value.set(c, vals.values[i] / 255));

@@ -3,7 +3,7 @@ import { h, help, table, link, append } from "../lib/dom.js";
 import { boot, load, rows, labelOf } from "../lib/data.js";
 import { int, num, pval, plural } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
-import { barChart } from "../lib/chart.js";
+import { barChart, figure } from "../lib/chart.js";
 
 const COLUMNS = [
   { key: "layer", label: "Layer", width: "3.6rem", num: true, text: (r) => r.layer },
@@ -34,8 +34,8 @@ export async function render(el, name) {
   append(el, 
     h("p", { class: "summary" }, `${plural(d.n_features, "feature")} mark ${d.name} across ${plural(perLayer.length, "layer")}`,
       d.n_features > markers.length ? `; the ${int(markers.length)} with the strongest effect are listed.` : ".", " ", help(hasAuc ? "auc" : "odds_ratio", hasAuc ? "AUC" : "an odds ratio")),
-    h("figure", {}, h("figcaption", {}, `Marker features of ${d.name} per layer`),
-      barChart({ title: `Marker features of ${d.name} per layer`, labels: boot.layers.map((l) => String(l.layer)), format: int, yTitle: "Features",
+    figure(`Marker features of ${d.name} per layer`,
+      barChart({ title: `Marker features of ${d.name} per layer`, labels: boot.layers.map((l) => String(l.layer)), format: int, integer: true, yTitle: "Features",
         series: [{ name: "features", color: "var(--bar)", values: boot.layers.map((l) => per.get(l.layer) || 0) }] })),
     vtable({ columns: hasAuc ? COLUMNS : COLUMNS.filter((c) => c.key !== "auc"), rows: markers, label: `Features that mark ${d.name}`,
       height: Math.min(480, 30 * markers.length + 4), href: (r) => `#/feature/${r.layer}/${r.feature}`, sort: null }).el,

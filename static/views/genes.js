@@ -5,7 +5,7 @@ import { boot, load, rows, nameKey, labelOf, prefetch } from "../lib/data.js";
 import { int, num, plural } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { searchBox } from "../lib/search.js";
-import { dotChart } from "../lib/chart.js";
+import { dotChart, figure } from "../lib/chart.js";
 import { cellMapSection } from "../lib/cells.js";
 import { tfEntry, tfHref } from "../lib/tfdata.js";
 
@@ -75,7 +75,7 @@ export async function render(el, symbol) {
     const maxRank = Math.max(5, ...data.map((r) => r.rank));
     fill(results, h("h2", {}, gene),
       h("p", { class: "summary" }, `${gene} is a top gene of ${plural(data.length, "feature")} in ${plural(layers, "layer")}.`), pert,
-      h("figure", {}, h("figcaption", {}, `Where ${gene} ranks among each feature's top genes (1 = strongest); a dot opens its feature`),
+      figure(`Where ${gene} ranks among each feature's top genes (1 = strongest); a dot opens its feature`,
         dotChart({ title: `Rank of ${gene} by layer`, labels: ids.map(String), xTitle: "Layer", yTitle: "Rank", yMax: maxRank,
           points: data.slice(0, 600).map((r) => ({ x: ids.indexOf(r.layer), y: r.rank, text: `L${r.layer}:F${r.feature}, rank ${r.rank}: ${labelOf(r.label)}`, r })),
           onPick: (p) => (location.hash = `#/feature/${p.r.layer}/${p.r.feature}`) })),

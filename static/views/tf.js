@@ -60,18 +60,9 @@ async function gene(el, symbol) {
 const negative = (name, r) => Boolean(r.target_set) && r.target_set.toUpperCase() !== name.toUpperCase();
 
 function dataset(name, r) {
-  const yes = (v) => (v == null ? "not recorded" : v ? "yes" : "no");
   return h("section", { class: "tf-dataset" },
     h("h2", {}, r.dataset), r.published ? h("p", { class: "notice" }, "Published values: top-5 effects per perturbation with no interval, p-value or test; the counts below are the published ones.") : null,
-    h("dl", { class: "stats" },
-      h("dt", {}, "Transcription factor"), h("dd", {}, yes(r.is_tf)),
-      h("dt", {}, "Perturbed cells"), h("dd", {}, int(r.n_cells)),
-      h("dt", {}, "Knockdown efficiency ", help("knockdown", "knockdown efficiency")), h("dd", {}, pct(r.kd_efficiency)),
-      h("dt", {}, "DE genes"), h("dd", {}, int(r.n_de)),
-      negative(name, r) ? [h("dt", {}, "Targets tested (negative control)"), h("dd", {}, `${int(r.n_targets)} of ${r.target_set}`)]
-        : [h("dt", {}, "Curated targets"), h("dd", {}, int(r.n_targets))],
-      h("dt", {}, "Responding features"), h("dd", {}, int(r.n_responding ?? r.n_listed)),
-      r.n_specific != null ? [h("dt", {}, "Specific features"), h("dd", {}, int(r.n_specific))] : null),
+    facts(name, r),
     r.published ? null : table({ caption: "Target enrichment against the expression ceiling", cls: "tf-enrichment",
       columns: [{ label: "Genes scored by" }, { label: "Odds ratio", num: true, help: ["odds_ratio", "an odds ratio"] }, { label: "q", num: true, help: ["q", "a q-value"] }],
       rows: [["the responding features' loadings", num(r.odds), pval(r.q)], [["expression alone (ceiling) ", help("ceiling", "the expression ceiling")], num(r.ceiling_odds), pval(r.ceiling_q)]] }),
@@ -79,13 +70,31 @@ function dataset(name, r) {
     features(name, r));
 }
 
+// The record's numbers; those the data lacks (a published file has no cell counts) are named once, not dashed.
+function facts(name, r) {
+  const yes = (v) => (v == null ? "not recorded" : v ? "yes" : "no");
+  const items = [
+    ["Transcription factor", null, r.is_tf, yes(r.is_tf)],
+    ["Perturbed cells", null, r.n_cells, int(r.n_cells)],
+    ["Knockdown efficiency", ["knockdown", "knockdown efficiency"], r.kd_efficiency, pct(r.kd_efficiency)],
+    ["DE genes", null, r.n_de, int(r.n_de)],
+    negative(name, r) ? ["Targets tested (negative control)", null, r.n_targets, `${int(r.n_targets)} of ${r.target_set}`] : ["Curated targets", null, r.n_targets, int(r.n_targets)],
+    ["Responding features", null, r.n_responding ?? r.n_listed, int(r.n_responding ?? r.n_listed)],
+    ["Specific features", null, r.n_specific, int(r.n_specific)],
+  ];
+  const have = items.filter(([, , v]) => v != null), lack = items.filter(([k, , v]) => v == null && k !== "Specific features");
+  return [h("dl", { class: "stats" }, have.map(([k, term, , text]) => [h("dt", {}, k, term ? [" ", help(...term)] : null), h("dd", {}, text)])),
+    lack.length ? h("p", { class: "muted small" }, `Not in the data of this dataset: ${lack.map(([k]) => k.toLowerCase()).join(", ")}.`) : null];
+}
+
 function features(name, r) {
   const feats = rows(r.features);
   if (!feats.length) return h("p", { class: "muted" }, `No feature responds to the knockdown of ${name}${r.alpha != null ? ` at q < ${r.alpha}` : ""}.`);
   return [h("h3", {}, "Responding features"),
     feats.length < r.n_listed ? h("p", { class: "muted" }, `The ${int(feats.length)} strongest of ${int(r.n_listed)}.`) : null,
+    r.published ? h("p", { class: "muted small" }, "The published file gives each feature's effect size only: no interval, q-value or cell counts, so those columns are left out.") : null,
     table({ caption: `Features that respond to the knockdown of ${name}`, cls: "tf-features",
-      columns: [{ label: "Feature" }, { label: "Label" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Cells (pert. / ctrl.)", num: true }],
-      rows: feats.map((f) => [featureLink(f.layer, f.feature), labelOf(f.label), num(f.effect), f.ci_lo != null ? `[${num(f.ci_lo)}, ${num(f.ci_hi)}]` : "—", pval(f.q),
+      columns: [{ label: "Feature" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Cells (pert. / ctrl.)", num: true }],
+      rows: feats.map((f) => [featureLink(f.layer, f.feature, null, labelOf(f.label)), num(f.effect), f.ci_lo != null ? `[${num(f.ci_lo)}, ${num(f.ci_hi)}]` : "—", pval(f.q),
         f.n_pert != null ? `${int(f.n_pert)} / ${int(f.n_ctrl)}` : "—"]) })];
 }

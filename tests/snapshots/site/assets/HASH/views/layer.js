@@ -5,11 +5,12 @@ import { boot, load, rows, layerIds, labelOf, loadFeature, featurePath, prefetch
 import { int, num, pct, pval } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { pointMap } from "../lib/map.js";
+import { dbName } from "../lib/names.js";
 
 const COLUMNS = [
   { key: "f", label: "Feature", width: "4.5rem", num: true, text: (r) => `F${r.feature}`, sort: (r) => r.feature },
-  { key: "label", label: "Label", width: "minmax(7rem, 2fr)", text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
-  { key: "genes", label: "Top genes", width: "minmax(6rem, 1.4fr)", text: (r) => r.genes.join(" "), sort: (r) => r.genes[0] || null },
+  { key: "label", label: "Name", title: "label, else top genes", width: "minmax(7rem, 2fr)", text: (r) => r.label || (r.genes.length ? `genes ${r.genes.slice(0, 3).join(" ")}` : labelOf(r.label)), tip: (r) => r.label || r.genes.join(" "), sort: (r) => r.label || null },
+  { key: "genes", label: "Top genes", width: "minmax(6rem, 1.4fr)", minor: true, text: (r) => r.genes.join(" "), sort: (r) => r.genes[0] || null },
   { key: "freq", label: "Freq.", title: "activation frequency", width: "4.6rem", num: true, text: (r) => pct(r.frequency), sort: (r) => r.frequency },
   { key: "ne", label: "Enr.", title: "number of enrichments", width: "3.2rem", num: true, minor: true, text: (r) => int(r.n_enrichments), sort: (r) => r.n_enrichments },
   { key: "mod", label: "Mod.", title: "module", width: "3.2rem", num: true, minor: true, text: (r) => (r.module == null ? "—" : r.module), sort: (r) => r.module },
@@ -30,7 +31,7 @@ function colourings(feats, hasSvd) {
       legend: { kind: "cat", title: "Module", items: [...mods.slice(0, 12).map((m, i) => [i, `Module ${m}`]), ...(mods.length > 12 ? [[null, `… ${mods.length - 12} more`]] : []), [null, "no module"]] } },
     frequency: numeric("Activation frequency (log scale)", (r) => r.frequency, true),
     database: { fn: (p) => ({ cat: p.row.database ? dbs.indexOf(p.row.database) : null }),
-      legend: { kind: "cat", title: "Label database", items: [...dbs.map((db, i) => [i, db]), [null, "unlabelled"]] } },
+      legend: { kind: "cat", title: "Label database", items: [...dbs.map((db, i) => [i, dbName(db)]), [null, "unlabelled"]] } },
     enrichments: numeric("Enrichments", (r) => r.n_enrichments, false),
     mean_activation: numeric("Mean activation (log scale)", (r) => r.mean_activation, true),
   };
@@ -93,7 +94,7 @@ export async function render(el, layerParam) {
     h("h1", {}, `Layer ${layer}`),
     h("nav", { class: "pills", "aria-label": "Layers" }, layerIds().map((l) =>
       link(`#/layer/${l}`, String(l), l === layer ? { "aria-current": "page" } : {}))),
-    h("p", { class: "muted" }, `${int(info.n_features)} features, ${int(info.alive)} alive, ${int(info.annotated)} annotated (${pct(info.annotated_rate)} of alive), ${int(info.n_modules)} modules.`),
+    h("p", { class: "muted" }, `${int(info.n_features)} features, ${int(info.alive)} alive, `, annotationText(info), `, ${int(info.n_modules)} modules.`),
     h("div", { class: "layer-grid" },
       map ? h("section", { "aria-label": "Feature map" },
         h("div", { class: "toolbar" }, h("label", { for: "colour-by" }, "Colour by "), select),
@@ -105,7 +106,19 @@ export async function render(el, layerParam) {
   );
 }
 
+// A layer's annotation in words: its rate with the interval, or, where its enrichment file was not published, that.
+export function annotationText(l) {
+  if (l.annotations_absent) {
+    return h("span", { class: "absent" }, `annotation not published for this layer${l.published_annotated != null ? ` (the publication counts ${int(l.published_annotated)} annotated)` : ""}`);
+  }
+  if (l.annotated_rate == null) return `${int(l.annotated)} annotated`;
+  return [`${int(l.annotated)} of ${int(l.tested)} tested annotated (${pct(l.annotated_rate)}, 95% interval ${pct(l.annotated_rate_lo)} to ${pct(l.annotated_rate_hi)}) `, help("annotated_rate", "the annotation rate")];
+}
+
 async function preview(panel, layer, f) {
+  // On a phone the panel sits below the table: bring it into view when a row is picked.
+  const reveal = () => { if (panel.getBoundingClientRect().top > window.innerHeight - 80) panel.scrollIntoView({ block: "start", behavior: "smooth" }); };
+  reveal();
   fill(panel, h("h2", { class: "panel-title" }, `L${layer}:F${f}`), h("p", { class: "muted" }, "Loading…"));
   let d;
   try {
@@ -113,12 +126,15 @@ async function preview(panel, layer, f) {
   } catch (err) {
     return fill(panel, h("h2", { class: "panel-title" }, `L${layer}:F${f}`), missing("The preview", err));
   }
-  fill(panel, 
-    h("h2", { class: "panel-title" }, `L${layer}:F${f}`),
-    h("p", {}, d.label ? [d.label, h("span", { class: "muted" }, ` · ${d.database || "database not recorded"}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, "unlabelled")),
-    h("p", { class: "muted" }, `${pct(d.frequency)} of tokens `, help("frequency", "activation frequency"), ` · mean activation ${num(d.mean_activation)} · ${int(d.enrichments.length)} enrichments`),
+  const absent = boot.layers.find((l) => l.layer === layer).annotations_absent;
+  fill(panel,
+    h("h2", { class: "panel-title" }, `L${layer}:F${f}`, d.label || d.genes.length ? h("span", { class: "fname" }, ` · ${d.label || d.genes.slice(0, 3).map((g) => g.gene).join(" ")}`) : null),
+    h("p", {}, d.label ? [d.label, h("span", { class: "muted" }, ` · ${dbName(d.database)}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, absent ? "no published label" : "unlabelled")),
+    h("p", { class: "muted" }, `${pct(d.frequency)} of tokens `, help("frequency", "activation frequency"), ` · mean activation ${num(d.mean_activation)} · `,
+      absent ? h("span", { class: "absent" }, "enrichments not published for this layer") : `${int(d.enrichments.filter((r) => !r.note).length)} enrichments`),
     d.genes.length ? h("p", {}, h("b", {}, "Top genes: "), d.genes.slice(0, 10).map((g) => g.gene).join(" ")) : null,
-    d.enrichments.length ? h("ul", { class: "compact" }, d.enrichments.slice().sort((a, b) => (a.q ?? 1) - (b.q ?? 1)).slice(0, 3)
-      .map((r) => h("li", {}, r.note || r.term, h("span", { class: "muted" }, ` (${r.database})`)))) : null,
+    d.enrichments.some((r) => !r.note) ? h("ul", { class: "compact" }, d.enrichments.filter((r) => !r.note).sort((a, b) => (a.q ?? 1) - (b.q ?? 1)).slice(0, 3)
+      .map((r) => h("li", {}, r.term, h("span", { class: "muted" }, ` (${dbName(r.database)})`)))) : null,
     h("p", {}, featureLink(layer, f, "Open the feature page →")));
+  reveal();
 }

@@ -1,11 +1,12 @@
 // #/terms and #/terms/DB:TERM : search the enriched terms (words match from their start: "T cell" never
 // suggests "Fat Cell"), list the features a term annotates, and chart them per layer.
 import { h, featureLink, help, fill, append } from "../lib/dom.js";
-import { boot, load, rows, prefetch } from "../lib/data.js";
+import { boot, load, rows, prefetch, labelOf } from "../lib/data.js";
 import { int, num, pval, plural } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { searchBox } from "../lib/search.js";
-import { barChart } from "../lib/chart.js";
+import { barChart, figure } from "../lib/chart.js";
+import { dbName } from "../lib/names.js";
 
 const COLUMNS = [
   { key: "layer", label: "Layer", width: "3.6rem", num: true, text: (r) => r.layer },
@@ -13,6 +14,7 @@ const COLUMNS = [
   { key: "q", label: "q", width: "5.4rem", num: true, text: (r) => (r.edge_density != null ? `density ${num(r.edge_density, 2)}` : pval(r.q)), sort: (r) => r.q ?? r.edge_density },
   { key: "odds_ratio", label: "Odds ratio", width: "5.4rem", num: true, minor: true, text: (r) => num(r.odds_ratio), sort: (r) => r.odds_ratio },
   { key: "overlap", label: "Overlap", width: "4.4rem", num: true, text: (r) => int(r.overlap), sort: (r) => r.overlap },
+  { key: "label", label: "Feature label", width: "minmax(6rem, 1fr)", minor: true, text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
 ];
 
 let index = null; // [{term, database, n_features, note}], a term's id being its place; loaded on first use
@@ -29,7 +31,7 @@ async function suggest(q) {
     if (m) hits.push({ at: m.index, term: t.term, db: t.database, n: t.n_features, id, text });
   });
   hits.sort((a, b) => (b.at === 0) - (a.at === 0) || b.n - a.n || (a.term < b.term ? -1 : 1));
-  return hits.slice(0, 12).map((t) => ({ value: `${t.db}:${t.term}`, text: t.text, note: `${t.db} · ${plural(t.n, "feature")}`, id: t.id }));
+  return hits.slice(0, 12).map((t) => ({ value: `${t.db}:${t.term}`, text: t.text, note: `${dbName(t.db)} · ${plural(t.n, "feature")}`, id: t.id }));
 }
 
 async function warm(value) {
@@ -58,17 +60,18 @@ export async function render(el, param) {
     if (id < 0) return fill(results, h("p", { class: "warn" }, `No feature is annotated with “${term}” (${db || "no database given"}).`));
     const note = all[id].note;
     const shard = await load(`terms/p/${Math.floor(id / boot.term_bucket)}.json`);
-    const feats = rows(shard[String(id)]);
+    const feats = rows(shard[String(id)]).map((r) => ({ ...r, label: (shard.labels || [])[r.label] }));
     const table = vtable({ columns: COLUMNS, rows: feats, label: `Features annotated with ${term}`, height: Math.min(480, 30 * feats.length + 4),
       href: (r) => `#/feature/${r.layer}/${r.feature}`, sort: { key: "q", dir: 1 } });
     const best = feats.reduce((a, b) => ((b.q ?? 1) < (a.q ?? 1) ? b : a));
     const perLayer = boot.layers.map((l) => feats.filter((r) => r.layer === l.layer).length);
     fill(results, h("h2", {}, note || term),
       note ? h("p", { class: "notice" }, `Published as “${term}”: a placeholder of the predecessor, not a gene set. `, help("edge_density", "edge density")) : null,
-      h("p", { class: "summary" }, `${db}: annotates ${plural(feats.length, "feature")}. Strongest: `, featureLink(best.layer, best.feature), "."),
-      h("figure", {}, h("figcaption", {}, `Features annotated with this ${db} term, per layer`),
-        barChart({ title: `Features per layer for ${term}`, labels: boot.layers.map((l) => String(l.layer)), format: int, yTitle: "Features",
-          series: [{ name: db, color: "var(--bar)", values: perLayer }] })),
+      h("p", { class: "summary" }, `${dbName(db)}: annotates ${plural(feats.length, "feature")}. Strongest: `, featureLink(best.layer, best.feature, null, best.label || null), "."),
+      figure(`Features annotated with this ${dbName(db)} term, per layer`,
+        barChart({ title: `Features per layer for ${term}`, labels: boot.layers.map((l) => String(l.layer)), format: int, integer: true, yTitle: "Features",
+          series: [{ name: dbName(db), color: "var(--bar)", values: boot.layers.map((l, i) => (l.annotations_absent ? null : perLayer[i])) }] }),
+        boot.layers.some((l) => l.annotations_absent) ? `No bar for ${boot.layers.filter((l) => l.annotations_absent).map((l) => l.layer).join(", ")}: the annotation data of those layers was not published.` : null),
       table.el);
   }
   await show(param);
