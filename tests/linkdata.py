@@ -141,7 +141,8 @@ N_CELLS, B_CELLS = 400, 380                   # lb was built on the first 380 ce
 SHARED_GENES = [f"GENE{i}" for i in range(10)]
 
 
-def planted(data_dir: Path, cache: Path, seed: int = 3, b_data: str = "same-data", b_twin: bool = True) -> dict:
+def planted(data_dir: Path, cache: Path, seed: int = 3, b_data: str = "same-data", b_twin: bool = True,
+            b_obs: list[str] | None = None) -> dict:
     """Atlases la (2 layers x 32 features) and lb (2 x 24) with their twins, every other feature independent noise
     (sparse, skewed: 30% of cells non-zero, gamma values). Returns the profiles by name and layer."""
     rng = np.random.default_rng(seed)
@@ -162,7 +163,7 @@ def planted(data_dir: Path, cache: Path, seed: int = 3, b_data: str = "same-data
                     top_genes={(1, 5): SHARED_GENES + [f"GENE{i}" for i in range(100, 110)]},
                     celltypes={(1, 5): ["T", "B"], (0, 3): ["NK"]}, labels={(1, 5): "planted program A"})
     cut = lambda d: {L: M[:B_CELLS] for L, M in d.items()}  # noqa: E731
-    make_link_atlas(data_dir, cache, "lb", obs[:B_CELLS], ct[:B_CELLS], cut(B), cut(Bt) if b_twin else None, seed=2,
+    make_link_atlas(data_dir, cache, "lb", b_obs or obs[:B_CELLS], ct[:B_CELLS], cut(B), cut(Bt) if b_twin else None, seed=2,
                     top_genes={(0, 7): SHARED_GENES + [f"GENE{i}" for i in range(150, 160)]}, data_sha=b_data,
                     celltypes={(0, 7): ["T"], (1, 2): ["NK"]}, labels={(0, 7): "planted program B"})
     return {"la": A, "lb": cut(B), "la:twin": At, "lb:twin": cut(Bt), "groups": group}

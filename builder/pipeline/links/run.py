@@ -176,13 +176,12 @@ def analyse(a: AtlasInput, b: AtlasInput | None, caches: list[Path], cfg: LinkCo
     twin_mode = b is None
     la = _layers(a, layers, "--layers")
     lb = _layers(a if twin_mode else b, other_layers, "--other-layers")
-    if not twin_mode:
-        _same_data(a, b)
     A = locate(a.manifest, a.name, caches)
     if twin_mode:
         B, At, Bt, other = locate(a.manifest, a.name, caches, twin=True), None, None, a
     else:
         B, other = locate(b.manifest, b.name, caches), b
+        _same_data(a, b)
         At, Bt = locate(a.manifest, a.name, caches, twin=True), locate(b.manifest, b.name, caches, twin=True)
     cells = shared_cells([s for s in (A, B, At, Bt) if s is not None], cfg.min_cells)
     log(f"link: {cells.n} shared cells, {len(cells.group_names)} cell type(s); layers {la} x {lb}")

@@ -108,7 +108,7 @@ def shared_cells(sources: list[CellSource], min_cells: int) -> SharedCells:
     for t in tables[1:]:
         ids = ids[ids.isin(t.index[t["n_tokens"].to_numpy() > 0])]
     if len(ids) < max(min_cells, 3):
-        shown = " and ".join(s.label for s in sources)
+        shown = " and ".join(s.label for s in sources[:2])  # the twins' cells are their models' (same data)
         raise AtlasError(f"{shown} share {len(ids)} cell(s) with gene tokens (matched by cell id), fewer than "
                          f"--min-cells {min_cells}: they were not built on the same cells")
     labels = next(((s.label, t) for s, t in zip(sources, tables) if t["cell_type"].notna().any()), None)
