@@ -134,6 +134,27 @@ def test_top_partners_are_those_of_the_full_correlation_matrix(linked):
     np.testing.assert_allclose(pair_r(P, Q, np.arange(5), np.arange(5)), np.diag(full)[:5], atol=1e-10)
 
 
+def test_a_profile_stored_dense_gives_what_the_sparse_one_gives(tmp_path):
+    from builder.pipeline.links.store import ProfileStore
+
+    rng = np.random.default_rng(5)
+    groups = np.arange(120) % 4
+    X = rng.gamma(1.0, 1.0, (120, 40)) * (rng.random((120, 40)) < 0.9)   # 90% non-zero: stored dense
+    Y = rng.gamma(1.0, 1.0, (120, 30)) * (rng.random((120, 30)) < 0.2)   # 20%: stored sparse
+    store = ProfileStore(tmp_path, groups, 4, 3)
+    P, Q = store.get("A", 0, lambda: sp.csc_matrix(X)), store.get("B", 0, lambda: sp.csc_matrix(Y))
+    assert not sp.issparse(P.X) and sp.issparse(Q.X) and sorted(p.name for p in tmp_path.iterdir()) == [
+        "A-00.npy", "B-00.npz"]
+    S = profile(sp.csc_matrix(X), groups, 4, 3)
+    (f1, r1), (f2, r2) = correlate(P, Q, 3, 7), correlate(S, Q, 3, 7)
+    assert (f1.idx == f2.idx).all() and (r1.idx == r2.idx).all()
+    np.testing.assert_allclose(f1.r, f2.r, rtol=1e-12)
+    i, j = np.arange(10), np.arange(10)
+    np.testing.assert_allclose(pair_r(P, Q, i, j), pair_r(S, Q, i, j), rtol=1e-12)
+    np.testing.assert_allclose(shuffle_moments(P, Q, i, j, f1.r[i, 0]), shuffle_moments(S, Q, i, j, f1.r[i, 0]),
+                               rtol=1e-12)
+
+
 def _all_shuffles(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """S = sum x * y_shuffled for every within-group permutation of y."""
     idx = [np.flatnonzero(groups == g) for g in np.unique(groups)]

@@ -27,14 +27,15 @@ import numpy as np
 import scipy.sparse as sp
 
 DENSE_SHARE = 0.05  # a block with more non-zero values than this share is multiplied as a dense GEMM (BLAS)
-PAIR_CHUNK = 65_536  # pairs whose shuffle moments or correlation are computed at a time (memory: groups x chunk)
+PAIR_CHUNK = 65_536  # pairs whose shuffle moments are computed at a time (memory: 8 x cell types x chunk bytes)
+PAIR_COLUMNS = 4096  # pairs whose correlation is computed at a time from their columns (memory: 16 x cells x this)
 
 
 @dataclass(frozen=True)
 class Profile:
     """One layer's per-cell profiles over the shared cells, with what the correlation and the shuffle need."""
 
-    X: sp.csc_matrix        # (cells, features)
+    X: sp.csc_matrix | np.ndarray  # (cells, features): sparse, or dense when most values are non-zero (store.py)
     mean: np.ndarray        # (features,)
     sd: np.ndarray          # population SD (divided by cells)
     firing: np.ndarray      # cells in which the feature is non-zero
@@ -54,7 +55,7 @@ class Profile:
 
     def standardised(self) -> np.ndarray:
         """Dense (cells, features) (x - mean) / (sd sqrt(n)) of the candidates, 0 in the other columns."""
-        Z = self.X.toarray()
+        Z = self.X.toarray() if sp.issparse(self.X) else np.array(self.X, dtype=np.float64)
         ok = self.candidate
         Z[:, ok] = (Z[:, ok] - self.mean[ok]) / (self.sd[ok] * np.sqrt(self.n))
         Z[:, ~ok] = 0.0
@@ -88,7 +89,9 @@ class Partners:
     r: np.ndarray
 
 
-def _block_product(Xb: sp.csc_matrix, Z: np.ndarray) -> np.ndarray:
+def _block_product(Xb, Z: np.ndarray) -> np.ndarray:
+    if not sp.issparse(Xb):
+        return np.asarray(Xb, dtype=np.float64).T @ Z
     if Xb.nnz > DENSE_SHARE * Xb.shape[0] * Xb.shape[1]:
         return Xb.toarray().T @ Z
     return np.asarray(Xb.T @ Z)
@@ -159,13 +162,17 @@ def shuffle_moments(P: Profile, Q: Profile, i: np.ndarray, j: np.ndarray, r: np.
     return out[0], out[1], out[2], out[3]
 
 
+def _columns(X, idx: np.ndarray) -> np.ndarray:
+    cols = X[:, idx]
+    return cols.toarray() if sp.issparse(cols) else np.asarray(cols, dtype=np.float64)
+
+
 def pair_r(P: Profile, Q: Profile, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """The correlation of P's feature i[k] with Q's feature j[k], for each k (sparse column products)."""
+    """The correlation of P's feature i[k] with Q's feature j[k], for each k (PAIR_COLUMNS pairs at a time)."""
     out = np.empty(len(i))
-    for s in range(0, len(i), PAIR_CHUNK):
-        a, b = i[s:s + PAIR_CHUNK], j[s:s + PAIR_CHUNK]
-        sxy = np.asarray(P.X[:, a].multiply(Q.X[:, b]).sum(0)).ravel()
-        cov = sxy / P.n - P.mean[a] * Q.mean[b]
+    for s in range(0, len(i), PAIR_COLUMNS):
+        a, b = i[s:s + PAIR_COLUMNS], j[s:s + PAIR_COLUMNS]
+        cov = np.einsum("ck,ck->k", _columns(P.X, a), _columns(Q.X, b)) / P.n - P.mean[a] * Q.mean[b]
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[s:s + PAIR_CHUNK] = np.clip(cov / (P.sd[a] * Q.sd[b]), -1.0, 1.0)
+            out[s:s + PAIR_COLUMNS] = np.clip(cov / (P.sd[a] * Q.sd[b]), -1.0, 1.0)
     return out

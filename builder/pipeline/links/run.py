@@ -6,6 +6,8 @@ into both atlases. Definitions: docs/statistics.md "Links".
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from ..annotation.genesets import normalise_gene
 from ..multitest import bh, clopper_pearson
 from ..statistics.features import StatsConfig
 from .correlate import Partners, Profile, correlate, pair_r, profile, shuffle_moments
-from .source import CellSource, SharedCells, gene_universe, locate, profiles, shared_cells
+from .source import SharedCells, gene_universe, locate, profiles, shared_cells
+from .store import ProfileStore
 from .stats import gene_overlap, overlap_tests, shuffle_p, williams
 
 PROFILE = "mean activation over the cell's gene tokens (0 where the feature does not fire)"
@@ -170,6 +173,31 @@ def _summary(rows: pd.DataFrame, family: pd.DataFrame | None, alpha: float, pair
     return out
 
 
+def link_layers(get: Callable[[str, int], Profile], la: list[int], lb: list[int], top: int, block: int,
+                twin_mode: bool, log=lambda s: None) -> tuple[list, list, list, list]:
+    """Every pair of layers: (rows of A's features, rows of B's, A's twin family, B's twin family), one frame per
+    pair. get(side, layer) gives a profile, side "A", "B" or their twins "At", "Bt"; one pair's four are held at a
+    time."""
+    mine, theirs, fam_a, fam_b = [], [], [], []
+    for La in la:
+        P, Pt = get("A", La), None if twin_mode else get("At", La)
+        for Lb in lb:
+            log(f"link: layer {La} x {Lb}")
+            Q, Qt = get("B", Lb), None if twin_mode else get("Bt", Lb)
+            Z = Q.standardised()
+            fwd, rev = correlate(P, Q, top, block, Z=Z)
+            tw_f = None
+            if not twin_mode:
+                tw_f = correlate(P, Qt, 1, block, cols=False)[0]
+                tw_r = correlate(Pt, Q, 1, block, rows=False, Z=Z)[1]
+                fam_a.append(_twin_family(P, Qt, tw_f, La, Lb))
+                fam_b.append(_twin_family(Q, Pt, tw_r, Lb, La))
+                theirs.append(_rows(Q, P, rev, fwd, tw_r, Pt, Lb, La))
+            mine.append(_rows(P, Q, fwd, rev, tw_f, Qt, La, Lb))
+            del Z
+    return mine, theirs, fam_a, fam_b
+
+
 def analyse(a: AtlasInput, b: AtlasInput | None, caches: list[Path], cfg: LinkConfig, layers=None,
             other_layers=None, log=lambda s: None) -> LinkResult:
     """Link atlas a to atlas b, or with b None to a's own untrained twin (no second null then)."""
@@ -185,28 +213,15 @@ def analyse(a: AtlasInput, b: AtlasInput | None, caches: list[Path], cfg: LinkCo
         At, Bt = locate(a.manifest, a.name, caches, twin=True), locate(b.manifest, b.name, caches, twin=True)
     cells = shared_cells([s for s in (A, B, At, Bt) if s is not None], cfg.min_cells)
     log(f"link: {cells.n} shared cells, {len(cells.group_names)} cell type(s); layers {la} x {lb}")
+    sources = {"A": (A, a), "At": (At, a), "B": (B, other), "Bt": (Bt, other)}
+    with tempfile.TemporaryDirectory(prefix="atlas-link-") as tmp:
+        store = ProfileStore(Path(tmp), cells.groups, len(cells.group_names), cfg.min_cells)
 
-    def prof(src: CellSource | None, L: int, width: int) -> Profile | None:
-        if src is None:
-            return None
-        return profile(profiles(src, L, cells, width), cells.groups, len(cells.group_names), cfg.min_cells)
+        def get(side: str, L: int) -> Profile:
+            src, inp = sources[side]
+            return store.get(side, L, lambda: profiles(src, L, cells, inp.widths[L]))
 
-    Q = {L: prof(B, L, other.widths[L]) for L in lb}
-    Qt = {L: prof(Bt, L, other.widths[L]) for L in lb}
-    mine, theirs, fam_a, fam_b = [], [], [], []
-    for La in la:
-        P, Pt = prof(A, La, a.widths[La]), prof(At, La, a.widths[La])
-        for Lb in lb:
-            log(f"link: layer {La} x {Lb}")
-            fwd, rev = correlate(P, Q[Lb], cfg.top, cfg.block)
-            tw_f = tw_r = None
-            if not twin_mode:
-                tw_f = correlate(P, Qt[Lb], 1, cfg.block, cols=False)[0]
-                tw_r = correlate(Pt, Q[Lb], 1, cfg.block, rows=False)[1]
-                fam_a.append(_twin_family(P, Qt[Lb], tw_f, La, Lb))
-                fam_b.append(_twin_family(Q[Lb], Pt, tw_r, Lb, La))
-                theirs.append(_rows(Q[Lb], P, rev, fwd, tw_r, Pt, Lb, La))
-            mine.append(_rows(P, Q[Lb], fwd, rev, tw_f, Qt[Lb], La, Lb))
+        mine, theirs, fam_a, fam_b = link_layers(get, la, lb, cfg.top, cfg.block, twin_mode, log)
     sides = [(a, pd.concat(mine, ignore_index=True), [(x, y) for x in la for y in lb])]
     families = [pd.concat(fam_a, ignore_index=True)] if not twin_mode else [None]
     if not twin_mode:
