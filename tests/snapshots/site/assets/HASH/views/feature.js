@@ -6,6 +6,7 @@ import { int, num, pct, pval } from "../lib/format.js";
 import { toCSV, download, copy } from "../lib/export.js";
 import { cellMapSection } from "../lib/cells.js";
 import { interventionsSection } from "../lib/interventions.js";
+import { linksSection } from "../lib/links.js";
 
 export async function render(el, layerParam, featureParam) {
   const layer = Number(layerParam), f = Number(featureParam);
@@ -33,6 +34,7 @@ export async function render(el, layerParam, featureParam) {
     cellMapSection({ heading: "Cell map", what: "activation",
       source: boot.has_cells && load(`cellact/${layer}/${Math.floor(f / boot.bucket)}.json`).then((s) => s[String(f)]) }),
     interventionsSection(d, boot.has_causal),
+    linksSection(layer, f),
     neighbours(d.neighbours),
   );
 }

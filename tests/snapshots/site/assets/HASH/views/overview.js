@@ -4,6 +4,7 @@ import { boot, rows } from "../lib/data.js";
 import { int, num, pct } from "../lib/format.js";
 import { barChart, lineChart } from "../lib/chart.js";
 import { PALETTE } from "../lib/map.js";
+import { linksOverview } from "../lib/links.js";
 
 export function render(el) {
   const t = boot.totals, layers = boot.layers, nulls = rows(boot.nulls);
@@ -36,6 +37,7 @@ export function render(el) {
     dbChart(),
     nulls.length ? nullTable(nulls) : null,
     interventions(),
+    linksOverview(),
     h("h2", {}, "Layers"),
     table({ caption: "Per-layer summary", columns: [{ label: "Layer" }, { label: "Features", num: true }, { label: "Alive", num: true },
       { label: "Annotated", num: true }, { label: "Rate", num: true, help: ["annotated_rate", "the annotation rate"] },
