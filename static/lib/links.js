@@ -44,7 +44,7 @@ function partnerTables(list) {
       h("h3", {}, `The same program in ${name(o)}`),
       h("p", {}, best ? ["Best match beyond ", twin ? "the cell-type shuffle" : "both nulls", ": ", partnerLink(o, best.other_layer, best.other_feature),
         ` (${labelOf(best.label)}): r = ${num(best.r)}, where cell type alone gives ${num(best.null_r)}`,
-        twin ? "" : ` and the untrained twin's best partner ${num(best.twin_r)}`, `; q = ${pval(best.q)}.`]
+        twin ? "" : ` and the best feature of its untrained twin ${num(best.twin_r)}`, `; q = ${pval(best.q)}.`]
         : h("span", { class: "muted" }, `No partner ${twin ? "beyond the cell-type shuffle" : "beyond both nulls"} (every kept partner is listed below).`)),
       table({ caption: `Partners in ${name(o)}`, columns: [{ label: "Partner" }, { label: "Label" },
         { label: "r", num: true, help: ["link_r", "a profile correlation"] },

@@ -2,7 +2,7 @@
 // highest correlation first), with their shared top genes and cell types. Shard fields: builder/site/links.py.
 import { h, link, featureLink, help, table, fill, append } from "../lib/dom.js";
 import { boot, load, rows, labelOf } from "../lib/data.js";
-import { int, num, pval } from "../lib/format.js";
+import { int, num, pval, plural } from "../lib/format.js";
 import { others, partnerLink, genesText, typesText } from "../lib/links.js";
 
 const PAGE = 50; // rows shown before "show more": the table stays light
@@ -34,7 +34,7 @@ export async function render(el) {
     show(PAGE);
     append(el, h("section", {},
       h("h2", {}, twin ? "In the untrained twin of this model" : ["In ", o.href ? h("a", { href: o.href }, o.title || o.name) : o.title || o.name]),
-      h("p", { class: "muted" }, `${int(data.matches[i])} features with a match ${twin ? "beyond the cell-type shuffle" : "beyond both nulls"}`,
+      h("p", { class: "muted" }, `${plural(data.matches[i], "feature")} with a match ${twin ? "beyond the cell-type shuffle" : "beyond both nulls"}`,
         data.matches[i] > mine.length ? `; the strongest ${int(mine.length)} listed` : "", `, over ${int(boot.links.cells[o.name])} shared cells.`),
       mine.length ? body : h("p", { class: "muted" }, "None.")));
   });
