@@ -550,8 +550,8 @@ def link(names, twin, layers, other_layers, caches, data_dir, site_dir, quiet, *
     t0 = time.perf_counter()
     result = analyse(inputs[0], None if twin else inputs[1], list(caches) or [CACHE], cfg, layers, other_layers, log)
     written = write(atlases, result.sides, log)
-    click.echo(f"link {' <-> '.join(s[0] for s in result.sides[:1])} <-> {result.sides[0][1]}: {result.cells} shared "
-               f"cells, {time.perf_counter() - t0:.1f} s")
+    click.echo(f"link {names[0]} <-> {result.sides[0][1]}: {result.cells} shared cells, "
+               f"{time.perf_counter() - t0:.1f} s")
     for name, other, rows, record in result.sides:
         for pair in record["layer_pairs"]:
             click.echo(f"  {_link_line(name, other, pair)}")

@@ -337,3 +337,63 @@ def test_the_site_shows_the_links(linked):
     shard = json.loads((data / "links" / "1" / "0.json").read_text())
     assert 5 in shard["rows"]["feature"] and 'href="#/links"' in html
     assert (root / "site" / "lb" / "index.html").is_file()
+
+
+# ----- real builds: what the export records, read back by link ---------------------------------------------------
+
+SMALL = """[train]
+epochs = 1
+sample_tokens = 8000
+"""
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory, tiny):
+    """Two tiny scGPT builds (layer 0) of the same 60 bundled cells with SAE seeds 0 and 1 (each with its untrained
+    twin)."""
+    from builder.cli import main
+    from builder.models.bundled import DATA
+
+    root = tmp_path_factory.mktemp("seeds")
+    (root / "small.toml").write_text(SMALL)
+    for seed in (0, 1):
+        try:
+            main(["build", "--model", "scgpt", "--checkpoint", str(tiny / "scgpt"), "--data",
+                  str(DATA), "--train-sae", "--max-cells", "60", "--layers", "0", "--cell-type-column",
+                  "cell_type", "--no-coexpression", "--no-pca-baseline", "--seed", str(seed), "--atlas", f"s{seed}",
+                  "--config", str(root / "small.toml"), "--cache", str(root / "cache"), "--data-dir",
+                  str(root / "data"), "--site", str(root / "site"), "--quiet"])
+        except SystemExit as e:
+            assert e.code == 0
+    return root
+
+
+@pytest.mark.slow
+def test_a_build_records_the_cache_entries_link_reads(seeds):
+    from builder.pipeline.cache import is_done, tree_hash
+
+    m = read_atlas(seeds / "data" / "s0").manifest
+    cache = m["cache"]
+    for rec in (cache, cache["twin"]):
+        plan, stream = seeds / "cache" / rec["plan"]["cache_entry"], seeds / "cache" / rec["stream"]["cache_entry"]
+        assert is_done(plan) and is_done(stream) and tree_hash(plan) == rec["plan"]["sha256"]
+        assert len([p for p in (stream / "shards").iterdir() if p.is_dir()]) == rec["stream"]["shards"]
+    assert cache["plan"]["cache_entry"] != cache["twin"]["plan"]["cache_entry"]
+    s1 = read_atlas(seeds / "data" / "s1").manifest["cache"]
+    assert s1["stream"]["cache_entry"] != cache["stream"]["cache_entry"]  # another seed, other SAEs
+
+
+@pytest.mark.slow
+def test_two_seeds_and_a_twin_link_from_real_builds(seeds, capsys):
+    args = ["--cache", str(seeds / "cache"), "--data-dir", str(seeds / "data"), "--site", str(seeds / "site")]
+    code, out, err = run(["link", "--atlas", "s0", "--atlas", "s1", *args], capsys)
+    assert code == 0, err
+    assert "s0 layer 0 -> s1 layer 0:" in out and "s1 layer 0 -> s0 layer 0:" in out and "re-rendered" in out
+    for name in ("s0", "s1"):
+        assert validate(seeds / "data" / name) == []
+    rec = read_atlas(seeds / "data" / "s0").manifest["links"]["s1"]
+    assert rec["cells"] == 60 and rec["cell_types"]["from"] == "atlas s0"
+    code, out, err = run(["link", "--atlas", "s0", "--twin", *args], capsys)
+    assert code == 0, err
+    t = pd.read_parquet(seeds / "data" / "s0" / "feature_links.parquet")
+    assert set(t["other_atlas"]) == {"s1", "s0:twin"}
