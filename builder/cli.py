@@ -536,7 +536,7 @@ def link(names, twin, layers, other_layers, caches, data_dir, site_dir, quiet, *
     from .atlas.format import read_atlas, require_atlas
     from .atlas.links import read_input, write
     from .options import CACHE
-    from .pipeline.links.run import LinkConfig, analyse
+    from .pipeline.links.run import LinkConfig, analyse, stability
     from .site.render import render as render_site
 
     if twin and len(names) != 1:
@@ -555,6 +555,12 @@ def link(names, twin, layers, other_layers, caches, data_dir, site_dir, quiet, *
     for name, other, rows, record in result.sides:
         for pair in record["layer_pairs"]:
             click.echo(f"  {_link_line(name, other, pair)}")
+        same = stability(record)
+        if same:
+            click.echo(f"  {name}: one model, two SAEs: features found again by {other} beyond both nulls in the same "
+                       f"layer (stability across seeds): " + ", ".join(
+                           f"layer {p['layer']} {p['share']:.1%} [{p['share_lo']:.1%}-{p['share_hi']:.1%}]"
+                           for p in same if p["tested"]))
     for atlas in written:
         if (site_dir / atlas.name / "atlas.json").is_file():
             render_site(atlas.path, site_dir)

@@ -391,8 +391,10 @@ def test_two_seeds_and_a_twin_link_from_real_builds(seeds, capsys):
     assert "s0 layer 0 -> s1 layer 0:" in out and "s1 layer 0 -> s0 layer 0:" in out and "re-rendered" in out
     for name in ("s0", "s1"):
         assert validate(seeds / "data" / name) == []
+    assert "s0: one model, two SAEs: features found again by s1 beyond both nulls in the same layer (stability " \
+           "across seeds): layer 0 " in out
     rec = read_atlas(seeds / "data" / "s0").manifest["links"]["s1"]
-    assert rec["cells"] == 60 and rec["cell_types"]["from"] == "atlas s0"
+    assert rec["cells"] == 60 and rec["cell_types"]["from"] == "atlas s0" and rec["same_model"]
     code, out, err = run(["link", "--atlas", "s0", "--twin", *args], capsys)
     assert code == 0, err
     t = pd.read_parquet(seeds / "data" / "s0" / "feature_links.parquet")

@@ -270,6 +270,16 @@ def _tests(frames: list[pd.DataFrame], families: list[pd.DataFrame | None], alph
         families[i]["q"] = fq[fcut[i]:fcut[i + 1]]
 
 
+def _checkpoint(inp: AtlasInput) -> str | None:
+    return (inp.manifest.get("model") or {}).get("checkpoint_sha256")
+
+
+def stability(record: dict) -> list[dict]:
+    """Of a link between two SAEs of one model (record["same_model"]): per layer, the pair of that layer with itself
+    (the share of its features the other seed finds again beyond both nulls)."""
+    return [p for p in record["layer_pairs"] if p["layer"] == p["other_layer"]] if record.get("same_model") else []
+
+
 def _record(me: AtlasInput, other_name: str, cells: SharedCells, cfg: LinkConfig, layers, others,
             pairs: list[dict], other: AtlasInput | None) -> dict:
     """manifest.links[other] of one atlas: what was linked, how, and the shares per pair of layers."""
@@ -278,6 +288,7 @@ def _record(me: AtlasInput, other_name: str, cells: SharedCells, cfg: LinkConfig
         "other_title": None if other is None else ((other.manifest.get("atlas") or {}).get("title") or other.name),
         "other_features_sha256": None if other is None
         else ((other.manifest.get("tables") or {}).get("features") or {}).get("sha256"),
+        "same_model": other is not None and _checkpoint(me) is not None and _checkpoint(me) == _checkpoint(other),
         "cells": cells.n, "cell_types": {"from": cells.type_source, "groups": len(cells.group_names)},
         "profile": PROFILE, "method": (METHOD if other is not None else METHOD_TWIN).format(profile=PROFILE),
         "parameters": {**asdict(cfg), "layers": layers, "other_layers": others},
