@@ -43,18 +43,19 @@ function partnerTables(list) {
     return h("div", { class: "links-other" },
       h("h3", {}, `The same program in ${name(o)}`),
       h("p", {}, best ? ["Best match beyond ", twin ? "the cell-type shuffle" : "both nulls", ": ", partnerLink(o, best.other_layer, best.other_feature),
-        ` (${labelOf(best.label)}): r = ${num(best.r)}, where cell type alone gives ${num(best.null_r)}`,
+        twin ? "" : ` (${labelOf(best.label)})`, `: r = ${num(best.r)}, where cell type alone gives ${num(best.null_r)}`,
         twin ? "" : ` and the best feature of its untrained twin ${num(best.twin_r)}`, `; q = ${pval(best.q)}.`]
         : h("span", { class: "muted" }, `No partner ${twin ? "beyond the cell-type shuffle" : "beyond both nulls"} (every kept partner is listed below).`)),
-      table({ caption: `Partners in ${name(o)}`, columns: [{ label: "Partner" }, { label: "Label" },
+      // a twin has no labels, top genes or cell-type tests of its own: those columns are left out
+      table({ caption: `Partners in ${name(o)}`, columns: [{ label: "Partner" }, ...(twin ? [] : [{ label: "Label" }]),
         { label: "r", num: true, help: ["link_r", "a profile correlation"] },
         { label: "Cell type alone", num: true, help: ["link_null", "the cell-type null"] },
         ...(twin ? [] : [{ label: "Untrained twin", num: true, help: ["link_twin", "the twin null"] }]),
         { label: "q", num: true, help: ["q", "a q-value"] }, { label: "Beyond" },
-        { label: "Shared top genes", help: ["link_genes", "shared top genes"] }, { label: "Shared cell types" }],
-      rows: mine.map((r) => [partnerLink(o, r.other_layer, r.other_feature), labelOf(r.label), num(r.r),
+        ...(twin ? [] : [{ label: "Shared top genes", help: ["link_genes", "shared top genes"] }, { label: "Shared cell types" }])],
+      rows: mine.map((r) => [partnerLink(o, r.other_layer, r.other_feature), ...(twin ? [] : [labelOf(r.label)]), num(r.r),
         `${num(r.null_r)} ± ${num(r.null_sd)}`, ...(twin ? [] : [num(r.twin_r)]), pval(r.q),
-        r.beyond ? (r.mutual ? "yes (mutual)" : "yes") : "no", genesText(r), typesText(r)]) }));
+        r.beyond ? (r.mutual ? "yes (mutual)" : "yes") : "no", ...(twin ? [] : [genesText(r), typesText(r)])]) }));
   });
 }
 
