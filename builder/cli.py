@@ -516,6 +516,70 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
 
 
 @cli.command()
+@setting_option("--atlas", "link.atlas", "names", multiple=True, required=True)
+@setting_option("--twin", "link.twin")
+@setting_option("--layers", "layers", unset=True, help="Layers of the first atlas, e.g. 0,3 (default: every layer).")
+@setting_option("--other-layers", "link.other_layers", unset=True)
+@setting_option("--top", "link.top")
+@setting_option("--min-cells", "link.min_cells")
+@setting_option("--top-genes", "link.top_genes")
+@setting_option("--alpha", "link.alpha")
+@setting_option("--block", "link.block")
+@setting_option("--cache", "link.cache", "caches", multiple=True)
+@data_dir_option
+@site_option
+@setting_option("--quiet", "quiet")
+def link(names, twin, layers, other_layers, caches, data_dir, site_dir, quiet, **settings):
+    """Link features of two atlases built on the same cells (or of an atlas and its untrained twin) by their per-cell
+    activation profiles; write each one's best matches into both atlases (and re-render their sites when site/NAME
+    exists)."""
+    from .atlas.format import read_atlas, require_atlas
+    from .atlas.links import read_input, write
+    from .options import CACHE
+    from .pipeline.links.run import LinkConfig, analyse, stability
+    from .site.render import render as render_site
+
+    if twin and len(names) != 1:
+        raise click.UsageError(f"--twin links one --atlas to its own untrained twin; {len(names)} given")
+    if not twin and len(set(names)) != 2:
+        raise click.UsageError("give two different atlases (--atlas A --atlas B), or one with --twin")
+    cfg = LinkConfig(**settings)
+    atlases = [read_atlas(require_atlas(n, data_dir)) for n in names]
+    inputs = [read_input(a, cfg.top_genes) for a in atlases]
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    t0 = time.perf_counter()
+    result = analyse(inputs[0], None if twin else inputs[1], list(caches) or [CACHE], cfg, layers, other_layers, log)
+    written = write(atlases, result.sides, log)
+    click.echo(f"link {names[0]} <-> {result.sides[0][1]}: {result.cells} shared cells, "
+               f"{time.perf_counter() - t0:.1f} s")
+    for name, other, rows, record in result.sides:
+        for pair in record["layer_pairs"]:
+            click.echo(f"  {_link_line(name, other, pair)}")
+        same = stability(record)
+        if same:
+            click.echo(f"  {name}: one model, two SAEs: features found again by {other} beyond both nulls in the same "
+                       f"layer (stability across seeds): " + ", ".join(
+                           f"layer {p['layer']} {p['share']:.1%} [{p['share_lo']:.1%}-{p['share_hi']:.1%}]"
+                           for p in same if p["tested"]))
+    for atlas in written:
+        if (site_dir / atlas.name / "atlas.json").is_file():
+            render_site(atlas.path, site_dir)
+            click.echo(f"  re-rendered {site_dir / atlas.name}/")
+
+
+def _link_line(name: str, other: str, pair: dict) -> str:
+    """One pair of layers of `atlas link`'s summary: the share with a match beyond the nulls, and the twin's."""
+    if not pair["tested"]:
+        return f"{name} layer {pair['layer']} -> {other} layer {pair['other_layer']}: no feature active in enough cells"
+    ci = f"{pair['share']:.1%} [{pair['share_lo']:.1%}-{pair['share_hi']:.1%}]"
+    what = "beyond both nulls" if pair.get("beyond_twin") is not None else "beyond the cell-type shuffle"
+    twin = (f"; the untrained twin's {pair['twin_share']:.1%} [{pair['twin_share_lo']:.1%}-{pair['twin_share_hi']:.1%}]"
+            if pair.get("twin_tested") else "")
+    return (f"{name} layer {pair['layer']} -> {other} layer {pair['other_layer']}: {pair['beyond_both']} of "
+            f"{pair['tested']} features matched {what}, {ci}{twin}")
+
+
+@cli.command()
 @setting_option("--model", "pretrain.model", "family", required=True)
 @setting_option("--data", "data", required=True, help="Training cells: .h5ad with raw counts (symbols for scGPT, "
                 "var Ensembl ids for Geneformer).")

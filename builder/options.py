@@ -381,6 +381,21 @@ COMMAND_SETTINGS: dict[str, Setting] = {
     "perturb.alpha": Setting(UNIT_OPEN, "BH level for every call."),
     "perturb.seed": Setting(SEED, "Seed of the pseudo-perturbations and control choice."),
     "perturb.sae": Setting(in_dir(), "Folder of SAEs (layer_LL/) (default: those the atlas records)."),
+    "link.atlas": Setting(AtlasName(), "An atlas (under --data-dir) made by atlas build: two to link them (built from "
+                          "the same .h5ad), or one with --twin."),
+    "link.twin": Setting(click.BOOL, "Link the one --atlas to its own untrained twin (its build's random_init_model) "
+                         "instead of a second atlas."),
+    "link.other_layers": Setting(LayerList(), "Layers of the second atlas (or of the twin), e.g. 0,3 (default: "
+                                 "every layer)."),
+    "link.top": Setting(POSITIVE, "Partners kept per feature and layer of the other atlas (rank 1: the highest "
+                        "correlation)."),
+    "link.min_cells": Setting(Integer(3), "Shared cells a feature must be active in to be linked."),
+    "link.top_genes": Setting(POSITIVE, "Top genes of each feature compared between partners."),
+    "link.alpha": Setting(UNIT_OPEN, "BH level of a match beyond a null."),
+    "link.block": Setting(POSITIVE, "Features per block of the streamed correlation (memory: 8 bytes x block x the "
+                          "other layer's features)."),
+    "link.cache": Setting(in_dir(), "Stage cache of the atlases' builds, where their per-cell codes are (repeatable; "
+                          "default: .atlas_cache).", CACHE),
     "pretrain.model": Setting(click.Choice(["scgpt", "geneformer"]), "Model family: its architecture, checkpoint "
                               "layout and pretraining objective."),
     "pretrain.out": Setting(OutputFolder("pretrain.json", "a checkpoint folder of atlas pretrain"),
@@ -413,6 +428,7 @@ DEFAULTS = {
     "interventions": ("pipeline.interventions.stats", "InterventionsConfig"),
     "baselines": ("pipeline.stages.baselines", "BaselinesConfig"),
     "perturb": ("pipeline.perturbation.stats", "PerturbConfig"),
+    "link": ("pipeline.links.run", "LinkConfig"),
     "pretrain": ("models.pretrain", "PretrainConfig"),
     "serve": ("site.serve", "ServeConfig"),
 }

@@ -15,6 +15,7 @@ const ROUTES = [
   [/^\/about$/, "about"],
   [/^\/glossary(?:\/(.*))?$/, "glossary"],
   [/^\/tf(?:\/(.*))?$/, "tf"],
+  [/^\/links$/, "links"],
 ];
 
 const main = document.getElementById("main");
@@ -72,7 +73,7 @@ function warm(name, params) {
   const data = {
     layer: ([l]) => (info(l) ? `layer/${l}.json` : null),
     feature: ([l, f]) => (info(l) && Number(f) < info(l).n_features ? featurePath(Number(l), Number(f)) : null), modules: () => "modules.json",
-    flow: () => "flow.json", comparisons: () => "comparisons.json",
+    flow: () => "flow.json", comparisons: () => "comparisons.json", links: () => (boot.links ? "links.json" : null),
     celltypes: ([n]) => (n && boot.celltypes.includes(n) ? `celltypes/p/${boot.celltypes.indexOf(n)}.json` : "celltypes/index.json"),
     genes: ([s]) => (s && boot.gene_keys.includes(nameKey(s, 1)) ? `genes/n/${nameKey(s, 1)}.json` : null),
     tf: ([s]) => { // the path of lib/tfdata.js, without loading it on first paint

@@ -19,6 +19,7 @@ RANKS = {
     "pipeline.statistics": 23,     # reads encoded codes (sae/)
     "pipeline.interventions": 24, "pipeline.perturbation": 24,
     "pipeline.stage": 30, "pipeline.stages": 31, "pipeline.build": 32,
+    "pipeline.links": 33,          # reads the plan and stream stages' results of finished builds
     "atlas": 40, "site": 50, "options": 60, "cli": 70,
 }
 

@@ -216,6 +216,7 @@ def manifest(out: Builder) -> dict:
                   **pretraining(Path(cfg.checkpoint))},
         "sae": {"kind": "topk", "n_features": out.results["stats"].n_features(out.layers[0]),
                 "source": out.results["sae"].source, "files": sae_files(out), "training": sae_training(out)},
+        "cache": cache_entries(out),
         "dataset": {"name": Path(cfg.data).name, "cells": rec["dataset"]["cells"], "tokens": rec["tokens"],
                     "heldout_cells": rec["heldout_cells"], "heldout_source": rec["heldout_source"],
                     "sha256": out.inputs["data"],
@@ -257,6 +258,24 @@ def sae_files(out: Builder) -> dict:
         where = {"cache_entry": f"{p.parent.name}/{p.name}"} if out.cfg.train_sae else {"path": str(p)}
         files[str(L)] = {**where, "sha256": tree_hash(p)}
     return files
+
+
+def cache_entries(out: Builder) -> dict:
+    """The stage-cache entries that later commands read per cell (`atlas link`): the plan (cells, their ids and cell
+    types, the genes) and the stream (every layer's codes per shard), and the same of the untrained twin's build when
+    it ran. Each by its name in the cache, which does not depend on where the cache is, with what identifies it: the
+    plan's tree hash (small files), the stream's shards and gene tokens (hashing gigabytes of codes would cost more
+    than the build's key, in the name, already guarantees)."""
+    def entries(plan, stream) -> dict:
+        return {"plan": {"cache_entry": plan.folder.name, "sha256": tree_hash(plan.folder)},
+                "stream": {"cache_entry": stream.folder.name, "shards": len(stream.shards()),
+                           "tokens": int(plan.record["tokens"])}}
+
+    rec = entries(out.results["plan"], out.results["stream"])
+    twin = out.results["baselines"].twin
+    if twin is not None:
+        rec["twin"] = entries(twin["plan"], twin["stream"])
+    return rec
 
 
 def causal(out: Builder) -> tuple[dict[str, pa.Table], dict | None]:

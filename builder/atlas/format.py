@@ -146,6 +146,19 @@ SCHEMA: dict[str, TableSpec] = {
                                   required=False),
     "cell_expression": TableSpec(("gene", "cell"), (_c("gene", STR), _c("cell", I32), _c("value", F32)),
                                  required=False),
+    # `atlas link`: each feature's best matches in another atlas built on the same cells (or in the untrained twin),
+    # by the correlation of per-cell activation profiles, beside two nulls (docs/statistics.md "Links"). `layer` and
+    # `feature` are this atlas' (validated here); `other_layer`, `other_feature` the other atlas'.
+    "feature_links": TableSpec(("other_atlas", "layer", "feature", "other_layer", "rank"), (
+        _c("other_atlas", STR), _c("layer", I16), _c("feature", I32), _c("other_layer", I16),
+        _c("other_feature", I32), _c("rank", I16), _c("r", F64), _c("null_r", F64), _c("null_sd", F64),
+        _c("z", F64, True), _c("skew", F64, True), _c("p", F64), _c("q", F64), _c("n_candidates", I32), _c("n_cells", I32),
+        _c("n_firing", I32), _c("other_n_firing", I32), _c("twin_feature", I32, True), _c("twin_r", F64, True),
+        _c("twin_p", F64, True), _c("twin_q", F64, True), _c("beyond_nulls", BOOL), _c("mutual", BOOL),
+        _c("overlap", I32, True), _c("overlap_genes", STRS, True), _c("gene_universe", I32, True),
+        _c("gene_p", F64, True), _c("gene_q", F64, True), _c("gene_odds_ratio", F64, True),
+        _c("shared_cell_types", STRS, True), _c("other_label", STR, True),
+    ), required=False),
     "persistence": TableSpec(("kind", "row"), (_c("kind", STR), _c("row", I32)), required=False, free_form=True),
     "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
 }
@@ -160,6 +173,7 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "sae": (dict,), "dataset": (dict,), "genesets": (list,), "genesets[]": (dict,), "parameters": (dict,),
     "cross_layer_pairs": (list,), "cross_layer_pairs[]": (dict,), "extras": (dict,), "source": (dict,),
     "notes": (list,), "notes[]": (str,), "provenance": (dict,), "perturbation": (dict,), "perturbation.*": (dict,),
+    "cache": (dict,), "links": (dict,), "links.*": (dict,),
     "tables": (dict,), "tables.*": (dict,), "tables.*.rows": (int,), "tables.*.sha256": (str,),
 }
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", NONE: "null"}
@@ -176,7 +190,8 @@ def layer_refs(name: str) -> list[tuple[str, str | None]]:
 
 UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"],
                  "causal_summary": ["specificity", "p", "p_empirical", "q"], "perturbation_response": ["p", "q"],
-                 "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"]}
+                 "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"],
+                 "feature_links": ["p", "q", "twin_p", "twin_q", "gene_p", "gene_q"]}
 
 
 @dataclass
@@ -332,19 +347,41 @@ def update_atlas(path: Path, change: Callable[[Atlas], tuple[dict, dict[str, pa.
         return _replace_tables(path, manifest, tables)
 
 
+def update_atlases(paths: list[Path], change: Callable[[list[Atlas]], list[tuple[dict, dict[str, pa.Table]]]],
+                   on_wait=lambda path: None) -> list[Atlas]:
+    """update_atlas for several atlases changed together (`atlas link` writes both of its atlases): every one held (in
+    a fixed order, so two such commands never wait for each other), change(atlases) -> one (manifest, tables) per
+    atlas, every new folder written and validated before the first is swapped in; a failure writes none."""
+    paths = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        for p in sorted(paths, key=lambda p: str(p.resolve())):
+            stack.enter_context(held_folder(p, lambda p=p: on_wait(p)))
+        pause_at("atlases held " + " ".join(p.name for p in paths))
+        changes = change([read_atlas(p) for p in paths])
+        with contextlib.ExitStack() as swaps:  # entered in order, swapped in (on exit) only once all are sealed
+            for p, (manifest, tables) in zip(paths, changes):
+                _fill(swaps.enter_context(atomic_dir(p)), p, manifest, tables)
+    return [read_atlas(p, check=False) for p in paths]
+
+
 def _replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
+    with atomic_dir(path) as tmp:
+        _fill(tmp, path, manifest, tables)
+    return read_atlas(path, check=False)
+
+
+def _fill(tmp: Path, path: Path, manifest: dict, tables: dict[str, pa.Table]) -> None:
+    """The atlas at `path` with `tables` replaced, written into tmp: other tables copied byte for byte, sealed."""
     listed = read_manifest(path).get("tables", {})
     manifest = {**manifest, "schema_version": SCHEMA_VERSION}
-    with atomic_dir(path) as tmp:
-        listing = {}
-        for name in sorted(set(listed) | set(tables)):
-            if name in tables:
-                listing[name] = _write_table(tmp, name, tables[name])
-            else:
-                shutil.copyfile(path / f"{name}.parquet", tmp / f"{name}.parquet")
-                listing[name] = listed[name]
-        _seal(tmp, path, manifest, listing)
-    return read_atlas(path, check=False)
+    listing = {}
+    for name in sorted(set(listed) | set(tables)):
+        if name in tables:
+            listing[name] = _write_table(tmp, name, tables[name])
+        else:
+            shutil.copyfile(path / f"{name}.parquet", tmp / f"{name}.parquet")
+            listing[name] = listed[name]
+    _seal(tmp, path, manifest, listing)
 
 
 def read_manifest(path: Path) -> dict:

@@ -29,6 +29,7 @@ from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
 from .encode import columns, sig
 from .indexes import TERM_BUCKET
+from .links import links_boot
 from .perturbation import interventions_summary
 from .shards import BUCKET, build_shards
 
@@ -116,7 +117,7 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "has_cells": atlas.has("cells") and atlas.table("cells").num_rows > 0,
         "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_summary")),
         "has_causal": atlas.has("causal_summary"),
-        "interventions": interventions_summary(atlas),
+        "interventions": interventions_summary(atlas), "links": links_boot(atlas, BUCKET),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
 

@@ -34,6 +34,7 @@ all-null fields are left out (encode.py), and the fields of the shards written h
   genes/..., terms/..., celltypes/...   search indexes and postings (indexes.py)
   cells.json, cellact/..., cellexpr/... the cell map (cellmap.py)
   tf/...                  perturbed genes: TF index and per-gene pages (perturbation.py)
+  links/..., links.json   features matched in other atlases on the same cells (links.py)
 Numbers are rounded to what the page shows, so shards stay small and byte-stable. Every rate and total the
 site shows is computed here, not in the browser.
 """
@@ -49,6 +50,7 @@ from ..atlas.format import Atlas
 from .cellmap import cell_shards
 from .encode import columns, sig, table
 from .indexes import celltype_shards, gene_shards, term_shards
+from .links import link_shards
 from .perturbation import tf_shards
 
 BUCKET = 32          # features per feature-detail shard: one shard is a few KB gzipped
@@ -111,6 +113,7 @@ def build_shards(atlas: Atlas) -> dict[str, object]:
     shards.update(celltype_shards(atlas, labels))
     shards.update(cell_shards(atlas, BUCKET))
     shards.update(tf_shards(atlas, labels))
+    shards.update(link_shards(atlas, labels, BUCKET))
     shards["modules.json"] = _modules(atlas, labels, genes)
     shards["flow.json"] = _flow(atlas, labels, genes)
     shards["comparisons.json"] = _comparisons(atlas, labels)

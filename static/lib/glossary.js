@@ -35,6 +35,10 @@ export const GLOSSARY = {
   tf_verdict: ["TF verdict", "specific: the genes loaded by the features that respond to the knockdown hold the TF's curated targets (q < 0.05); not specific: expression alone finds them (ceiling q < 0.05) but the features do not; no signal: neither finds them."],
   false_positive_rate: ["Pseudo-perturbation false-positive rate", "Random subsets of control cells, as large as a perturbation, tested as if perturbed: the share of features found responding there. Near the nominal 5% means the test is calibrated."],
   variance_explained: ["Variance explained", "The share of the layer's activation variance that the SAE reconstructs."],
+  link_r: ["Profile correlation", "From atlas link: the Pearson correlation, over the cells two atlases share, of two features' per-cell profiles (each cell's mean activation over its gene tokens). Each feature keeps its best partners per layer of the other atlas."],
+  link_null: ["Cell-type null", "The correlation two features would have if the cells were shuffled within each cell type: what marking the same cell types alone gives (± its SD under the shuffle). A match must exceed it (q from the shuffle's exact moments, Bonferroni over the partners it was chosen from, then BH over every pair tested)."],
+  link_twin: ["Untrained-twin null", "The feature's best correlation with any feature of the other model's untrained twin (the same build on random weights). A match must correlate better (Williams' test for two correlations sharing the feature, BH): what an untrained network already carries, such as a gene's expression, does not count."],
+  link_genes: ["Shared top genes", "The top genes the two features share, inside the genes both atlases could list; their overlap is tested against chance (hypergeometric p, BH q in the downloads)."],
   label: ["Label", "The feature's most significant enriched term (lowest q). Placeholders of the predecessor (a TF-list test, edge counts) are never labels."],
 };
 

@@ -8,6 +8,7 @@ import { cellMapSection } from "../lib/cells.js";
 import { interventionsSection } from "../lib/interventions.js";
 import { hbarChart, figure } from "../lib/chart.js";
 import { dbName, kindName } from "../lib/names.js";
+import { linksSection } from "../lib/links.js";
 
 export async function render(el, layerParam, featureParam) {
   const layer = Number(layerParam), f = Number(featureParam);
@@ -35,6 +36,7 @@ export async function render(el, layerParam, featureParam) {
     cellMapSection({ heading: "Cell map", what: "activation",
       source: boot.has_cells && load(`cellact/${layer}/${Math.floor(f / boot.bucket)}.json`).then((s) => s[String(f)]) }),
     interventionsSection(d, boot.has_causal),
+    linksSection(layer, f),
     neighbours(d.neighbours),
   );
 }

@@ -9,6 +9,7 @@ import { PALETTE } from "../lib/map.js";
 import { dbName } from "../lib/names.js";
 import { annotationSection, nullTable, nullRows, interval } from "../lib/baselines.js";
 import { trainingSection } from "../lib/training.js";
+import { linksOverview } from "../lib/links.js";
 
 export function render(el) {
   const t = boot.totals, layers = boot.layers, nulls = nullRows();
@@ -33,6 +34,7 @@ export function render(el) {
     dbChart(),
     nullTable(nulls),
     interventions(),
+    linksOverview(),
     fold({ title: "Layers", summary: `${plural(layers.length, "layer")}: counts, rates and training`, body: layerTable() }),
     h("p", {}, "Methods, parameters and downloads: ", link("#/about", "About this atlas"), ". What each number means: ", link("#/glossary", "Glossary"), "."),
   );

@@ -211,6 +211,7 @@ def run(tmp: Path, *, layers, decided: dict, cfg, results: dict, universe: dict,
 class Baselines:
     rows: pa.Table   # rows of the atlas null_baseline table
     record: dict     # baselines.json: which ran (with their parameters) and which did not (with the reason)
+    twin: dict | None = None  # the untrained twin's build: {"plan": Plan, "stream": Stream}, when it ran
 
 
 class BaselinesStage(Stage):
@@ -223,8 +224,8 @@ class BaselinesStage(Stage):
             check_pca(b.results["plan"].record, b.cfg.graphs.pca_components)
 
     def make(self, b) -> Baselines:
-        b.memo["twin"] = None if b.decided["random_init_model"] else twin(b)
-        return super().make(b)
+        b.memo["twin"] = tw = None if b.decided["random_init_model"] else twin(b)
+        return replace(super().make(b), twin=tw and {"plan": tw["plan"], "stream": tw["stream"]})
 
     def key(self, b) -> str:
         cfg, tw = b.cfg, b.memo["twin"]
@@ -274,7 +275,9 @@ def twin(b) -> dict:
               "same_as_the_model": "SAE settings, seed, cells, layers, statistics and graph settings",
               "sae_variance_explained": {str(L): r["stream"].heldout(L)["variance_explained"] for L in b.layers},
               "summary": summaries(r)}
-    return {"folders": folders, "record": record}
+    # the twin's plan and stream results (its cells and per-token codes), which the export records for `atlas link`
+    # (its second null); not in the baselines key, whose folders above already depend on them
+    return {"folders": folders, "record": record, "plan": r["plan"], "stream": r["stream"]}
 
 
 __all__ = ["Baselines", "BaselinesConfig", "BaselinesStage", "check_pca", "decide", "pca_lists", "run", "twin_rows"]

@@ -11,6 +11,7 @@ A killed build resumes at the first shard without a folder; finished shards are 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from ...errors import AtlasError
 from ..cache import commit_once, is_done, key_of
-from ..codes import allocate, index_dtype, shard_name, shard_units
+from ..codes import Codes, allocate, index_dtype, read_layer, read_tokens, shard_name, shard_units
 from ..model import dense
 from ..model.dense import heldout_metrics, partial_name, read_dense
 from ..model.forward import ModelRunner, ModelSpec, ahead
@@ -207,14 +208,32 @@ class Stream:
         """Variance explained, L0 and dead features of the layer's SAE over the held-out cells."""
         return heldout_metrics(self.dense(layer))
 
+    def shards(self) -> list[Path]:
+        """The shard folders in cell order (a shard holds consecutive cells)."""
+        return sorted(p for p in (self.folder / "shards").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def codes(self, layer: int) -> Iterator[Codes]:
+        """The layer's codes, shard by shard (memory-mapped: one shard's tokens at a time)."""
+        for shard in self.shards():
+            yield read_layer(shard, layer)
+
+    def gene_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """(token id, its tokens in the data) of every gene that has one, over every shard."""
+        counts = np.zeros(0, np.int64)
+        for shard in self.shards():
+            c = np.bincount(read_tokens(shard)[1].astype(np.int64))
+            counts = np.pad(counts, (0, max(0, c.size - counts.size)))
+            counts[:c.size] += c
+        ids = np.flatnonzero(counts)
+        return ids, counts[ids]
+
     def dictionary(self, layer: int, name: str) -> dict:
         """The top-gene sums of an untrained dictionary over every shard (DictionarySums), merged in shard order;
         statistics.features.top_genes reads them as it reads the SAE's."""
         from ..statistics import features as st
 
-        shards = sorted(p for p in (self.folder / "shards").iterdir() if p.is_dir())
         parts = []
-        for shard in shards:
+        for shard in self.shards():
             with np.load(shard / dictionary_name(layer, name)) as z:
                 parts.append({k: z[k] for k in z.files})
         return st.merge(parts, 0)
