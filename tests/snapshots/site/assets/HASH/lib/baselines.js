@@ -1,6 +1,6 @@
 // The overview's annotation rate beside its baselines: a chart per layer with every interval, a plain sentence
 // whenever the trained SAE annotates fewer features than its untrained dictionary, a table of the same numbers, and
-// every measure of null_baseline beside its null. Rates, counts and intervals are the atlas' own (table layers,
+// every measure of null_baseline beside its baseline. Rates, counts and intervals are the atlas' own (table layers,
 // null_baseline, manifest totals); the page only compares them to choose its words.
 import { h, link, help, table, fold } from "./dom.js";
 import { boot, rows } from "./data.js";
@@ -87,7 +87,7 @@ function baselineTable(names, at) {
         })]) })];
 }
 
-// Every measure beside each of its nulls: one row per analysis, measure and baseline, one cell per layer.
+// Every measure beside each of its baselines: one row per analysis, measure and baseline, one cell per layer.
 const share = (analysis, measure) => analysis === "annotation" || analysis === "svd" || /share|rate/.test(measure);
 export function nullTable(nulls) {
   if (!nulls.length) return null;
@@ -95,10 +95,10 @@ export function nullTable(nulls) {
   const keys = [...new Map(nulls.map((r) => [`${r.analysis}|${r.measure}|${r.baseline}`, r])).values()];
   const find = new Map(nulls.map((r) => [`${r.layer}|${r.analysis}|${r.measure}|${r.baseline}`, r]));
   const cell = (v, s) => (v == null ? "—" : s ? pct(v) : Number.isInteger(v) ? int(v) : num(v));
-  return fold({ title: "Every measure beside its null", summary: `${keys.length} measures`, open: false, body: [
-    h("p", {}, "Each cell reads “observed / null” for one layer, the null's interval in brackets where it has one. The null is the same measure where no biology should be found (named in the Null column; a cell's tooltip says how it is made). An observed value close to its null says the atlas finds about as much there as chance would. ", help("baseline", "a null baseline")),
+  return fold({ title: "Every measure beside its baseline", summary: `${keys.length} measures`, open: false, body: [
+    h("p", {}, "Each cell reads “observed / baseline” for one layer, the baseline's interval in brackets where it has one. The baseline is the same measure where no biology should be found (named in the Baseline column; a cell's tooltip says how it is made). An observed value close to its baseline says the atlas finds about as much there as chance would. ", help("baseline", "a null baseline")),
     table({ caption: "Observed values beside their nulls", cls: "nulls", scroll: true,
-      columns: [{ label: "Measure" }, { label: "Null" }, ...layers.map((l) => ({ label: `Layer ${l}`, num: true }))],
+      columns: [{ label: "Measure" }, { label: "Baseline" }, ...layers.map((l) => ({ label: `Layer ${l}`, num: true }))],
       rows: keys.map(({ analysis, measure, baseline }) => [`${analysis.replace(/_/g, " ")}: ${measure.replace(/_/g, " ")}`, baselineName(baseline),
         ...layers.map((l) => {
           const r = find.get(`${l}|${analysis}|${measure}|${baseline}`);

@@ -51,7 +51,10 @@ export function rows(table) {
 }
 
 export const layerIds = () => boot.layers.map((l) => l.layer);
-export const labelOf = (label) => label || "unlabelled";
+// A term as a reader reads it: MSigDB's set names lose their collection prefix and underscores
+// (REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION reads "MHC CLASS II ANTIGEN PRESENTATION"); other terms as they are.
+export const termText = (t) => { const m = /^(REACTOME|HALLMARK|KEGG|BIOCARTA|PID|WP|GOBP)_([A-Z0-9_]+)$/.exec(t || ""); return m ? m[2].replace(/_/g, " ") : t; };
+export const labelOf = (label) => (label ? termText(label) : "unlabelled");
 
 // One feature of its shard (feat/L/B.json, builder/site/shards.py), or null: its fields, the rows of each of the
 // shard's tables that are its own, and its causal record (null when it was not tested).

@@ -1,6 +1,6 @@
 // The links of an atlas (`atlas link`): the feature page's "same program in <other atlas>" section and the overview's
 // shares per pair of layers. Shard fields: builder/site/links.py. Everything from data is inserted as text.
-import { h, link, help, table, fill, append, missing } from "./dom.js";
+import { h, link, help, table, fold, fill, append, missing } from "./dom.js";
 import { boot, load, rows, labelOf } from "./data.js";
 import { int, num, pct, pval } from "./format.js";
 
@@ -21,8 +21,8 @@ export function linksSection(layer, feature) {
   if (!boot.links) return null;
   const b = Math.floor(feature / boot.bucket);
   const body = h("div", {});
-  const section = h("section", { "aria-labelledby": "links-h" },
-    h("h2", { id: "links-h" }, "The same program in other atlases ", help("link_r", "a profile correlation")), body);
+  const section = fold({ title: ["The same program in other atlases ", help("link_r", "a profile correlation")],
+    summary: `${others().length} linked atlas${others().length === 1 ? "" : "es"}`, body, id: "links-h" });
   if (!(boot.links.shards[String(layer)] || []).includes(b)) {
     append(body, h("p", { class: "muted" }, "Not linked: the feature is active in too few of the shared cells."));
     return section;
@@ -63,8 +63,8 @@ function partnerTables(list) {
 export function linksOverview() {
   if (!boot.links) return null;
   const pairs = rows(boot.links.pairs);
-  return h("section", {},
-    h("h2", {}, "The same programs in other atlases ", help("link_r", "a profile correlation")),
+  return fold({ title: ["The same programs in other atlases ", help("link_r", "a profile correlation")],
+    summary: `matches per pair of layers in ${others().map(name).join(", ")}`, body: [
     h("p", {}, "How to read this: each cell is the share of this atlas' features (of a layer, row) whose per-cell activation profile over the shared cells has a partner in the other atlas' layer (column) beyond both nulls: a shuffle of cells within cell type (so two features that only mark the same cell type do not count) and the other model's untrained twin (the partner must correlate better than any of the twin's features). Brackets: exact 95% interval; hover for the counts and the untrained twin's own share. ",
       link("#/links", "The strongest matches"), "."),
     others().map((o, i) => {
@@ -80,5 +80,5 @@ export function linksOverview() {
         table({ caption: `Share of features with a match in ${name(o)}, per pair of layers`, cls: "links-shares",
           columns: [{ label: "Layer" }, ...cols.map((c) => ({ label: `${o.kind === "twin" ? "Twin" : "Other"} layer ${c}`, num: true }))],
           rows: layers.map((l) => [link(`#/layer/${l}`, `Layer ${l}`), ...cols.map((c) => cell(at.get(`${l}:${c}`)))]) }));
-    }));
+    })] });
 }

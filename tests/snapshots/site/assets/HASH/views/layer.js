@@ -1,6 +1,6 @@
 // #/layer/L : feature map (colour by any column, legend, keyboard) and a sortable, filterable table of every
 // feature of one layer; a row or point opens a preview in a side panel, whose shard is prefetched on hover.
-import { h, link, featureLink, help, missing, fill, append } from "../lib/dom.js";
+import { h, link, featureLink, help, missing, fill, append, phone } from "../lib/dom.js";
 import { boot, load, rows, layerIds, labelOf, loadFeature, featurePath, prefetch } from "../lib/data.js";
 import { int, num, pct, pval } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
@@ -9,7 +9,8 @@ import { dbName } from "../lib/names.js";
 
 const COLUMNS = [
   { key: "f", label: "Feature", width: "4.5rem", num: true, text: (r) => `F${r.feature}`, sort: (r) => r.feature },
-  { key: "label", label: "Name", title: "label, else top genes", width: "minmax(7rem, 2fr)", text: (r) => r.label || (r.genes.length ? `genes ${r.genes.slice(0, 3).join(" ")}` : labelOf(r.label)), tip: (r) => r.label || r.genes.join(" "), sort: (r) => r.label || null },
+  // On a phone the top-genes column is left out: an unlabelled feature is named by its top genes here instead.
+  { key: "label", label: "Name", title: "label (on a phone: else top genes)", width: "minmax(7rem, 2fr)", text: (r) => (r.label || !phone() || !r.genes.length ? labelOf(r.label) : `genes ${r.genes.slice(0, 3).join(" ")}`), tip: (r) => r.label || r.genes.join(" "), sort: (r) => r.label || null },
   { key: "genes", label: "Top genes", width: "minmax(6rem, 1.4fr)", minor: true, text: (r) => r.genes.join(" "), sort: (r) => r.genes[0] || null },
   { key: "freq", label: "Freq.", title: "activation frequency", width: "4.6rem", num: true, text: (r) => pct(r.frequency), sort: (r) => r.frequency },
   { key: "ne", label: "Enr.", title: "number of enrichments", width: "3.2rem", num: true, minor: true, text: (r) => int(r.n_enrichments), sort: (r) => r.n_enrichments },
@@ -128,13 +129,13 @@ async function preview(panel, layer, f) {
   }
   const absent = boot.layers.find((l) => l.layer === layer).annotations_absent;
   fill(panel,
-    h("h2", { class: "panel-title" }, `L${layer}:F${f}`, d.label || d.genes.length ? h("span", { class: "fname" }, ` · ${d.label || d.genes.slice(0, 3).map((g) => g.gene).join(" ")}`) : null),
-    h("p", {}, d.label ? [d.label, h("span", { class: "muted" }, ` · ${dbName(d.database)}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, absent ? "no published label" : "unlabelled")),
+    h("h2", { class: "panel-title" }, `L${layer}:F${f}`, d.label || d.genes.length ? h("span", { class: "fname" }, ` · ${d.label ? labelOf(d.label) : d.genes.slice(0, 3).map((g) => g.gene).join(" ")}`) : null),
+    h("p", {}, d.label ? [labelOf(d.label), h("span", { class: "muted" }, ` · ${dbName(d.database)}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, absent ? "no published label" : "unlabelled")),
     h("p", { class: "muted" }, `${pct(d.frequency)} of tokens `, help("frequency", "activation frequency"), ` · mean activation ${num(d.mean_activation)} · `,
       absent ? h("span", { class: "absent" }, "enrichments not published for this layer") : `${int(d.enrichments.filter((r) => !r.note).length)} enrichments`),
     d.genes.length ? h("p", {}, h("b", {}, "Top genes: "), d.genes.slice(0, 10).map((g) => g.gene).join(" ")) : null,
     d.enrichments.some((r) => !r.note) ? h("ul", { class: "compact" }, d.enrichments.filter((r) => !r.note).sort((a, b) => (a.q ?? 1) - (b.q ?? 1)).slice(0, 3)
-      .map((r) => h("li", {}, r.term, h("span", { class: "muted" }, ` (${dbName(r.database)})`)))) : null,
+      .map((r) => h("li", {}, labelOf(r.term), h("span", { class: "muted" }, ` (${dbName(r.database)})`)))) : null,
     h("p", {}, featureLink(layer, f, "Open the feature page →")));
   reveal();
 }
