@@ -265,14 +265,15 @@ def test_site_shows_the_nulls(built, page):
     try:
         for family in ("scgpt", "geneformer"):
             page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/")
-            page.wait_for_selector("table.nulls")
+            page.wait_for_selector("table.nulls", state="attached")
+            page.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")  # folded sections
             text = page.inner_text("table.nulls")
-            assert "modules" in text and "annotation" in text and "cross_layer" in text and "svd" in text
+            assert "modules" in text and "annotation" in text and "cross layer" in text and "svd" in text
             assert "not measured" not in page.inner_text("main")
             base = page.inner_text("table.baselines")  # the annotation rate beside every baseline of the build
-            assert all(w in base for w in ("Trained model", "random genes", "principal directions",
-                                           "co-expressed genes", "untrained model", "Cross-layer edges"))
-            assert base.count("Layer ") == 2 and "How to read this" in page.inner_text("main")
+            assert all(w in base for w in ("Trained SAE", "random gene lists", "principal directions",
+                                           "co-expressed gene groups", "untrained foundation model"))
+            assert base.count("Layer ") == 2 and "Each cell: the baseline's share" in page.inner_text("main")
             page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/flow")
             page.wait_for_selector("main h1")
             page.wait_for_load_state("networkidle")
