@@ -53,7 +53,7 @@ def report(atlas: Path) -> None:
     nb = pd.read_parquet(atlas / "null_baseline.parquet")
     nb = nb[(nb.analysis == "annotation") & (nb.measure == "any database")].set_index(["layer", "baseline"])
     training = m["sae"].get("training", {})
-    print(f"\n{m['atlas']['name']}: {m['sae']['n_features']} features per layer, k = {m['sae'].get('k', '?')}\n")
+    print(f"\n{m['atlas']['id']}: {m['sae']['n_features']} features per layer\n")
     print("| layer | steps | stopped | decoder cos to init | var. explained | dead | annotated | "
           + " | ".join(b.replace("_", " ") for b in WHOLE) + " |")
     print("|---" * (7 + len(WHOLE)) + "|")
@@ -65,7 +65,7 @@ def report(atlas: Path) -> None:
             base.append("—" if row is None else ci(row.expected, row.expected_lo, row.expected_hi))
         print(f"| {L} | {t.get('steps', '—')} | {t.get('stopped', '—')} | "
               f"{(t.get('decoder_init_cosine') or {}).get('mean', float('nan')):.2f} | {r.variance_explained:.3f} | "
-              f"{r.dead_features} | {int(r.annotated)}/{int(r.tested)} = {ci(r.annotated_rate, r.annotated_rate_lo, r.annotated_rate_hi)} | "
+              f"{int(r.dead_features)} | {int(r.annotated)}/{int(r.tested)} = {ci(r.annotated_rate, r.annotated_rate_lo, r.annotated_rate_hi)} | "
               + " | ".join(base) + " |")
     below = [L for L in lay.index if (L, "random_dictionary") in nb.index
              and lay.loc[L, "annotated_rate"] < nb.loc[(L, "random_dictionary")].expected]
