@@ -40,7 +40,7 @@ def real_lists(tmp: Path) -> pd.DataFrame:
 
 
 def databases():
-    from builder.pipeline.genesets import load_genesets, read_trrust
+    from builder.pipeline.annotation.genesets import load_genesets, read_trrust
 
     dbs = load_genesets([])
     dbs.append(read_trrust(REF / "genesets" / "trrust_rawdata.human.tsv")[0])
@@ -48,8 +48,8 @@ def databases():
 
 
 def run_case(table_path: str, coexpression: bool) -> dict:
-    from builder.pipeline.annotate import AnnotateConfig, annotate
-    from builder.pipeline.coexpression import coexpression_baseline
+    from builder.pipeline.annotation.annotate import AnnotateConfig, annotate
+    from builder.pipeline.annotation.coexpression import coexpression_baseline
 
     table = pd.read_parquet(table_path)
     universe = sorted(set(table["gene"]))
@@ -74,7 +74,7 @@ def build_baselines(table: pd.DataFrame) -> list:
     """Stand-ins of the build's other baselines with their real sizes: `pca`, 20 lists per layer (10 principal
     directions x 2 signs; here the layer's first 20 lists), and `random_init_model`, as many lists as features (the
     twin's top genes; here each layer gets the next layer's lists)."""
-    from builder.pipeline.baselines import Baseline
+    from builder.pipeline.annotation.baselines import Baseline
 
     layers = sorted(set(table["layer"]))
     t = table.rename(columns={"feature": "list"})
@@ -88,8 +88,8 @@ def loop_baseline(table: pd.DataFrame, n_features: int) -> dict:
     """The published way: for each feature, for each term, build the 2x2 table and call fisher_exact."""
     from scipy.stats import fisher_exact
 
-    from builder.pipeline.annotate import AnnotateConfig, _term_matrix
-    from builder.pipeline.enrichment import SfTable, membership, set_tests
+    from builder.pipeline.annotation.annotate import AnnotateConfig, _term_matrix
+    from builder.pipeline.annotation.enrichment import SfTable, membership, set_tests
 
     cfg = AnnotateConfig()
     layer0 = table[table.layer == 0]

@@ -70,7 +70,7 @@ def saes(n_layers: int, width: int) -> Path:
     """Random tied TopK SAEs (unit-norm decoder rows, W_enc = W_decᵀ), one per layer, seeded."""
     import torch
 
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.sae.topk import TopKSAE
 
     out = OUT / f"saes-{width}-{FEATURES}"
     if (out / ".done").exists():
@@ -106,7 +106,7 @@ def dataset(n: int) -> Path:
 
 def one_forward(n: int) -> dict:
     """The bare forward over the cells: every layer captured, batch 1, as the streaming pass runs it."""
-    from builder.pipeline.forward import ModelRunner, ModelSpec
+    from builder.pipeline.model.forward import ModelRunner, ModelSpec
 
     t0 = time.perf_counter()
     runner = ModelRunner(ModelSpec("scgpt", str(checkpoint("scgpt-full", SCGPT)), str(dataset(n)), tuple(range(12))))
@@ -140,7 +140,8 @@ class CachePoll(threading.Thread):
 
 def one_build(n: int, shard_cells: int, engine: str) -> dict:
     from builder.atlas.export import export
-    from builder.pipeline.build import Builder, read_config
+    from builder.options import read_config
+    from builder.pipeline.build import Builder
     from builder.site.render import render
 
     run = OUT / f"run-{engine}-{n}"
@@ -163,9 +164,9 @@ def one_build(n: int, shard_cells: int, engine: str) -> dict:
     for d in (run / "cache").iterdir():
         stage = d.name.rsplit("-", 1)[0]
         by_stage[stage] = by_stage.get(stage, 0) + sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-    codes = sum(p.stat().st_size for p in out.stream.glob("shards/*/*.npy"))
-    rec = out.record
-    return {"tokens": rec["tokens"], "seconds": seconds, "stages": dict(out.stage.seconds), "peak_rss_mb": rss_mb(),
+    codes = sum(p.stat().st_size for p in out.results["stream"].folder.glob("shards/*/*.npy"))
+    rec = out.results["plan"].record
+    return {"tokens": rec["tokens"], "seconds": seconds, "stages": dict(out.timings.seconds), "peak_rss_mb": rss_mb(),
             "cache_after": after, "cache_peak": max(poll.peak, after), "cache_by_stage": by_stage, "codes": codes,
             "dense_f32": rec["tokens"] * 12 * 512 * 4, "shards": len(rec["shards"]),
             "data": tree_digest(path), "site": tree_digest(run / "site" / "bench")}
@@ -176,10 +177,10 @@ def one_post(width: int, features: int, tokens: int = 24_000) -> dict:
     on synthetic activations of one shard: what a GPU forward would leave to the host."""
     import torch
 
-    from builder.pipeline import stats as st
+    from builder.pipeline.statistics import features as st
     from builder.pipeline.codes import Codes
-    from builder.pipeline.sae import TopKSAE
-    from builder.pipeline.stream import DenseSums
+    from builder.pipeline.sae.topk import TopKSAE
+    from builder.pipeline.stages.stream import DenseSums
 
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -218,7 +219,7 @@ def one_post(width: int, features: int, tokens: int = 24_000) -> dict:
 
 
 def one_gf_forward(n: int) -> dict:
-    from builder.pipeline.forward import ModelRunner, ModelSpec
+    from builder.pipeline.model.forward import ModelRunner, ModelSpec
 
     runner = ModelRunner(ModelSpec("geneformer", str(checkpoint("geneformer-v2-full", GF_V2)), str(SAMPLE),
                                    tuple(range(18)), max_cells=n))

@@ -70,7 +70,7 @@ def _graph(L: int) -> dict:
 
 
 def by_pandas(layers: int, per_row: bool) -> dict:
-    from builder.pipeline.genesets import normalise_gene
+    from builder.pipeline.annotation.genesets import normalise_gene
 
     labels = pq.read_table(OUT / "labels.parquet").to_pandas()
     feats, genes = [], []
@@ -106,7 +106,7 @@ def by_pandas(layers: int, per_row: bool) -> dict:
 def by_duckdb(layers: int) -> dict:
     import duckdb
 
-    from builder.pipeline.genesets import normalise_gene
+    from builder.pipeline.annotation.genesets import normalise_gene
 
     con = duckdb.connect()
     con.execute("SET threads TO 1")

@@ -17,7 +17,8 @@ from pathlib import Path
 import orjson
 
 from builder.atlas.format import read_atlas
-from builder.site.indexes import LABEL_CHARS, OWN_SHARD, _Labels, _sig, gene_keys, gene_shards, term_shards
+from builder.site.encode import columns, sig, table
+from builder.site.indexes import LABEL_CHARS, OWN_SHARD, GeneName, _Labels, gene_keys, gene_shards, term_shards
 from builder.site.shards import PLACEHOLDERS
 
 
@@ -26,20 +27,22 @@ def python_gene_shards(atlas, labels) -> dict:
     g = {c: atlas.table("feature_genes").column(c).to_pylist() for c in ("gene", "layer", "feature", "rank", "activation")}
     postings = defaultdict(list)
     for i in range(len(g["gene"])):
-        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], _sig(g["activation"][i])))
+        postings[g["gene"][i]].append((g["layer"][i], g["feature"][i], g["rank"][i], sig(g["activation"][i])))
     names, post, own = defaultdict(list), defaultdict(lambda: {"labels": _Labels(), "genes": {}}), defaultdict(int)
     for gene in sorted(postings):
         k1, k2 = gene_keys(gene)
         if len(postings[gene]) > OWN_SHARD:
             own[k2] += 1
             k2 = f"{k2}-{own[k2]}"
-            names[k1].append([gene, len(postings[gene]), k2])
+            names[k1].append(GeneName(gene, len(postings[gene]), k2))
         else:
-            names[k1].append([gene, len(postings[gene])])
+            names[k1].append(GeneName(gene, len(postings[gene]), None))
         shard = post[k2]
-        shard["genes"][gene] = [[lay, f, rank, act, shard["labels"].id((labels.get((lay, f)) or "")[:LABEL_CHARS])]
-                                for lay, f, rank, act in sorted(postings[gene])]
-    out = {f"genes/n/{k}.json": v for k, v in names.items()}
+        lay, f, rank, act = zip(*sorted(postings[gene]))
+        shard["genes"][gene] = columns({
+            "layer": list(lay), "feature": list(f), "rank": list(rank), "activation": list(act),
+            "label": [shard["labels"].id((labels.get(k) or "")[:LABEL_CHARS]) for k in zip(lay, f)]})
+    out = {f"genes/n/{k}.json": table(v) for k, v in names.items()}
     out.update({f"genes/p/{k}.json": {"labels": v["labels"].list, "genes": v["genes"]} for k, v in post.items()})
     return out
 

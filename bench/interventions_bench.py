@@ -22,8 +22,8 @@ import torch
 from builder.models import load
 from builder.models.bundled import CHECKPOINTS, DATA
 from builder.models.dataset import read_h5ad
-from builder.pipeline.patching import attribution, patch, prepare_cell
-from builder.pipeline.sae import TopKSAE
+from builder.pipeline.interventions.patching import attribution, patch, prepare_cell
+from builder.pipeline.sae.topk import TopKSAE
 
 GPU_FLOPS = 50e12
 # (layers, width, ffn width, features per layer, mean tokens per cell, layers run by a patch from mid-depth)

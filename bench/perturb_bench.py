@@ -34,9 +34,9 @@ from perturbseq import CONTROL, make_perturbseq  # noqa: E402
 from builder.models import load, stream  # noqa: E402
 from builder.models.bundled import CHECKPOINTS  # noqa: E402
 from builder.models.dataset import read_h5ad  # noqa: E402
-from builder.pipeline import perturb as pp  # noqa: E402
-from builder.pipeline import perturb_stats as ps  # noqa: E402
-from builder.pipeline.sae import TopKSAE  # noqa: E402
+from builder.pipeline.perturbation import response as pp
+from builder.pipeline.perturbation import stats as ps
+from builder.pipeline.sae.topk import TopKSAE
 
 
 def random_sae(width: int, seed: int) -> TopKSAE:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from builder.pipeline import stats as st
+from builder.pipeline.statistics import features as st
 from builder.pipeline.codes import Codes
-from builder.pipeline.encode import encode_stream, read_codes
-from builder.pipeline.sae import TopKSAE
+from builder.pipeline.sae.encode import encode_stream, read_codes
+from builder.pipeline.sae.topk import TopKSAE
 
 PER_CELL = 1000  # tokens per synthetic cell
 SHARD_CELLS = 256

@@ -1,13 +1,17 @@
-"""The `atlas` command: parses options, calls the library; `main` is the one place that turns an error into a line.
+"""The `atlas` command: parses options, calls the library, prints; `main` is the one place that turns an error into a
+line.
 
-Every option's type and range is a click type from options.py, so a bad value fails before any work, and the
-config file of `atlas build` is checked by the same types. Outputs are checked up front too: a folder that is
-not an earlier output of the command, an output that overlaps an input, a parent folder that cannot be written.
+Every option comes from SETTINGS in options.py (setting_option): its click type and range, its help, and its
+default, the field of the dataclass that holds the setting; so a bad value fails before any work, the config file
+of `atlas build` is checked by the same types, and no default is restated here. Outputs are checked up front too: a
+folder that is not an earlier output of the command, an output that overlaps an input, a parent folder that cannot
+be written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -21,13 +25,15 @@ from .errors import AtlasError
 from . import fsutil
 from .fsutil import check_disjoint, check_replaceable
 from .pausepoint import pause_at
-from .options import (FAMILY, LAYER, PORT, POSITIVE, SEED, SETTINGS, UNIT_OPEN, AtlasName, GeneListFile,
-                      GeneSetSpec, Label, OutputFolder, in_dir, in_file, in_path, setting_option)
+from .options import in_dir, setting_option
 
-data_dir_option = click.option("--data-dir", type=OutputFolder(None), default=Path("atlas_data"),
-                               show_default=True, help="Folder holding one folder per atlas.")
-site_option = click.option("--site", "site_dir", type=OutputFolder(None), default=Path("site"),
-                           show_default=True, help="Folder the sites are rendered into.")
+data_dir_option = setting_option("--data-dir", "folders.data_dir")
+site_option = setting_option("--site", "folders.site", "site_dir")
+
+
+def _take(cls, options: dict):
+    """A `cls` (a settings dataclass) of the options named as its fields, which leave `options`."""
+    return cls(**{f.name: options.pop(f.name) for f in dataclasses.fields(cls) if f.name in options})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,24 +52,21 @@ def import_():
 
 @import_.command(name="biodyn")
 @click.argument("src", type=in_dir())
-@click.option("--atlas", "name", required=True, type=AtlasName(),
-              help="Name of the new atlas (folder under --data-dir); an existing atlas of that name is replaced.")
-@click.option("--title", help="Title shown on the site (default: the atlas name).")
-@click.option("--model", "family", help="Model family to record, e.g. scgpt or geneformer.")
+@setting_option("--atlas", "atlas", "name", required=True,
+                help="Name of the new atlas (folder under --data-dir); an existing atlas of that name is replaced.")
+@setting_option("--title", "title", unset=True, help="Title shown on the site (default: the model family's name and 'feature atlas (imported)').")
+@setting_option("--model", "import.model", "family")
 @data_dir_option
 def import_biodyn_cmd(src, name, title, family, data_dir):
     """Import SRC, a folder in the predecessor's JSON format (layer_NN_features.json, ...)."""
-    from .atlas.format import read_atlas
     from .atlas.import_biodyn import import_biodyn
 
     target = check_replaceable(data_dir / name, "manifest.json", "an atlas")
     check_disjoint([("--data-dir/--atlas", target)], [("SRC", src)])
     out, report = import_biodyn(src, target, name, title, family)
-    atlas = read_atlas(out, check=False)
-    layers = atlas.table("layers").to_pylist()
-    click.echo(f"imported {src} -> {out}: {len(layers)} layers, {sum(r['n_features'] for r in layers)} features, "
-               f"{sum(r['alive'] for r in layers)} alive, {sum(r['annotated'] for r in layers)} annotated, "
-               f"{atlas.table('modules').num_rows} modules, {atlas.table('edges').num_rows} edges")
+    c = report.counts
+    click.echo(f"imported {src} -> {out}: {c['layers']} layers, {c['features']} features, {c['alive']} alive, "
+               f"{c['annotated']} annotated, {c['modules']} modules, {c['edges']} edges")
     for line in report.skipped:
         click.echo(f"skipped: {line}")
     for line in report.notes:
@@ -86,26 +89,13 @@ def validate(path):
     click.echo(f"ok: {path}")
 
 
-def atlas_names(data_dir: Path) -> list[str]:
-    """The atlas folders (those with a manifest.json) in data_dir."""
-    return sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
-
-
-def require_atlas(name: str, data_dir: Path, available: list[str] | None = None) -> Path:
-    """data_dir/name, or one line naming the atlases there."""
-    available = atlas_names(data_dir) if available is None else available
-    if name not in available:
-        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
-    return data_dir / name
-
-
 @cli.command()
-@click.option("--atlas", "names", multiple=True, type=AtlasName(), help="Atlas to render (repeatable; default: every atlas).")
-@click.option("--data-dir", type=in_dir(), default=Path("atlas_data"), show_default=True,
-              help="Folder holding one folder per atlas.")
+@setting_option("--atlas", "atlas", "names", multiple=True, help="Atlas to render (repeatable; default: every atlas).")
+@setting_option("--data-dir", "render.data_dir")
 @site_option
 def render(names, data_dir, site_dir):
     """Render atlas data into static sites under --site (site/NAME/) and write the index page."""
+    from .atlas.format import atlas_names, require_atlas
     from .site.render import render as render_one
 
     check_disjoint([("--site", site_dir)], [("--data-dir", data_dir)])
@@ -138,30 +128,24 @@ def _progress(label: str):
         yield started, bar.update
 
 
-model_option = click.option("--model", "family", type=FAMILY, required=True,
-                            help="Model family of the checkpoint.")
-checkpoint_option = click.option("--checkpoint", type=in_dir(), required=True,
-                                 help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; Geneformer: "
-                                      "config.json, weights, token and gene median dictionaries).")
-
-
 @cli.command()
-@model_option
-@checkpoint_option
+@setting_option("--model", "model", "family", required=True)
+@setting_option("--checkpoint", "checkpoint", required=True,
+                help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; Geneformer: config.json, "
+                     "weights, token and gene median dictionaries).")
 @setting_option("--data", "data", required=True)
-@click.option("--out", type=OutputFolder("extract.json", "an activations folder"), required=True,
-              help="Activations folder to write (replaced atomically).")
-@setting_option("--layers", "layers", help="Layers to keep, e.g. 0,3,5-7 (default: all).")
-@setting_option("--max-cells", "max_cells")
-@setting_option("--batch-size", "batch_size")
-@setting_option("--device", "device", default="cpu", show_default=True)
-@setting_option("--gene-column", "gene_column",
+@setting_option("--out", "extract.out", required=True)
+@setting_option("--layers", "layers", unset=True, help="Layers to keep, e.g. 0,3,5-7 (default: all).")
+@setting_option("--max-cells", "max_cells", unset=True, show_default=False)
+@setting_option("--batch-size", "batch_size", unset=True, show_default=False)
+@setting_option("--device", "device")
+@setting_option("--gene-column", "gene_column", unset=True,
                 help="var column naming the genes (default: the index or column matching the vocabulary best).")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of scGPT's binning ties and gene sampling.")
+@setting_option("--seed", "extract.seed")
 def extract(family, checkpoint, data, out, layers, max_cells, batch_size, device, gene_column, seed):
     """Write per-layer activations of a small run: layer_LL.npy, tokens.parquet, extract.json."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .pipeline.extract import extract as run
+    from .pipeline.model.extract import extract as run
 
     check_disjoint([("--out", out)], [("--checkpoint", checkpoint), ("--data", data)])
     t0 = time.perf_counter()
@@ -190,65 +174,43 @@ def sae():
     """Train TopK SAEs, encode activations into sparse codes, and compute feature statistics."""
 
 
-activations_option = click.option("--activations", type=in_dir(), required=True,
-                                  help="Folder written by `atlas extract`.")
-
-
 @sae.command(name="train")
-@activations_option
-@click.option("--layer", type=LAYER, required=True, help="Layer to train on.")
-@setting_option("--expansion", "train.expansion", default=4, show_default=True)
-@setting_option("--k", "train.k", default=32, show_default=True)
-@click.option("--out", type=OutputFolder("cfg.json", "an SAE folder"), required=True,
-              help="SAE folder to write (SAELens layout, replaced atomically).")
-@setting_option("--centering", "train.centering", default="pre-bias", show_default=True)
-@setting_option("--epochs", "train.epochs", default=5, show_default=True)
-@setting_option("--batch-size", "train.batch_size", default=4096, show_default=True)
-@setting_option("--lr", "train.lr", default=5e-4, show_default=True)
-@setting_option("--aux-coef", "train.aux_coef", default=1 / 32, show_default=True)
-@setting_option("--holdout", "train.holdout", default=0.1, show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of initialisation, shuffling and the held-out cells.")
-def sae_train(activations, layer, expansion, k, out, centering, epochs, batch_size, lr, aux_coef, holdout, seed):
+@setting_option("--activations", "sae.activations", required=True)
+@setting_option("--layer", "sae.layer", required=True, help="Layer to train on.")
+@setting_option("--expansion", "train.expansion")
+@setting_option("--k", "train.k")
+@setting_option("--out", "sae.train_out", required=True)
+@setting_option("--centering", "train.centering")
+@setting_option("--epochs", "train.epochs")
+@setting_option("--batch-size", "train.batch_size")
+@setting_option("--lr", "train.lr")
+@setting_option("--aux-coef", "train.aux_coef")
+@setting_option("--holdout", "train.holdout")
+@setting_option("--seed", "train.seed")
+def sae_train(activations, layer, out, **settings):
     """Train a TopK SAE on one layer's activations; report held-out variance explained, L0 and dead features."""
-    import tempfile
-
-    from .fsutil import read_parquet
-    from .pipeline.extract import read_activations
-    from .pipeline.sae import TrainConfig, train_heldout
+    from .pipeline.sae.train import TrainConfig, train_folder
 
     check_disjoint([("--out", out)], [("--activations", activations)])
-    acts, record = read_activations(activations, layer)
-    if k > expansion * acts.shape[1]:
-        raise AtlasError(f"--k {k}: more than the SAE's {expansion * acts.shape[1]} features "
-                         f"(--expansion {expansion} x width {acts.shape[1]})")
-    cells = read_parquet(Path(activations) / "tokens.parquet", columns=["cell"])["cell"].to_numpy()
-    if len(cells) != len(acts):
-        raise AtlasError(f"{activations}/tokens.parquet: {len(cells)} rows for {len(acts)} activation rows")
-    cfg = TrainConfig(expansion=expansion, k=k, centering=centering, epochs=epochs, batch_size=batch_size, lr=lr,
-                      aux_coef=aux_coef, holdout=holdout, seed=seed)
+    cfg = TrainConfig(**settings)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".sae-train-", dir=out.parent if out.parent.is_dir() else None) as scratch:
-        model, metrics = train_heldout(acts, cells, cfg, Path(scratch), where=f"{activations}/layer {layer}",
-                                       log=lambda m: click.echo(m, err=True))
-    model.save(out, {"layer": layer, "model_name": record["model"]["name"], "hook_name": f"layer {layer} residual",
-                     "activations": str(activations), "training": metrics})
+    model, metrics = train_folder(activations, layer, out, cfg, log=lambda m: click.echo(m, err=True))
     ve = metrics["variance_explained"]
-    click.echo(f"trained SAE layer {layer}: {model.d_sae} features, k {k} -> {out}/ "
+    click.echo(f"trained SAE layer {layer}: {model.d_sae} features, k {cfg.k} -> {out}/ "
                f"(held-out: variance explained {'n/a' if ve is None else f'{ve:.3f}'}, L0 {metrics['l0'] or 0:.1f}, "
                f"dead {metrics['dead_features']}; {metrics['steps']} steps, {time.perf_counter() - t0:.1f} s)")
 
 
 @sae.command(name="encode")
-@click.option("--sae", "sae_path", type=in_path(), required=True,
-              help="SAELens TopK folder, or the published study's .pt file.")
-@activations_option
-@click.option("--layer", type=LAYER, required=True, help="Layer of the activations to encode.")
-@click.option("--out", type=OutputFolder("codes.json", "a codes folder"), required=True,
-              help="Codes folder to write (replaced atomically).")
+@setting_option("--sae", "sae", "sae_path", required=True,
+                help="SAELens TopK folder, or the published study's .pt file.")
+@setting_option("--activations", "sae.activations", required=True)
+@setting_option("--layer", "sae.layer", required=True, help="Layer of the activations to encode.")
+@setting_option("--out", "sae.encode_out", required=True)
 def sae_encode(sae_path, activations, layer, out):
     """Encode one layer's activations into sparse codes (top-k indices and values per token)."""
-    from .pipeline.encode import encode_activations
-    from .pipeline.sae import load_sae
+    from .pipeline.sae.encode import encode_activations
+    from .pipeline.sae.topk import load_sae
 
     check_disjoint([("--out", out)], [("--sae", sae_path), ("--activations", activations)])
     model = load_sae(sae_path)
@@ -259,177 +221,61 @@ def sae_encode(sae_path, activations, layer, out):
 
 
 @sae.command(name="stats")
-@click.option("--codes", type=in_dir(), required=True, help="Folder written by `atlas sae encode`.")
-@click.option("--out", type=OutputFolder("stats.json", "a statistics folder"), required=True,
-              help="Statistics folder to write (replaced atomically).")
-@click.option("--cell-type-column", help="obs column of the dataset with cell types (default: none, no test).")
-@setting_option("--top-genes", "stats.top_genes", default=20, show_default=True)
-@setting_option("--min-support", "stats.min_support", default=5, show_default=True)
-@setting_option("--top-cells", "stats.top_cells", default=10, show_default=True)
-def sae_stats(codes, out, cell_type_column, top_genes, min_support, top_cells):
+@setting_option("--codes", "sae.codes", required=True)
+@setting_option("--out", "sae.stats_out", required=True)
+@setting_option("--cell-type-column", "cell_type_column", unset=True,
+                help="obs column of the dataset with cell types (default: none, no test).")
+@setting_option("--top-genes", "stats.top_genes")
+@setting_option("--min-support", "stats.min_support")
+@setting_option("--top-cells", "stats.top_cells")
+def sae_stats(codes, out, cell_type_column, **settings):
     """Feature statistics from codes: frequency, means, max, histograms, top genes and cells, cell-type tests."""
-    from .fsutil import read_parquet
-    from .jsonio import read_json
-    from .pipeline.encode import read_codes
-    from .pipeline.stats import StatsConfig
-    from .pipeline.statsfolder import stats_of_codes
+    from .pipeline.statistics.features import StatsConfig
+    from .pipeline.statistics.folder import stats_command
 
-    record, _ = read_codes(codes)
-    if not isinstance(record.get("activations"), str):
-        raise AtlasError(f"{codes / 'codes.json'}: field 'activations' must name the activations folder")
-    acts_dir = Path(record["activations"])
-    extract = read_json(acts_dir / "extract.json")
-    ds = extract.get("dataset")
-    if not isinstance(ds, dict) or not isinstance(ds.get("path"), str) or not isinstance(ds.get("cells"), int):
-        raise AtlasError(f"{acts_dir / 'extract.json'}: field 'dataset' must be an object with a path and cells")
-    h5ad = Path(ds["path"])
-    check_disjoint([("--out", out)], [("--codes", codes), ("the activations of codes.json", acts_dir),
-                                      ("the dataset of extract.json", h5ad)])
-    tokens = read_parquet(acts_dir / "tokens.parquet", ["token_id", "gene"]).to_pandas().drop_duplicates()
-    names = dict(zip(tokens["token_id"].tolist(), tokens["gene"].tolist()))
-    obs = _read_obs(h5ad).iloc[: ds["cells"]]
-    types = None
-    if cell_type_column is not None:
-        if cell_type_column not in obs.columns:
-            raise AtlasError(f"{h5ad}: obs has no column {cell_type_column!r} "
-                             f"(has: {', '.join(map(str, obs.columns)) or 'none'})")
-        types = obs[cell_type_column].astype(str).to_numpy()
-    cfg = StatsConfig(top_genes=top_genes, min_support=min_support, top_cells=top_cells)
-    result = stats_of_codes(codes, out, names, obs, types, cfg,
-                            {"layer": record["layer"], "codes": str(codes), "cell_type_column": cell_type_column})
-    f = result["features"]
-    click.echo(f"statistics of layer {record['layer']}: {int(f['alive'].sum())} of {len(f['alive'])} features alive, "
-               f"{result['tokens']} tokens -> {out}/")
-
-
-def _read_obs(path: Path):
-    import anndata
-
-    if not path.is_file():
-        raise AtlasError(f"{path}: dataset not found (named by extract.json)")
-    try:
-        return anndata.read_h5ad(path, backed="r").obs
-    except Exception as e:  # h5py and anndata raise many kinds for a damaged file
-        raise AtlasError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from None
+    s = stats_command(codes, out, cell_type_column, StatsConfig(**settings))
+    click.echo(f"statistics of layer {s['layer']}: {s['alive']} of {s['n_features']} features alive, "
+               f"{s['tokens']} tokens -> {out}/")
 
 
 @cli.command()
-@click.option("--genes", type=in_file(), required=True,
-              help="Table of top genes: layer, feature, gene, rank (rank 1 = first; Parquet, CSV or TSV).")
-@click.option("--genesets", multiple=True, type=GeneSetSpec(), help="Bundled database name, GMT path or NAME=PATH "
-              "(repeatable; default: GO_BP, KEGG, Reactome, Hallmark).")
-@setting_option("--trrust", "trrust")
-@setting_option("--string", "string", "string_links",
+@setting_option("--genes", "annotate.genes", required=True)
+@setting_option("--genesets", "genesets", multiple=True, help="Bundled database name, GMT path or NAME=PATH "
+                "(repeatable; default: GO_BP, KEGG, Reactome, Hallmark).")
+@setting_option("--trrust", "trrust", unset=True)
+@setting_option("--string", "string", unset=True,
                 help="STRING links file: protein.links.detailed or .full (with channel columns).")
-@setting_option("--string-info", "string_info")
-@setting_option("--string-channels", "string_channels", default="experimental,database", show_default=True)
-@setting_option("--string-min-score", "string_min_score", default=700, show_default=True)
-@click.option("--universe", type=GeneListFile(),
-              help="Genes that could enter a top list, one per line (a build: genes with >= min_support tokens).")
-@click.option("--universe-from-table", is_flag=True,
-              help="Use the genes of the table instead: each list is then judged against the other listed genes.")
-@click.option("--layer", type=LAYER, help="Layer of a table without a layer column.")
-@setting_option("--top-n", "annotate.top_n", default=20, show_default=True,
-                help="Top genes per feature in the tests (rank <= top-n).")
-@setting_option("--min-size", "annotate.min_size", default=5, show_default=True)
-@setting_option("--max-size", "annotate.max_size", default=500, show_default=True)
-@setting_option("--alpha", "annotate.alpha", default=0.05, show_default=True,
-                help="Benjamini-Hochberg level of the pooled family of a layer.")
-@setting_option("--seed", "annotate.seed", default=0, show_default=True)
-@click.option("--baselines", default="random_genes", show_default=True,
-              help="Comma-separated: random_genes, coexpression (needs --data); or 'none'.")
-@click.option("--baseline-lists", multiple=True, metavar="NAME=TABLE",
-              help="Any other baseline: a table of gene lists (layer, list, gene, rank), e.g. pca=pca.parquet.")
-@click.option("--data", type=in_file(),
-              help="The dataset (.h5ad, raw counts) whose co-expression the coexpression baseline clusters.")
-@click.option("--gene-column", help="var column of --data holding gene names (default: the best match).")
-@click.option("--coexpression-genes", type=POSITIVE, default=4000, show_default=True,
-              help="Most detected universe genes clustered by the coexpression baseline.")
-@click.option("--out", type=OutputFolder("annotate.json", "an annotation folder"), required=True,
-              help="Annotation folder to write (replaced atomically).")
-def annotate(genes, genesets, trrust, string_links, string_info, string_channels, string_min_score, universe,
-             universe_from_table, layer, top_n, min_size, max_size, alpha, seed, baselines, baseline_lists, data,
-             gene_column, coexpression_genes, out):
+@setting_option("--string-info", "string_info", unset=True)
+@setting_option("--string-channels", "string_channels")
+@setting_option("--string-min-score", "string_min_score")
+@setting_option("--universe", "annotate.universe")
+@setting_option("--universe-from-table", "annotate.universe_from_table")
+@setting_option("--layer", "annotate.layer")
+@setting_option("--top-n", "annotate.top_n", help="Top genes per feature in the tests (rank <= top-n).")
+@setting_option("--min-size", "annotate.min_size")
+@setting_option("--max-size", "annotate.max_size")
+@setting_option("--alpha", "annotate.alpha", help="Benjamini-Hochberg level of the pooled family of a layer.")
+@setting_option("--seed", "annotate.seed")
+@setting_option("--baselines", "annotate.baselines")
+@setting_option("--baseline-lists", "annotate.baseline_lists", multiple=True, metavar="NAME=TABLE")
+@setting_option("--data", "annotate.data")
+@setting_option("--gene-column", "gene_column", unset=True,
+                help="var column of --data holding gene names (default: the best match).")
+@setting_option("--coexpression-genes", "coexpression.n_genes")
+@setting_option("--out", "annotate.out", required=True)
+def annotate(genes, out, **options):
     """Test every feature's top genes against gene-set databases and networks, beside baselines."""
-    from .parse import string_channels as parse_channels
-    from .pipeline import annotate as ann_mod
-    from .pipeline.genesets import load_genesets, read_string, read_trrust
+    from .pipeline.annotation.annotate import AnnotateConfig
+    from .pipeline.annotation.folder import annotate_command, rate_summary
 
-    if min_size > max_size:
-        raise AtlasError(f"--min-size {min_size} is larger than --max-size {max_size}")
-    if (universe is not None) == universe_from_table:
-        raise AtlasError("give one of --universe FILE (the genes that could enter a top list) or "
-                         "--universe-from-table")
-    wanted = _baseline_names(baselines, data)
-    lists = [_baseline_spec(spec) for spec in baseline_lists]
-    gmts = [Path(g.partition("=")[2] or g) for g in genesets]  # bundled names are no paths
-    check_disjoint([("--out", out)], [("--genes", genes), ("--trrust", trrust), ("--string", string_links),
-                                      ("--string-info", string_info), ("--data", data),
-                                      *(("--genesets", p) for p in gmts if p.is_file()),
-                                      *(("--baseline-lists", p) for _, p in lists)])
-    table = ann_mod.read_gene_table(genes, layer)
-    uni = universe if universe is not None else sorted(set(table["gene"].astype(str)))
-    extra = [_baseline_table(name, path, layer) for name, path in lists]
-    dbs = load_genesets(genesets)
-    nets = []
-    if trrust:
-        sets, edges = read_trrust(trrust)
-        dbs.append(sets)
-        nets.append(edges)
-    if string_links:
-        nets.append(read_string(string_links, string_info, string_min_score, parse_channels(string_channels)))
-    cfg = ann_mod.AnnotateConfig(top_n=top_n, min_size=min_size, max_size=max_size, alpha=alpha, seed=seed,
-                                 random_genes="random_genes" in wanted)
-    if "coexpression" in wanted:
-        from .pipeline.coexpression import CoexpressionConfig, coexpression_baseline
-
-        coex = CoexpressionConfig(n_genes=coexpression_genes, size=top_n, seed=seed)
-        extra.append(coexpression_baseline(data, uni, sorted(set(table["layer"].astype(int))), coex, gene_column)[0])
-    result = ann_mod.annotate(table, dbs, nets, universe=uni, cfg=cfg, baselines=extra)
-    ann_mod.write_annotation(out, result)
-    _print_rates(result, alpha, out)
-
-
-def _baseline_names(spec: str, data) -> list[str]:
-    names = [x.strip() for x in spec.split(",") if x.strip()]
-    if names == ["none"]:
-        return []
-    bad = [x for x in names if x not in ("random_genes", "coexpression")]
-    if bad:
-        raise AtlasError(f"--baselines: unknown baseline {bad[0]!r} (expected random_genes, coexpression or none; "
-                         "other lists go in with --baseline-lists NAME=TABLE)")
-    if "coexpression" in names and data is None:
-        raise AtlasError("--baselines coexpression needs --data FILE.h5ad (the dataset whose co-expression is "
-                         "clustered)")
-    return names
-
-
-def _baseline_spec(spec: str) -> tuple[str, Path]:
-    name, eq, path = spec.partition("=")
-    if not eq or not name or not path:
-        raise AtlasError(f"--baseline-lists {spec!r}: expected NAME=TABLE")
-    if not Path(path).is_file():
-        raise AtlasError(f"--baseline-lists {spec!r}: {path}: no such file")
-    return name, Path(path)
-
-
-def _baseline_table(name: str, path: Path, layer):
-    from .pipeline.annotate import read_gene_table
-    from .pipeline.baselines import Baseline
-
-    return Baseline(name, read_gene_table(path, layer, id_column="list"), f"{name}: gene lists from {path.name}")
-
-
-def _print_rates(result, alpha, out) -> None:
-    rates = result.rates.to_pandas()
-    base = result.baselines.to_pandas()
-    for db, r in rates.groupby("database", sort=False):
-        n, a = r["n_features"].sum(), r["annotated"].sum()
-        beside = [f"{name} {grp['expected'].mean():.1%}" for name, grp in base[base.measure == db].groupby(
-            "baseline", sort=False)]
-        click.echo(f"{db}: {a} of {n} features annotated ({a / max(n, 1):.1%})"
-                   + (f"; baselines: {', '.join(beside)}" if beside else ""))
-    click.echo(f"{result.enrichments.num_rows} enrichments (pooled q <= {alpha}) -> {out}/")
+    cfg = _take(AnnotateConfig, options)
+    result = annotate_command(genes, out, cfg, **options)
+    for r in rate_summary(result):
+        n, a = r["n_features"], r["annotated"]
+        beside = ", ".join(f"{name} {share:.1%}" for name, share in r["baselines"].items())
+        click.echo(f"{r['database']}: {a} of {n} features annotated ({a / max(n, 1):.1%})"
+                   + (f"; baselines: {beside}" if beside else ""))
+    click.echo(f"{result.enrichments.num_rows} enrichments (pooled q <= {cfg.alpha}) -> {out}/")
 
 
 class _BuildProgress:
@@ -465,60 +311,67 @@ class _BuildProgress:
             self.bar = None
 
 
+
+
+BUILD_KEYS: dict[str, str] = {}  # parameter of `atlas build` -> the setting it gives (a key of the config file)
+
+
+def build_option(flag: str, key: str, *decls: str, **kw):
+    """An option of `atlas build` that gives a setting of its config file: None unless given, so that the file, the
+    demo build's defaults, then BuildConfig fill it; --help shows BuildConfig's default."""
+    BUILD_KEYS[next((d for d in decls if d.isidentifier()), flag.split("/")[0].lstrip("-").replace("-", "_"))] = key
+    return setting_option(flag, key, *decls, unset=True, **kw)
+
+
 @cli.command()
-@setting_option("--model", "model", help="Model family. Alone (no --checkpoint): the demo build, from the bundled "
-                "demo model of that family and the bundled labelled PBMCs, SAEs trained now.")
-@setting_option("--checkpoint", "checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
-                "Geneformer: a transformers folder) [default: the bundled demo model of --model].")
-@setting_option("--data", "data", help="Dataset .h5ad with raw counts [default: the bundled PBMCs for the demo build, "
-                "else atlas_data/inputs/immune_sample.h5ad].")
-@setting_option("--sae", "sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
-@click.option("--train-sae", is_flag=True, help="Train a TopK SAE per layer instead ([train] in the config).")
-@click.option("--interventions", is_flag=True, help="Causal patching of SAE features on held-out cells "
+@build_option("--model", "model", help="Model family. Alone (no --checkpoint): the demo build, from the bundled "
+              "demo model of that family and the bundled labelled PBMCs, SAEs trained now.")
+@build_option("--checkpoint", "checkpoint", help="Checkpoint folder (scGPT: args.json, vocab.json, best_model.pt; "
+              "Geneformer: a transformers folder) [default: the bundled demo model of --model].")
+@build_option("--data", "data", help="Dataset .h5ad with raw counts (the demo build: the bundled PBMCs).")
+@build_option("--sae", "sae", help="Folder of SAEs, one per layer: layer_LL/ (SAELens) or layer_LL.pt (published).")
+@build_option("--train-sae", "train_sae", help="Train a TopK SAE per layer instead ([train] in the config).")
+@build_option("--interventions", "interventions.enabled", help="Causal patching of SAE features on held-out cells "
               "([interventions] in the config; needs a checkpoint with its prediction head).")
-@setting_option("--genesets", "genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; "
-                "default: GO_BP, KEGG, Reactome, Hallmark).")
-@setting_option("--trrust", "trrust")
-@setting_option("--string", "string", "string_links")
-@setting_option("--string-info", "string_info")
-@setting_option("--string-channels", "string_channels")
-@setting_option("--layers", "layers")
-@setting_option("--max-cells", "max_cells")
-@setting_option("--cell-type-column", "cell_type_column", help="obs column with cell types (cell-type tests, "
-                "top-cell labels).")
-@setting_option("--donor-column", "donor_column")
-@setting_option("--shard-cells", "shard_cells", help="Cells per shard (default 256): the unit of work and resume.")
-@setting_option("--engine", "engine.engine", help="Where the map stages run (default local).")
-@setting_option("--ray-address", "engine.ray_address")
-@setting_option("--workers", "engine.workers")
-@setting_option("--gpus-per-worker", "engine.gpus_per_worker")
-@click.option("--random-init-model/--no-random-init-model", "random_init_model", default=None,
-              help=SETTINGS["baselines.random_init_model"].help)
-@click.option("--coexpression/--no-coexpression", "coexpression", default=None,
-              help=SETTINGS["baselines.coexpression"].help)
-@click.option("--pca-baseline/--no-pca-baseline", "pca_baseline", default=None, help=SETTINGS["baselines.pca"].help)
-@click.option("--config", "config", type=in_file(), help="atlas.toml with any of these settings.")
-@setting_option("--atlas", "atlas", "name", help="Atlas name (default: the model family; FAMILY-demo for the demo "
-                "build). A default name never replaces an atlas imported or built from another checkpoint.")
-@click.option("--replace", is_flag=True, help="Let the default atlas name replace an atlas that came from elsewhere.")
-@setting_option("--title", "title")
-@setting_option("--seed", "seed", help="Seed of every random step (default 0).")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=Path(".atlas_cache"),
-              show_default=True, help="Stage cache; an interrupted build resumes from it.")
+@build_option("--genesets", "genesets", multiple=True, help="Bundled name, GMT path or NAME=PATH (repeatable; "
+              "default: GO_BP, KEGG, Reactome, Hallmark).")
+@build_option("--trrust", "trrust")
+@build_option("--string", "string")
+@build_option("--string-info", "string_info")
+@build_option("--string-channels", "string_channels")
+@build_option("--layers", "layers")
+@build_option("--max-cells", "max_cells", show_default=False)
+@build_option("--cell-type-column", "cell_type_column", help="obs column with cell types (cell-type tests, "
+              "top-cell labels).")
+@build_option("--donor-column", "donor_column")
+@build_option("--shard-cells", "shard_cells")
+@build_option("--engine", "engine.engine")
+@build_option("--ray-address", "engine.ray_address")
+@build_option("--workers", "engine.workers")
+@build_option("--gpus-per-worker", "engine.gpus_per_worker")
+@build_option("--random-init-model/--no-random-init-model", "baselines.random_init_model", "random_init_model")
+@build_option("--random-dictionary/--no-random-dictionary", "baselines.random_dictionary", "random_dictionary")
+@build_option("--coexpression/--no-coexpression", "baselines.coexpression", "coexpression")
+@build_option("--pca-baseline/--no-pca-baseline", "baselines.pca", "pca_baseline")
+@setting_option("--config", "build.config")
+@build_option("--atlas", "atlas", "name", help="Atlas name (default: the model family; FAMILY-demo for the demo "
+              "build). A default name never replaces an atlas imported or built from another checkpoint.")
+@setting_option("--replace", "build.replace")
+@build_option("--title", "title")
+@build_option("--seed", "seed")
+@setting_option("--cache", "folders.cache")
 @data_dir_option
 @site_option
-@click.option("--quiet", is_flag=True, help="Print only the summary.")
-def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trrust, string_links, string_info, string_channels,
-          layers, max_cells, cell_type_column, donor_column, shard_cells, engine, ray_address, workers,
-          gpus_per_worker, random_init_model, coexpression, pca_baseline, config, name, title, seed, replace, cache,
-          data_dir, site_dir, quiet):
+@setting_option("--quiet", "quiet")
+def build(config, replace, cache, data_dir, site_dir, quiet, **settings):
     """Run every stage: model, SAE codes, statistics, annotation, graphs; export atlas data; render the site.
 
     `atlas build --model scgpt` (or geneformer) alone builds the demo atlas from the bundled inputs."""
     from .atlas.export import export
-    from .fsutil import held
+    from .fsutil import held_cache
     from .models import bundled
-    from .pipeline.build import Builder, read_config
+    from .options import read_config
+    from .pipeline.build import Builder
     from .pipeline.targets import check_provenance, check_targets
     from .site.render import render as render_site
 
@@ -528,16 +381,7 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
         given.update(values)
         return bundled.demo_defaults(values.get("model"), values)
 
-    cfg = read_config(config, {
-        "model": model, "checkpoint": checkpoint, "data": data, "sae": sae, "train_sae": train_sae or None,
-        "interventions.enabled": interventions or None,
-        "genesets": tuple(genesets), "trrust": trrust, "string": string_links, "string_info": string_info,
-        "string_channels": string_channels, "layers": layers, "max_cells": max_cells,
-        "cell_type_column": cell_type_column, "donor_column": donor_column, "shard_cells": shard_cells,
-        "atlas": name, "title": title, "seed": seed, "engine.engine": engine, "engine.ray_address": ray_address,
-        "engine.workers": workers, "engine.gpus_per_worker": gpus_per_worker,
-        "baselines.random_init_model": random_init_model, "baselines.coexpression": coexpression,
-        "baselines.pca": pca_baseline}, demo_defaults)
+    cfg = read_config(config, {BUILD_KEYS[k]: v for k, v in settings.items()}, demo_defaults)
     demo = not given.get("checkpoint")
     if demo:  # the bundled files, by checksum, before anything reads them
         bundled.verify(cfg.checkpoint)
@@ -551,53 +395,39 @@ def build(model, checkpoint, data, sae, train_sae, interventions, genesets, trru
         click.echo(bundled.demo_sentence(cfg.model, cfg))
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
-    lock, fresh = Path(cache) / ".build.lock", not Path(cache).exists()
-    try:
-        # One build at a time per cache: a second one waits, then finds the first one's stages cached.
-        with held(lock, lambda: click.echo(f"waiting: another build is using the cache {cache}", err=True)):
-            pause_at("build locked")
-            out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
-            st = out.stage
-            t1 = time.perf_counter()
+    # One build at a time per cache: a second one waits, then finds the first one's stages cached.
+    with held_cache(cache, lambda: click.echo(f"waiting: another build is using the cache {cache}", err=True)):
+        pause_at("build locked")
+        out = Builder(cfg, cache, log, _BuildProgress(quiet)).run()
+        st = out.timings
+        with st.timed("export"):
             path = export(out, data_dir)
-            st.done("export", time.perf_counter() - t1)
-            t1 = time.perf_counter()
+        with st.timed("render"):
             site = render_site(path, site_dir)
-            st.done("render", time.perf_counter() - t1)
-    except BaseException:
-        if fresh and Path(cache).is_dir() and {p.name for p in Path(cache).iterdir()} <= {lock.name}:  # refused before any stage: leave no cache
-            lock.unlink(missing_ok=True)
-            Path(cache).rmdir()
-        raise
     _summary(path, site, st, out, time.perf_counter() - t0)
 
 
 def _summary(path, site, st, out, seconds):
     from .atlas.format import read_atlas
+    from .atlas.summary import build_summary
+    from .pipeline.cache import folder_bytes
 
-    atlas = read_atlas(path, check=False)
-    lay = atlas.table("layers").to_pylist()
-    nb = atlas.table("null_baseline").to_pandas()
-    mods = nb[(nb.analysis == "modules") & (nb.measure == "modules") & (nb.baseline == "within_gene_shuffle")]
-    ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline == "random_genes")]
-    edges = atlas.table("edges").to_pandas()
-    click.echo(f"built {atlas.name}: {len(lay)} layers, {sum(r['alive'] for r in lay)} of "
-               f"{sum(r['n_features'] for r in lay)} features alive")
-    rate = sum(r["annotated"] for r in lay) / max(sum(r["alive"] for r in lay), 1)
-    click.echo(f"  annotated {sum(r['annotated'] for r in lay)} ({rate:.1%} of alive features"
-               + (f"; random gene lists {ann['expected'].mean():.1%})" if len(ann) else ")"))
-    others = nb[(nb.analysis == "annotation") & (nb.measure == "any database") & (nb.baseline != "random_genes")]
-    if len(others):
-        click.echo("  other baselines, share annotated: " + ", ".join(
-            f"{name} {g['expected'].mean():.1%}" for name, g in others.groupby("baseline", sort=True)))
-    ct = atlas.table("celltypes").to_pandas()
-    ct = ct[ct.level == "cell_type"]
-    if len(ct):
-        click.echo(f"  cell types: {ct.groupby(['layer', 'feature']).ngroups} features pass the cell-type test, "
-                   f"best AUC {ct['auc'].max():.2f}")
-    click.echo(f"  modules {int(mods['observed'].sum())} (within-gene null: {int(mods['expected'].sum())}); "
-               f"cross-layer edges {int((edges.kind == 'cross_layer').sum())} beyond the within-gene null, "
-               f"{int((edges.kind == 'decoder_cosine').sum())} decoder-cosine matches")
+    s = build_summary(read_atlas(path, check=False))
+    t = s["totals"]
+    click.echo(f"built {s['name']}: {s['layers']} layers, {t['alive']} of {t['n_features']} features alive")
+    ci = lambda lo, hi: "" if lo is None else f" [{lo:.1%}-{hi:.1%}]"  # noqa: E731
+    click.echo(f"  annotated {t['annotated']} of {t['tested']} features with a top-gene list "
+               f"({t['annotated_rate']:.1%}{ci(t['annotated_rate_lo'], t['annotated_rate_hi'])})")
+    if t.get("baselines"):
+        click.echo("  baselines, share annotated (the features' share in the same comparison): " + ", ".join(
+            f"{name} {b['rate']:.1%}{ci(b['lo'], b['hi'])}" + ("" if b["observed_lists"] == t["tested"] else
+                                                            f" (features {b['observed']:.1%})")
+            for name, b in t["baselines"].items()))
+    if s["celltype_features"]:
+        click.echo(f"  cell types: {s['celltype_features']} features pass the cell-type test, best AUC "
+                   f"{s['best_auc']:.2f}")
+    click.echo(f"  modules {s['modules']} (within-gene null: {s['modules_null']:.1f}); cross-layer edges "
+               f"{s['cross_edges']} beyond the within-gene null, {s['decoder_matches']} decoder-cosine matches")
     for stage, unit in (("sample", "shards"), ("stream", "shards"), ("stats", "tasks")):
         if st.shards[stage]:
             rate = st.tokens[stage] / max(st.seconds[stage], 1e-9)
@@ -606,80 +436,76 @@ def _summary(path, site, st, out, seconds):
     click.echo("  time per stage: " + ", ".join(
         f"{k} {v:.1f} s" + (f" ({st.cached[k]} cached)" if st.cached[k] else "") for k, v in st.seconds.items())
         + (", cached: " + ", ".join(k for k in st.cached if k not in st.seconds) if set(st.cached) - set(st.seconds) else ""))
-    click.echo(f"  cache: stream {out.cache_bytes['stream'] / 1e6:,.1f} MB, stats {out.cache_bytes['stats'] / 1e6:,.1f} MB")
+    sizes = {k: folder_bytes(out.results[k].folder) / 1e6 for k in ("stream", "stats")}
+    click.echo(f"  cache: stream {sizes['stream']:,.1f} MB, stats {sizes['stats']:,.1f} MB")
     click.echo(f"  -> {path}/ and {site}/ in {seconds:.1f} s")
-    if out.record["model"].get("head_problem"):
-        _head_note(out.record["model"]["head_problem"])
+    head = out.results["plan"].record["model"].get("head_problem")
+    if head:
+        _head_note(head)
 
 
 @cli.command()
-@click.option("--atlas", "name", type=AtlasName(), required=True, help="Atlas (under --data-dir) built by atlas build.")
-@click.option("--data", type=in_file(), required=True, help="Perturb-seq .h5ad with raw counts.")
-@click.option("--perturbation-column", "column", required=True, help="obs column naming each cell's perturbed gene.")
-@click.option("--control", required=True, help="Value of that column marking control cells (e.g. non-targeting).")
-@click.option("--batch-column", type=Label(), help="obs column of batches (gem groups): controls from the same batches, batch as "
-              "a covariate.")
-@setting_option("--trrust", "trrust", help="TRRUST TSV (TF, target, mode, PubMed ids): TF target sets for the "
-                "specificity test (without it, no TF test).")
-@setting_option("--layers", "layers", help="Layers of the atlas to test, e.g. 0,3 (default: every layer).")
-@click.option("--dataset-name", type=Label(), help="Name of the dataset in the tables (default: the file name without .h5ad); "
-              "its earlier rows are replaced.")
-@click.option("--min-cells", type=click.IntRange(3), default=20, show_default=True,
-              help="Perturbations with fewer cells (after the batch rule) are skipped and listed.")
-@click.option("--pseudo", type=click.IntRange(0), default=1, show_default=True,
-              help="Pseudo-perturbations (random control subsets) per perturbation, for the null.")
-@click.option("--top-genes", type=POSITIVE, default=100, show_default=True,
-              help="Top-scoring genes in which a TF's targets are counted.")
-@click.option("--min-targets", type=POSITIVE, default=5, show_default=True,
-              help="Curated targets in the universe a TF needs to be tested.")
-@click.option("--max-controls", type=click.IntRange(0), default=0, show_default=True,
-              help="Use at most this many control cells (a seeded choice); 0: all.")
-@click.option("--on-target", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Keep only cells with on-target knockdown: perturbed cells whose gene's CP10k is at or below this "
-              "quantile of the controls' (e.g. 0.25), compared with the controls under the same cut-off; 0: every cell.")
-@click.option("--alpha", type=UNIT_OPEN, default=0.05, show_default=True, help="BH level for every call.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the pseudo-perturbations and control choice.")
-@click.option("--checkpoint", type=in_dir(), help="Checkpoint folder (default: the one the atlas records; checked "
-              "against its hash).")
-@click.option("--sae", type=in_dir(), help="Folder of SAEs (layer_LL/) (default: those the atlas records).")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=Path(".atlas_cache"),
-              show_default=True, help="Stage cache of the atlas' build (where its trained SAEs are).")
-@setting_option("--gene-column", "gene_column", help="var column naming the genes (default: the best match).")
-@setting_option("--device", "device", default="cpu", show_default=True)
+@setting_option("--atlas", "atlas", "name", required=True, help="Atlas (under --data-dir) built by atlas build.")
+@setting_option("--data", "data", required=True, help="Perturb-seq .h5ad with raw counts.")
+@setting_option("--perturbation-column", "perturb.perturbation_column", "column", required=True)
+@setting_option("--control", "perturb.control", required=True)
+@setting_option("--batch-column", "perturb.batch_column")
+@setting_option("--trrust", "trrust", unset=True, help="TRRUST TSV (TF, target, mode, PubMed ids): TF target sets "
+                "for the specificity test (without it, no TF test).")
+@setting_option("--layers", "layers", unset=True, help="Layers of the atlas to test, e.g. 0,3 (default: every layer).")
+@setting_option("--dataset-name", "perturb.dataset_name")
+@setting_option("--min-cells", "perturb.min_cells")
+@setting_option("--pseudo", "perturb.pseudo")
+@setting_option("--top-genes", "perturb.top_genes")
+@setting_option("--min-targets", "perturb.min_targets")
+@setting_option("--max-controls", "perturb.max_controls")
+@setting_option("--on-target", "perturb.on_target")
+@setting_option("--alpha", "perturb.alpha")
+@setting_option("--seed", "perturb.seed")
+@setting_option("--checkpoint", "checkpoint", unset=True, help="Checkpoint folder (default: the one the atlas "
+                "records; checked against its hash).")
+@setting_option("--sae", "perturb.sae")
+@setting_option("--cache", "folders.cache", help="Stage cache of the atlas' build (where its trained SAEs are).")
+@setting_option("--gene-column", "gene_column", unset=True,
+                help="var column naming the genes (default: the best match).")
+@setting_option("--device", "device")
 @data_dir_option
 @site_option
-@click.option("--quiet", is_flag=True, help="Print only the summary.")
-def perturb(name, data, column, control, batch_column, trrust, layers, dataset_name, min_cells, pseudo, top_genes,
-            min_targets, max_controls, on_target, alpha, seed, checkpoint, sae, cache, gene_column, device, data_dir, site_dir,
-            quiet):
+@setting_option("--quiet", "quiet")
+def perturb(name, data, column, control, batch_column, trrust, layers, dataset_name, checkpoint, sae, cache,
+            gene_column, device, data_dir, site_dir, quiet, **settings):
     """Run the atlas' model and SAEs over a Perturb-seq dataset; add the perturbation response and TF specificity
     to the atlas (and re-render its site when site/NAME exists)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .atlas.perturbation import perturb as run
-    from .pipeline.perturb_stats import PerturbConfig
+    from .atlas.format import read_atlas, require_atlas
+    from .atlas.perturbation import write
+    from .pipeline.perturbation.screen import analyse, on_target_counts
+    from .pipeline.perturbation.stats import PerturbConfig
     from .site.render import render as render_site
 
     target = require_atlas(name, data_dir)
     site = site_dir / name
     check_disjoint([("--data-dir/--atlas", target)], [("--data", data), ("--trrust", trrust)])
-    cfg = PerturbConfig(min_cells=min_cells, alpha=alpha, pseudo=pseudo, top_genes=top_genes, min_targets=min_targets,
-                        max_controls=max_controls, on_target=on_target, seed=seed)
+    cfg = PerturbConfig(**settings)
     dataset = dataset_name or Path(data).name.removesuffix(".h5ad")
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
-    atlas, record = run(target, data, column, control, cfg, dataset, layers, trrust, batch_column, checkpoint, sae,
-                        cache, gene_column, device, log, _head_note)
+    atlas = read_atlas(target)
+    response, tf, record = analyse(atlas.manifest, atlas.name, atlas.path, data, column, control, cfg, dataset, layers,
+                                   trrust, batch_column, checkpoint, sae, cache, gene_column, device, log, _head_note)
+    atlas = write(atlas.path, dataset, response, tf, record, log)
     s = record["summary"]
     click.echo(f"perturb {dataset} -> {atlas.path}/: {s['n_perturbations']} perturbations against {s['n_controls']} "
-               f"controls ({s['n_skipped']} skipped below --min-cells {min_cells}), {time.perf_counter() - t0:.1f} s")
-    if on_target:
-        kept = record["on_target"].values()
-        click.echo(f"  on-target knockdown (--on-target {on_target:g}): {sum(r['removed'] for r in kept)} perturbed "
-                   f"cells left out, {sum(r['threshold'] is None for r in kept)} perturbation(s) unmeasured and kept whole")
+               f"controls ({s['n_skipped']} skipped below --min-cells {cfg.min_cells}), "
+               f"{time.perf_counter() - t0:.1f} s")
+    if cfg.on_target:
+        c = on_target_counts(record)
+        click.echo(f"  on-target knockdown (--on-target {cfg.on_target:g}): {c['removed']} perturbed cells left out, "
+                   f"{c['unmeasured']} perturbation(s) unmeasured and kept whole")
     ps = s["pseudo"]
     if ps["n_pseudo"]:
         click.echo(f"  pseudo-perturbations: {ps['n_pseudo']}, mean responding features {ps['mean_responding']:.2f}, "
-                   f"false-positive rate {ps['false_positive_rate']:.3f} at alpha {alpha:g}")
+                   f"false-positive rate {ps['false_positive_rate']:.3f} at alpha {cfg.alpha:g}")
     if s["n_tf"]:
         click.echo(f"  TFs specific: {s['n_specific']} of {s['n_tf']} ({s['fraction']:.1%}, 95% CI "
                    f"{s['ci_lo']:.1%}-{s['ci_hi']:.1%}); expression ceiling {s['ceiling_n_specific']} of {s['n_tf']}; "
@@ -690,28 +516,86 @@ def perturb(name, data, column, control, batch_column, trrust, layers, dataset_n
 
 
 @cli.command()
-@click.option("--model", "family", type=click.Choice(["scgpt", "geneformer"]), required=True,
-              help="Model family: its architecture, checkpoint layout and pretraining objective.")
-@click.option("--data", type=in_file(), required=True,
-              help="Training cells: .h5ad with raw counts (symbols for scGPT, var Ensembl ids for Geneformer).")
-@click.option("--out", type=OutputFolder("pretrain.json", "a checkpoint folder of atlas pretrain"), required=True,
-              help="Checkpoint folder to write (atomically), in the family's real layout, with MODEL_CARD.md.")
-@click.option("--layers", type=click.IntRange(1, 48), default=4, show_default=True, help="Transformer layers.")
-@click.option("--width", type=click.IntRange(8, 4096), default=128, show_default=True, help="Hidden width.")
-@click.option("--heads", type=click.IntRange(1, 64), default=4, show_default=True, help="Attention heads.")
-@click.option("--steps", type=POSITIVE, default=1500, show_default=True, help="Optimiser steps.")
-@click.option("--batch-size", type=POSITIVE, default=16, show_default=True, help="Cells per step.")
-@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=1e-3, show_default=True,
-              help="Peak AdamW learning rate.")
-@click.option("--holdout", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.1,
-              show_default=True, help="Share of cells held out for evaluation.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split, initial weights, masks.")
-@click.option("--random-init", is_flag=True, help="Write the untrained twin instead: same vocabulary, architecture "
-                                                  "and seed, no step taken (--steps is then ignored).")
-def pretrain(family, data, out, layers, width, heads, steps, batch_size, lr, holdout, seed, random_init):
+@setting_option("--atlas", "link.atlas", "names", multiple=True, required=True)
+@setting_option("--twin", "link.twin")
+@setting_option("--layers", "layers", unset=True, help="Layers of the first atlas, e.g. 0,3 (default: every layer).")
+@setting_option("--other-layers", "link.other_layers", unset=True)
+@setting_option("--top", "link.top")
+@setting_option("--min-cells", "link.min_cells")
+@setting_option("--top-genes", "link.top_genes")
+@setting_option("--alpha", "link.alpha")
+@setting_option("--block", "link.block")
+@setting_option("--cache", "link.cache", "caches", multiple=True)
+@data_dir_option
+@site_option
+@setting_option("--quiet", "quiet")
+def link(names, twin, layers, other_layers, caches, data_dir, site_dir, quiet, **settings):
+    """Link features of two atlases built on the same cells (or of an atlas and its untrained twin) by their per-cell
+    activation profiles; write each one's best matches into both atlases (and re-render their sites when site/NAME
+    exists)."""
+    from .atlas.format import read_atlas, require_atlas
+    from .atlas.links import read_input, write
+    from .options import CACHE
+    from .pipeline.links.run import LinkConfig, analyse, stability
+    from .site.render import render as render_site
+
+    if twin and len(names) != 1:
+        raise click.UsageError(f"--twin links one --atlas to its own untrained twin; {len(names)} given")
+    if not twin and len(set(names)) != 2:
+        raise click.UsageError("give two different atlases (--atlas A --atlas B), or one with --twin")
+    cfg = LinkConfig(**settings)
+    atlases = [read_atlas(require_atlas(n, data_dir)) for n in names]
+    inputs = [read_input(a, cfg.top_genes) for a in atlases]
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    t0 = time.perf_counter()
+    result = analyse(inputs[0], None if twin else inputs[1], list(caches) or [CACHE], cfg, layers, other_layers, log)
+    written = write(atlases, result.sides, log)
+    click.echo(f"link {names[0]} <-> {result.sides[0][1]}: {result.cells} shared cells, "
+               f"{time.perf_counter() - t0:.1f} s")
+    for name, other, rows, record in result.sides:
+        for pair in record["layer_pairs"]:
+            click.echo(f"  {_link_line(name, other, pair)}")
+        same = stability(record)
+        if same:
+            click.echo(f"  {name}: one model, two SAEs: features found again by {other} beyond both nulls in the same "
+                       f"layer (stability across seeds): " + ", ".join(
+                           f"layer {p['layer']} {p['share']:.1%} [{p['share_lo']:.1%}-{p['share_hi']:.1%}]"
+                           for p in same if p["tested"]))
+    for atlas in written:
+        if (site_dir / atlas.name / "atlas.json").is_file():
+            render_site(atlas.path, site_dir)
+            click.echo(f"  re-rendered {site_dir / atlas.name}/")
+
+
+def _link_line(name: str, other: str, pair: dict) -> str:
+    """One pair of layers of `atlas link`'s summary: the share with a match beyond the nulls, and the twin's."""
+    if not pair["tested"]:
+        return f"{name} layer {pair['layer']} -> {other} layer {pair['other_layer']}: no feature active in enough cells"
+    ci = f"{pair['share']:.1%} [{pair['share_lo']:.1%}-{pair['share_hi']:.1%}]"
+    what = "beyond both nulls" if pair.get("beyond_twin") is not None else "beyond the cell-type shuffle"
+    twin = (f"; the untrained twin's {pair['twin_share']:.1%} [{pair['twin_share_lo']:.1%}-{pair['twin_share_hi']:.1%}]"
+            if pair.get("twin_tested") else "")
+    return (f"{name} layer {pair['layer']} -> {other} layer {pair['other_layer']}: {pair['beyond_both']} of "
+            f"{pair['tested']} features matched {what}, {ci}{twin}")
+
+
+@cli.command()
+@setting_option("--model", "pretrain.model", "family", required=True)
+@setting_option("--data", "data", required=True, help="Training cells: .h5ad with raw counts (symbols for scGPT, "
+                "var Ensembl ids for Geneformer).")
+@setting_option("--out", "pretrain.out", required=True)
+@setting_option("--layers", "pretrain.layers")
+@setting_option("--width", "pretrain.width")
+@setting_option("--heads", "pretrain.heads")
+@setting_option("--steps", "pretrain.steps")
+@setting_option("--batch-size", "pretrain.batch_size")
+@setting_option("--lr", "pretrain.lr")
+@setting_option("--holdout", "pretrain.holdout")
+@setting_option("--seed", "pretrain.seed")
+@setting_option("--random-init", "pretrain.random_init")
+def pretrain(family, data, out, random_init, **settings):
     """Pretrain a small scGPT or Geneformer on DATA with the family's objective; write the checkpoint and its
     model card (held-out masked-prediction accuracy against trivial baselines, loss curve)."""
-    import os
     import shlex
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -719,8 +603,7 @@ def pretrain(family, data, out, layers, width, heads, steps, batch_size, lr, hol
     from .models.pretrain import pretrain as run
 
     check_disjoint([("--out", out)], [("--data", data)])
-    cfg = PretrainConfig(layers=layers, width=width, heads=heads, steps=0 if random_init else steps,
-                         batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
+    cfg = PretrainConfig(**{**settings, "steps": 0 if random_init else settings["steps"]})
     command = "atlas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else None
     t0 = time.perf_counter()
     with _progress("steps") as (started, progress):
@@ -729,20 +612,19 @@ def pretrain(family, data, out, layers, width, heads, steps, batch_size, lr, hol
     h, d = rec["heldout"], rec["data"]
     base = rec["baselines"].get("most_frequent_bin_accuracy", rec["baselines"].get("most_frequent_gene_accuracy"))
     what = f"pretrained {cfg.steps} steps" if rec["trained"] else "wrote the untrained twin"
-    click.echo(f"{what}: {family} {layers} x {width} on {d['train_cells']} cells ({len(d['heldout_cells'])} held "
-               f"out) -> {out}/ ({time.perf_counter() - t0:.0f} s); held-out accuracy {h['heldout_accuracy']:.4f} "
+    click.echo(f"{what}: {family} {cfg.layers} x {cfg.width} on {d['train_cells']} cells ({len(d['heldout_cells'])} "
+               f"held out) -> {out}/ ({time.perf_counter() - t0:.0f} s); held-out accuracy {h['heldout_accuracy']:.4f} "
                f"vs {base:.4f} for the most frequent {'bin' if family == 'scgpt' else 'gene'}, loss "
                f"{h['heldout_loss']:.4f}")
 
 
 @cli.command()
-@click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("site"),
-              show_default=True, help="Folder of rendered sites to serve.")
-@click.option("--port", type=PORT, default=8000, show_default=True, help="Port on the loopback address (0: any free one).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@setting_option("--site", "serve.site", "site_dir")
+@setting_option("--port", "serve.port")
+@setting_option("--host", "serve.host")
 def serve(site_dir, port, host):
     """Preview the rendered sites with gzip, as GitHub Pages serves them."""
-    from .site.serve import make_server
+    from .site.serve import make_server, served_atlases
 
     if not site_dir.is_dir():
         raise AtlasError(f"{site_dir}: no rendered site (run `atlas render` first)")
@@ -750,9 +632,8 @@ def serve(site_dir, port, host):
         server = make_server(site_dir, port, host)
     except OSError as e:
         raise AtlasError(f"--host {host} --port {port}: cannot listen ({e.strerror})") from None
-    atlases = sorted(p.name for p in site_dir.iterdir() if (p / "index.html").is_file())
     click.echo(f"serving {site_dir}/ at http://{host}:{server.server_port}/ "
-               f"({', '.join(a + '/' for a in atlases) or 'no atlas yet'}); Ctrl-C stops")
+               f"({', '.join(a + '/' for a in served_atlases(site_dir)) or 'no atlas yet'}); Ctrl-C stops")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -96,6 +96,22 @@ def held(lock_file: Path, on_wait=lambda: None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def held_cache(cache: Path, on_wait=lambda: None) -> Iterator[None]:
+    """held() on CACHE/.build.lock: one build at a time per cache. A cache folder this call creates is removed
+    again when the block fails before anything but the lock was written in it (a refused build leaves no cache)."""
+    cache = Path(cache)
+    lock, fresh = cache / ".build.lock", not cache.exists()
+    try:
+        with held(lock, on_wait):
+            yield
+    except BaseException:
+        if fresh and cache.is_dir() and {p.name for p in cache.iterdir()} <= {lock.name}:
+            lock.unlink(missing_ok=True)
+            cache.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def held_folder(folder: Path, on_wait=lambda: None) -> Iterator[None]:
     """Exclusive use of an existing output folder for a read-modify-write, by every process that holds it this
     way: a flock on the folder itself (no lock file left behind), taken again when the folder was swapped while

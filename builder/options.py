@@ -3,11 +3,15 @@
 An option takes its `type=` from here, and `check_setting` runs the same conversion on a value read from a
 config file, so both refuse the same values and the message names the setting where it came from:
 "Invalid value for '--alpha': 1.5 is not in the range 0<x<1." or "atlas.toml: [annotate] alpha: 1.5 is not
-in the range 0<x<1.". SETTINGS lists the settings the README documents for `atlas build --config`.
+in the range 0<x<1.". SETTINGS holds every option of every command: BUILD_SETTINGS, those of `atlas build --config`
+(docs/configuration.md documents them), and COMMAND_SETTINGS, the options of one command or a few. An option's
+default is the field of the dataclass that holds its setting (DEFAULTS), never a number restated here or in cli.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
 import os
 import re
@@ -186,6 +190,7 @@ UNIT_OPEN = Number(0, 1, min_open=True, max_open=True)
 class Setting:
     type: click.ParamType
     help: str
+    default: object = None  # only for a setting no dataclass holds (DEFAULTS): the workspace folders, say
 
 
 def _families() -> click.Choice:
@@ -197,7 +202,8 @@ def _families() -> click.Choice:
 FAMILY = _families()
 NON_NEGATIVE = Integer(min=0)
 
-SETTINGS: dict[str, Setting] = {
+# The settings of `atlas build`: its options and the keys of its config file (`[section] name` for `section.name`).
+BUILD_SETTINGS: dict[str, Setting] = {
     "model": Setting(FAMILY, "Model family of the checkpoint."),
     "checkpoint": Setting(in_dir(), "Checkpoint folder."),
     "data": Setting(in_file(), "Dataset (.h5ad with raw counts)."),
@@ -233,7 +239,14 @@ SETTINGS: dict[str, Setting] = {
     "train.centering": Setting(click.Choice(["pre-bias", "mean", "none"]),
                                "pre-bias: a trained decoder bias subtracted before encoding; mean: the data "
                                "mean, fixed; none: no centring."),
-    "train.epochs": Setting(POSITIVE, "Passes over the training tokens."),
+    "train.epochs": Setting(POSITIVE, "At most this many passes over the training tokens (the convergence rule "
+                            "usually stops training first)."),
+    "train.eval_every": Setting(POSITIVE, "Steps between two measurements of the validation loss."),
+    "train.patience": Setting(POSITIVE, "Stop after this many measurements in a row without a min_delta gain."),
+    "train.min_delta": Setting(Number(0, 1, max_open=True), "Relative gain of the validation loss that counts as "
+                               "progress."),
+    "train.val_tokens": Setting(POSITIVE, "Training-sample tokens set aside to measure the validation loss (at most "
+                                "a tenth of the sample)."),
     "train.batch_size": Setting(POSITIVE, "Tokens per step."),
     "train.lr": Setting(Number(0, min_open=True), "Adam learning rate."),
     "train.aux_k": Setting(POSITIVE, "Dead features used by the AuxK loss (default: half the width)."),
@@ -265,6 +278,9 @@ SETTINGS: dict[str, Setting] = {
     "graphs.cross_min_log_ratio": Setting(Number(), "Smallest log(count / within-gene expectation) of a cross-layer edge."),
     "graphs.cross_alpha": Setting(UNIT_OPEN, "Benjamini-Hochberg level against the within-gene null."),
     "graphs.cosine": Setting(Number(0, 1), "Decoder cosine of a match."),
+    "graphs.module_null_draws": Setting(POSITIVE, "Draws of the within-gene null the module counts are set beside."),
+    "graphs.module_label_share": Setting(Number(0, 1), "A module takes a term as its label only if this share of "
+                                         "its members (and at least two) hold it."),
     "graphs.umap_neighbors": Setting(Integer(min=2), "UMAP neighbours."),
     "graphs.umap_min_dist": Setting(Number(0), "UMAP minimum distance."),
     "graphs.umap_epochs": Setting(POSITIVE, "UMAP optimisation epochs."),
@@ -283,6 +299,7 @@ SETTINGS: dict[str, Setting] = {
     "interventions.min_genes": Setting(POSITIVE, "Top genes with a measured effect needed for a specificity."),
     "interventions.bootstrap": Setting(NON_NEGATIVE, "Bootstrap resamples of cells for the intervals (0: none)."),
     "interventions.level": Setting(UNIT_OPEN, "Level of the bootstrap intervals."),
+    "interventions.alpha": Setting(UNIT_OPEN, "BH level at which a feature's specificity counts as beyond its nulls."),
     "interventions.effects_top": Setting(POSITIVE, "Most affected genes kept per tested feature."),
     "interventions.min_gene_cells": Setting(POSITIVE, "Patched cells a gene must be measured in to be listed "
                                             "among a feature's most affected genes."),
@@ -295,6 +312,125 @@ SETTINGS: dict[str, Setting] = {
                                             "clusters (its correlation matrix takes genes^2 x 8 bytes)."),
     "baselines.random_init_model": Setting(click.BOOL, "Run the same build on the checkpoint's randomly "
                                            "initialised twin (default: on with --train-sae)."),
+    "baselines.random_dictionary": Setting(click.BOOL, "Annotate the features of each SAE's untrained start, and of "
+                                           "another seed's, encoding the same activations (default: on with "
+                                           "--train-sae)."),
+}
+
+DATA_DIR, SITE, CACHE = Path("atlas_data"), Path("site"), Path(".atlas_cache")  # relative to the working folder
+
+# The options of the other commands, and those of `atlas build` that are not settings of its config file (the
+# config file refuses these keys). A key's section names its command, or the dataclass holding its default.
+COMMAND_SETTINGS: dict[str, Setting] = {
+    "folders.data_dir": Setting(OutputFolder(None), "Folder holding one folder per atlas.", DATA_DIR),
+    "folders.site": Setting(OutputFolder(None), "Folder the sites are rendered into.", SITE),
+    "folders.cache": Setting(click.Path(file_okay=False, path_type=Path), "Stage cache; an interrupted build resumes "
+                             "from it.", CACHE),
+    "quiet": Setting(click.BOOL, "Print only the summary."),
+    "import.model": Setting(click.STRING, "Model family to record, e.g. scgpt or geneformer."),
+    "render.data_dir": Setting(in_dir(), "Folder holding one folder per atlas.", DATA_DIR),
+    "serve.site": Setting(click.Path(file_okay=False, path_type=Path), "Folder of rendered sites to serve.", SITE),
+    "serve.port": Setting(PORT, "Port on the loopback address (0: any free one)."),
+    "serve.host": Setting(click.STRING, "Address to bind (loopback by default)."),
+    "extract.out": Setting(OutputFolder("extract.json", "an activations folder"),
+                           "Activations folder to write (replaced atomically)."),
+    "extract.seed": Setting(SEED, "Seed of scGPT's binning ties and gene sampling.", 0),
+    "sae.activations": Setting(in_dir(), "Folder written by `atlas extract`."),
+    "sae.layer": Setting(LAYER, "Layer of the activations."),
+    "sae.train_out": Setting(OutputFolder("cfg.json", "an SAE folder"),
+                             "SAE folder to write (SAELens layout, replaced atomically)."),
+    "sae.encode_out": Setting(OutputFolder("codes.json", "a codes folder"), "Codes folder to write (replaced atomically)."),
+    "sae.codes": Setting(in_dir(), "Folder written by `atlas sae encode`."),
+    "sae.stats_out": Setting(OutputFolder("stats.json", "a statistics folder"),
+                             "Statistics folder to write (replaced atomically)."),
+    "train.seed": Setting(SEED, "Seed of initialisation, shuffling and the held-out cells."),
+    "annotate.genes": Setting(in_file(), "Table of top genes: layer, feature, gene, rank (rank 1 = first; Parquet, "
+                              "CSV or TSV)."),
+    "annotate.universe": Setting(GeneListFile(), "Genes that could enter a top list, one per line (a build: genes "
+                                 "with >= min_support tokens)."),
+    "annotate.universe_from_table": Setting(click.BOOL, "Use the genes of the table instead: each list is then "
+                                            "judged against the other listed genes."),
+    "annotate.layer": Setting(LAYER, "Layer of a table without a layer column."),
+    "annotate.baselines": Setting(click.STRING, "Comma-separated: random_genes, coexpression (needs --data); or "
+                                  "'none'.", "random_genes"),
+    "annotate.baseline_lists": Setting(click.STRING, "Any other baseline: a table of gene lists (layer, list, gene, "
+                                       "rank), e.g. pca=pca.parquet."),
+    "annotate.data": Setting(in_file(), "The dataset (.h5ad, raw counts) whose co-expression the coexpression "
+                             "baseline clusters."),
+    "annotate.out": Setting(OutputFolder("annotate.json", "an annotation folder"),
+                            "Annotation folder to write (replaced atomically)."),
+    "coexpression.n_genes": Setting(POSITIVE, "Most detected universe genes clustered by the coexpression baseline."),
+    "build.config": Setting(in_file(), "atlas.toml with any of these settings."),
+    "build.replace": Setting(click.BOOL, "Let the default atlas name replace an atlas that came from elsewhere."),
+    "perturb.perturbation_column": Setting(click.STRING, "obs column naming each cell's perturbed gene."),
+    "perturb.control": Setting(click.STRING, "Value of that column marking control cells (e.g. non-targeting)."),
+    "perturb.batch_column": Setting(Label(), "obs column of batches (gem groups): controls from the same batches, "
+                                    "batch as a covariate."),
+    "perturb.dataset_name": Setting(Label(), "Name of the dataset in the tables (default: the file name without "
+                                    ".h5ad); its earlier rows are replaced."),
+    "perturb.min_cells": Setting(Integer(3), "Perturbations with fewer cells (after the batch rule) are skipped and "
+                                 "listed."),
+    "perturb.pseudo": Setting(NON_NEGATIVE, "Pseudo-perturbations (random control subsets) per perturbation, for the "
+                              "null."),
+    "perturb.top_genes": Setting(POSITIVE, "Top-scoring genes in which a TF's targets are counted."),
+    "perturb.min_targets": Setting(POSITIVE, "Curated targets in the universe a TF needs to be tested."),
+    "perturb.max_controls": Setting(NON_NEGATIVE, "Use at most this many control cells (a seeded choice); 0: all."),
+    "perturb.on_target": Setting(Number(0, 1, max_open=True), "Keep only cells with on-target knockdown: perturbed "
+                                 "cells whose gene's CP10k is at or below this quantile of the controls' (e.g. 0.25), "
+                                 "compared with the controls under the same cut-off; 0: every cell."),
+    "perturb.alpha": Setting(UNIT_OPEN, "BH level for every call."),
+    "perturb.seed": Setting(SEED, "Seed of the pseudo-perturbations and control choice."),
+    "perturb.sae": Setting(in_dir(), "Folder of SAEs (layer_LL/) (default: those the atlas records)."),
+    "link.atlas": Setting(AtlasName(), "An atlas (under --data-dir) made by atlas build: two to link them (built from "
+                          "the same .h5ad), or one with --twin."),
+    "link.twin": Setting(click.BOOL, "Link the one --atlas to its own untrained twin (its build's random_init_model) "
+                         "instead of a second atlas."),
+    "link.other_layers": Setting(LayerList(), "Layers of the second atlas (or of the twin), e.g. 0,3 (default: "
+                                 "every layer)."),
+    "link.top": Setting(POSITIVE, "Partners kept per feature and layer of the other atlas (rank 1: the highest "
+                        "correlation)."),
+    "link.min_cells": Setting(Integer(3), "Shared cells a feature must be active in to be linked."),
+    "link.top_genes": Setting(POSITIVE, "Top genes of each feature compared between partners."),
+    "link.alpha": Setting(UNIT_OPEN, "BH level of a match beyond a null."),
+    "link.block": Setting(POSITIVE, "Features per block of the streamed correlation (memory: 8 bytes x block x the "
+                          "other layer's features)."),
+    "link.cache": Setting(in_dir(), "Stage cache of the atlases' builds, where their per-cell codes are (repeatable; "
+                          "default: .atlas_cache).", CACHE),
+    "pretrain.model": Setting(click.Choice(["scgpt", "geneformer"]), "Model family: its architecture, checkpoint "
+                              "layout and pretraining objective."),
+    "pretrain.out": Setting(OutputFolder("pretrain.json", "a checkpoint folder of atlas pretrain"),
+                            "Checkpoint folder to write (atomically), in the family's real layout, with MODEL_CARD.md."),
+    "pretrain.layers": Setting(Integer(1, 48), "Transformer layers."),
+    "pretrain.width": Setting(Integer(8, 4096), "Hidden width."),
+    "pretrain.heads": Setting(Integer(1, 64), "Attention heads."),
+    "pretrain.steps": Setting(POSITIVE, "Optimiser steps."),
+    "pretrain.batch_size": Setting(POSITIVE, "Cells per step."),
+    "pretrain.lr": Setting(Number(0, 1, min_open=True), "Peak AdamW learning rate."),
+    "pretrain.holdout": Setting(Number(0, 0.5, min_open=True, max_open=True), "Share of cells held out for evaluation."),
+    "pretrain.seed": Setting(SEED, "Seed of the split, initial weights, masks."),
+    "pretrain.random_init": Setting(click.BOOL, "Write the untrained twin instead: same vocabulary, architecture and "
+                                    "seed, no step taken (--steps is then ignored)."),
+}
+
+SETTINGS: dict[str, Setting] = {**BUILD_SETTINGS, **COMMAND_SETTINGS}
+
+# The dataclass holding the defaults of a key's section (top-level keys: the build's BuildConfig), as (module under
+# builder, class); the field is the rest of the key. Imported only when a default is needed (parsing a command that
+# takes one, or --help): these modules are slow to import, and `atlas validate` needs none of them.
+DEFAULTS = {
+    "": ("pipeline.build", "BuildConfig"),
+    "engine": ("pipeline.engine", "EngineConfig"),
+    "train": ("pipeline.sae.train", "TrainConfig"),
+    "stats": ("pipeline.statistics.features", "StatsConfig"),
+    "annotate": ("pipeline.annotation.annotate", "AnnotateConfig"),
+    "coexpression": ("pipeline.annotation.coexpression", "CoexpressionConfig"),
+    "graphs": ("pipeline.graphs.modules", "GraphConfig"),
+    "interventions": ("pipeline.interventions.stats", "InterventionsConfig"),
+    "baselines": ("pipeline.stages.baselines", "BaselinesConfig"),
+    "perturb": ("pipeline.perturbation.stats", "PerturbConfig"),
+    "link": ("pipeline.links.run", "LinkConfig"),
+    "pretrain": ("models.pretrain", "PretrainConfig"),
+    "serve": ("site.serve", "ServeConfig"),
 }
 
 _KINDS = {  # what a config value must be before its range is checked
@@ -308,9 +444,9 @@ def check_setting(key: str, value, where: str):
     """The config file's `key` (e.g. 'annotate.alpha') converted by its option type, or AtlasError naming both."""
     section, _, name = key.rpartition(".")
     label = f"{where}: [{section}] {name}" if section else f"{where}: {name}"
-    if key not in SETTINGS:
+    if key not in BUILD_SETTINGS:
         raise AtlasError(f"{label}: unknown setting")
-    ptype = SETTINGS[key].type
+    ptype = BUILD_SETTINGS[key].type
     kind, ok = _KINDS.get(type(ptype), ("a string", lambda v: isinstance(v, str)))
     values = value if key == "genesets" and isinstance(value, list) else [value]
     for v in values:
@@ -323,7 +459,82 @@ def check_setting(key: str, value, where: str):
     return out if key == "genesets" and isinstance(value, list) else out[0]
 
 
-def setting_option(flag: str, key: str, *decls: str, **kw):
-    """A click option whose type and help come from SETTINGS[key] (type= or help= given here win)."""
+def default_of(key: str):
+    """The default of setting `key`: the field of the dataclass holding its section (DEFAULTS), or the setting's
+    own. An empty text or tuple (the build's "not given") is None."""
+    section, _, name = key.rpartition(".")
+    if section in DEFAULTS:
+        module, cls = DEFAULTS[section]
+        holder = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+        fields = {f.name: f for f in dataclasses.fields(holder)}
+        if name in fields:
+            f = fields[name]
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            return None if isinstance(value, (str, tuple)) and not value else value
+    return SETTINGS[key].default
+
+
+class _Default:
+    """An option's default, looked up by click only when it needs it (parsing the command, or its --help shows it),
+    so a command imports only the dataclasses of its own options. `unset`: the value is None when the option is
+    not given (the build's config file and demo defaults then fill it; another command decides itself), and
+    --help still shows the dataclass default."""
+
+    def __init__(self, key: str, unset: bool):
+        self.key, self.unset = key, unset
+
+    def __call__(self):
+        return None if self.unset else default_of(self.key)
+
+    def __str__(self):  # what --help shows
+        value = default_of(self.key)
+        return "" if value is None else str(value)
+
+
+def setting_option(flag: str, key: str, *decls: str, unset: bool = False, **kw):
+    """A click option whose type and help come from SETTINGS[key] and whose default, shown in --help, is the
+    field of the dataclass holding the setting (default_of); type=, help= or default= given here win. A setting of
+    type BOOL is a flag (off unless given); a required or repeatable option has no default. `unset`: see _Default."""
     s = SETTINGS[key]
-    return click.option(flag, *decls, type=kw.pop("type", s.type), help=kw.pop("help", s.help), **kw)
+    kw.setdefault("type", s.type)
+    kw.setdefault("help", s.help)
+    if s.type is click.BOOL:
+        if "/" not in flag:
+            kw.setdefault("is_flag", True)
+        kw.setdefault("default", None if unset else False)
+    elif "default" not in kw and not kw.get("required") and not kw.get("multiple"):
+        kw["default"] = _Default(key, unset)
+        kw.setdefault("show_default", True)
+    return click.option(flag, *decls, **kw)
+
+
+def read_config(path: Path | None, overrides: dict, defaults=None):
+    """`atlas build`'s settings: defaults, then the TOML file, then command-line options (keys as in the file:
+    `seed`, `engine.workers`). defaults(values given) can add defaults that depend on what was given (the demo
+    build's, for one). Every value of the file goes through the type of its command-line option (SETTINGS), so
+    both refuse the same values in the same words, naming the file and key; cross-field rules are checked after."""
+    import tomllib
+
+    from .pipeline.build import SECTIONS, make_config
+
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AtlasError(f"{path}: no such config file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise AtlasError(f"{path}: not valid TOML ({e})") from None
+        for key, value in raw.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise AtlasError(f"{path}: [{key}] must be a table")
+                values.update({f"{key}.{k}": check_setting(f"{key}.{k}", v, str(path)) for k, v in value.items()})
+            else:
+                values[key] = check_setting(key, value, str(path))
+    # None, "" and () mean "not given"; 0 and False given on the command line override the file.
+    values.update({k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (str, tuple)) and not v)})
+    if defaults is not None:
+        values = {**defaults(dict(values)), **values}
+    return make_config(values)

@@ -1,6 +1,6 @@
 // Hash router: each view is an ES module loaded on first visit; every view state is a link.
 import { h, fill } from "./lib/dom.js";
-import { boot, prefetch, featurePath, shardKey } from "./lib/data.js";
+import { boot, prefetch, featurePath, nameKey } from "./lib/data.js";
 
 const ROUTES = [
   [/^\/?$/, "overview"],
@@ -15,6 +15,7 @@ const ROUTES = [
   [/^\/about$/, "about"],
   [/^\/glossary(?:\/(.*))?$/, "glossary"],
   [/^\/tf(?:\/(.*))?$/, "tf"],
+  [/^\/links$/, "links"],
 ];
 
 const main = document.getElementById("main");
@@ -72,12 +73,12 @@ function warm(name, params) {
   const data = {
     layer: ([l]) => (info(l) ? `layer/${l}.json` : null),
     feature: ([l, f]) => (info(l) && Number(f) < info(l).n_features ? featurePath(Number(l), Number(f)) : null), modules: () => "modules.json",
-    flow: () => "flow.json", comparisons: () => "comparisons.json",
+    flow: () => "flow.json", comparisons: () => "comparisons.json", links: () => (boot.links ? "links.json" : null),
     celltypes: ([n]) => (n && boot.celltypes.includes(n) ? `celltypes/p/${boot.celltypes.indexOf(n)}.json` : "celltypes/index.json"),
-    genes: ([s]) => (s && boot.gene_keys.includes(shardKey(s[0])) ? `genes/n/${shardKey(s[0])}.json` : null),
-    tf: ([s]) => { // the same key as lib/tfdata.js, without loading it on first paint
-      const k = s && shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
-      return s ? ((boot.tf_keys || []).includes(k) ? `tf/p/${k}.json` : null) : (boot.tf_keys || []).length ? "tf/index.json" : null;
+    genes: ([s]) => (s && boot.gene_keys.includes(nameKey(s, 1)) ? `genes/n/${nameKey(s, 1)}.json` : null),
+    tf: ([s]) => { // the path of lib/tfdata.js, without loading it on first paint
+      if (!s) return (boot.tf_keys || []).length ? "tf/index.json" : null;
+      return (boot.tf_keys || []).includes(nameKey(s)) ? `tf/p/${nameKey(s)}.json` : null;
     },
   }[name];
   const path = data && data(params);

@@ -23,7 +23,7 @@ SCGPT_SRC = SHARED / "reference" / "scgpt-atlas"
 DEMO_TEST_CONFIG = """max_cells = 400
 shard_cells = 200
 [train]
-epochs = 1
+epochs = 8
 sample_tokens = 40000
 [baselines]
 random_init_model = false
@@ -90,13 +90,32 @@ def demo_build(tmp_path_factory):
     return SimpleNamespace(root=root, data=root / "data", site=root / "site", printed=printed)
 
 
+# Layers whose annotation files the published Geneformer mirror lacks, and what its global_summary.json says of them.
+MIRROR_ABSENT = (0, 1, 2, 3, 11)
+
+
 @pytest.fixture(scope="session")
-def site(tmp_path_factory, synthetic_data, demo_build, request):
-    """Rendered sites: the two demo builds, the synthetic demo, hostile, and the imported scGPT atlas when the
-    reference data is present."""
+def mirror_atlas(tmp_path_factory):
+    """An import in the published Geneformer mirror's shapes (tests/test_import_biodyn.py mirror_source): the
+    annotation files of layers 0-3 and 11 absent, global_summary.json giving a published count for every layer."""
+    from test_import_biodyn import mirror_source, write
+
+    root = tmp_path_factory.mktemp("mirror")
+    src = mirror_source(root / "src")
+    write(src, "global_summary.json", {"n_layers": 18, "layers": [
+        {"layer": lay, "alive": 8, "dead": 0, "annotated": 2600 + lay if lay in MIRROR_ABSENT else 4, "annotation_rate": 0.5}
+        for lay in range(18)]})
+    out, _ = import_biodyn(src, root / "data" / "gf-mirror", "gf-mirror", None, "geneformer")
+    return out
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, synthetic_data, demo_build, mirror_atlas, request):
+    """Rendered sites: the two demo builds, the synthetic demo, hostile, an import missing some layers' annotation
+    files (gf-mirror), and the imported scGPT atlas when the reference data is present."""
     root = tmp_path_factory.mktemp("site")
     for atlas in (synthetic_data / "demo", synthetic_data / "hostile", demo_build.data / "scgpt-demo",
-                  demo_build.data / "geneformer-demo"):
+                  demo_build.data / "geneformer-demo", mirror_atlas):
         render(atlas, root)
     if SCGPT_SRC.is_dir():
         render(request.getfixturevalue("scgpt_atlas"), root)
@@ -143,3 +162,15 @@ def page(browser):
     pg.on("dialog", lambda d: (pg.problems.append(f"dialog: {d.message}"), d.dismiss()))
     yield pg
     ctx.close()
+
+
+# The quick tier (`bash tests/run.sh -m quick`): every test that needs none of these fixtures and is not marked
+# slow. They build atlases, import the published one, start a browser or run every command of a workspace.
+SLOW_FIXTURES = {"demo_build", "site", "mirror_atlas", "scgpt_site", "server", "browser", "page", "scgpt_atlas", "pristine", "ws",
+                 "built", "ray_session", "runs", "sites"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.isdisjoint(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.quick)

@@ -13,10 +13,10 @@ from scipy.stats import fisher_exact, hypergeom
 from statsmodels.stats.multitest import multipletests
 
 from builder.errors import AtlasError
-from builder.pipeline.annotate import ANY, AnnotateConfig, annotate, annotate_baseline
-from builder.pipeline.baselines import Baseline, curveball
-from builder.pipeline.enrichment import SfTable, degree_fit, membership, network_tests, set_tests
-from builder.pipeline.genesets import GeneSets, Network, bundled, load_genesets, read_trrust
+from builder.pipeline.annotation.annotate import ANY, AnnotateConfig, annotate, annotate_baseline
+from builder.pipeline.annotation.baselines import Baseline, curveball
+from builder.pipeline.annotation.enrichment import SfTable, degree_fit, membership, network_tests, set_tests
+from builder.pipeline.annotation.genesets import GeneSets, Network, bundled, load_genesets, read_trrust
 from builder.pipeline.multitest import bh, haldane_odds
 from test_cli import run
 from conftest import SHARED

@@ -13,7 +13,8 @@ import torch
 
 from builder.errors import AtlasError
 from builder.models import FAMILIES, Family, load
-from builder.pipeline.baseline_stage import BaselinesConfig, check_pca, decide, pca_lists, twin_rows
+from builder.pipeline.stages.baselines import BaselinesConfig, check_pca, decide, pca_lists, twin_rows
+from builder.pipeline.stages.graph import Graph
 from builder.pipeline.build import BuildConfig
 
 PBMC = Path("atlas_data/inputs/pbmc68k_counts.h5ad")
@@ -24,24 +25,31 @@ def cfg(**kw):
 
 
 def test_what_runs_by_default_and_why_the_others_do_not():
-    assert decide(cfg(), FAMILIES["scgpt"]) == {"random_genes": "", "pca": "", "coexpression": "", "random_init_model": ""}
+    assert decide(cfg(), FAMILIES["scgpt"]) == {"random_genes": "", "pca": "", "coexpression": "", "random_init_model": "",
+                                                "random_dictionary": ""}
     given = decide(replace(cfg(), train_sae=False, sae="s"), FAMILIES["scgpt"])
     assert "--train-sae" in given["random_init_model"] and given["pca"] == ""  # auto: off, with the reason
-    off = decide(cfg(baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False)), FAMILIES["scgpt"])
-    assert all("switched off" in off[k] for k in ("pca", "coexpression", "random_init_model"))
+    assert "--train-sae" in given["random_dictionary"]
+    off = decide(cfg(baselines=BaselinesConfig(pca=False, coexpression=False, random_init_model=False,
+                                               random_dictionary=False)), FAMILIES["scgpt"])
+    assert all("switched off" in off[k] for k in ("pca", "coexpression", "random_init_model", "random_dictionary"))
     bare = Family("bare", FAMILIES["scgpt"].load, FAMILIES["scgpt"].write_tiny, "", None)
     assert "no random-init twin" in decide(cfg(), bare)["random_init_model"]
 
 
-@pytest.mark.parametrize("settings, family, words", [
-    (dict(baselines=BaselinesConfig(random_init_model=True), train_sae=False, sae="s"), "scgpt", "--train-sae"),
-    (dict(baselines=BaselinesConfig(random_init_model=True)), None, "model family 'bare' has no random-init twin"),
+@pytest.mark.parametrize("settings, family, name, words", [
+    (dict(baselines=BaselinesConfig(random_init_model=True), train_sae=False, sae="s"), "scgpt", "random_init_model",
+     "--train-sae"),
+    (dict(baselines=BaselinesConfig(random_init_model=True)), None, "random_init_model",
+     "model family 'bare' has no random-init twin"),
+    (dict(baselines=BaselinesConfig(random_init_model=False, random_dictionary=True), train_sae=False, sae="s"),
+     "scgpt", "random_dictionary", "untrained start is unknown"),
 ])
-def test_switched_on_without_what_it_needs_is_refused(settings, family, words):
+def test_switched_on_without_what_it_needs_is_refused(settings, family, name, words):
     fam = FAMILIES["scgpt"] if family else Family("bare", FAMILIES["scgpt"].load, FAMILIES["scgpt"].write_tiny, "", None)
-    with pytest.raises(AtlasError, match="baselines.random_init_model") as e:
+    with pytest.raises(AtlasError, match=f"baselines.{name}") as e:
         decide(replace(cfg(), **settings), fam)
-    assert words in str(e.value) and "--no-random-init-model" in str(e.value)
+    assert words in str(e.value) and f"--no-{name.replace('_', '-')}" in str(e.value)
 
 
 def test_principal_axes_need_tokens_and_width():
@@ -58,7 +66,7 @@ def test_pca_lists_number_each_direction_and_sign(tmp_path):
                          "token_id": [5, 6, 7, 8, 9, 10], "gene": list("ABCDEF"), "score": [2.0, 1, 3, 1, 1, 1]})
     (tmp_path / "g").mkdir()
     pq.write_table(pa.Table.from_pandas(rows), tmp_path / "g" / "pca_genes.parquet")
-    lists = pca_lists({3: tmp_path / "g"})
+    lists = pca_lists({3: Graph(tmp_path / "g", {}, {})})
     assert lists["list"].tolist() == [0, 0, 1, 1, 2, 3] and (lists["layer"] == 3).all()
     assert lists["gene"].tolist() == list("ABCDEF") and lists["rank"].tolist() == [1, 2, 1, 2, 1, 1]
 

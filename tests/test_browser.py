@@ -30,9 +30,10 @@ def demo_facts(atlas_dir):
     g = pd.read_parquet(atlas_dir / "feature_genes.parquet")
     mine = g[(g.layer == top.layer) & (g.feature == top.feature)].sort_values("rank")
     counts = g.gene.value_counts()
+    cd74 = g[g.gene == "CD74"].layer.value_counts()  # the layer where CD74 tops the most features
     return {"name": atlas_dir.name, "gene": "CD74", "gene2": counts.index[0], "feature": (int(top.layer), int(top.feature)),
             "term": top.term, "database": top.database, "feature_gene": mine.gene.iloc[0], "n_genes": len(mine),
-            "search": top.term.split()[0].lower(), "layer": 1,
+            "search": top.term.split()[0].lower(), "layer": int(cd74.index[0]) if len(cd74) else 1,
             "width": int(pd.read_parquet(atlas_dir / "layers.parquet").n_features.iloc[0])}
 
 

@@ -96,10 +96,21 @@ def test_build_end_to_end(built, family):
     nb = atlas.table("null_baseline").to_pandas()
     assert {"annotation", "modules", "cross_layer", "svd"} <= set(nb["analysis"])
     assert set(nb["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model", "within_gene_shuffle",
-                                   "random_direction"}
+                                   "random_direction", "random_dictionary", "random_dictionary_2"}
     ann = nb[(nb.analysis == "annotation") & (nb.measure == "any database")]
-    assert set(ann["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model"}
-    assert (ann.groupby("layer")["observed"].nunique() == 1).all()  # one observed rate, beside every baseline
+    assert set(ann["baseline"]) == {"random_genes", "pca", "coexpression", "random_init_model", "random_dictionary",
+                                    "random_dictionary_2"}
+    # like for like: the baselines with as many lists as features beside the layer's own rate; pca and
+    # coexpression (fewer lists) beside as many of the layer's most frequent features, in a family of that size
+    whole = ann[~ann.baseline.isin(["pca", "coexpression"])]
+    assert (whole.groupby("layer")["observed"].nunique() == 1).all()
+    layers = atlas.table("layers").to_pandas().set_index("layer")
+    for r in whole.itertuples():
+        assert r.observed == layers.loc[r.layer, "annotated_rate"] and r.observed_n == layers.loc[r.layer, "tested"]
+    few = ann[ann.baseline.isin(["pca", "coexpression"])]
+    assert (few["observed_n"] == few["expected_n"]).all() and (few["expected_n"] < few["layer"].map(layers["tested"])).all()
+    rates = ann.dropna(subset=["expected_n"])
+    assert ((rates["expected_lo"] <= rates["expected"]) & (rates["expected"] <= rates["expected_hi"])).all()
     twin = nb[nb.baseline == "random_init_model"]
     assert {"annotation", "modules", "cross_layer"} <= set(twin["analysis"])
     ran = m["baselines"]["ran"]
@@ -232,7 +243,7 @@ def test_bad_input_leaves_the_previous_atlas(built, tiny, labelled, tmp_path, ca
 
 
 def test_a_shard_failing_on_a_worker_is_named(tiny, labelled, tmp_path, capsys):
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.sae.topk import TopKSAE
 
     for L in (0, 1):  # finite weights so large that every code overflows: every shard fails in the streaming pass
         sae = TopKSAE(64, 128, 4)
@@ -254,14 +265,15 @@ def test_site_shows_the_nulls(built, page):
     try:
         for family in ("scgpt", "geneformer"):
             page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/")
-            page.wait_for_selector("table.nulls")
+            page.wait_for_selector("table.nulls", state="attached")
+            page.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")  # folded sections
             text = page.inner_text("table.nulls")
-            assert "modules" in text and "annotation" in text and "cross_layer" in text and "svd" in text
+            assert "modules" in text and "annotation" in text and "cross layer" in text and "svd" in text
             assert "not measured" not in page.inner_text("main")
             base = page.inner_text("table.baselines")  # the annotation rate beside every baseline of the build
-            assert all(w in base for w in ("Trained model", "random genes", "principal directions",
-                                           "co-expressed genes", "untrained model", "Cross-layer edges"))
-            assert base.count("Layer ") == 2 and "How to read this" in page.inner_text("main")
+            assert all(w in base for w in ("Trained SAE", "random gene lists", "principal directions",
+                                           "co-expressed gene groups", "untrained foundation model"))
+            assert base.count("Layer ") == 2 and "Each cell: the baseline's share" in page.inner_text("main")
             page.goto(f"http://127.0.0.1:{server.server_port}/{family}/#/flow")
             page.wait_for_selector("main h1")
             page.wait_for_load_state("networkidle")
@@ -286,8 +298,8 @@ def test_a_failing_shard_keeps_the_finished_ones_and_the_previous_atlas(built, t
     and site as they were, shard 0 kept and not recomputed by the rerun."""
     import torch
 
-    from builder.pipeline.forward import ModelRunner, ModelSpec
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.model.forward import ModelRunner, ModelSpec
+    from builder.pipeline.sae.topk import TopKSAE
 
     for sub in ("data", "site"):
         shutil.copytree(built / sub / "scgpt", tmp_path / sub / "scgpt")

@@ -10,8 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from builder.errors import AtlasError
-from builder.pipeline.coexpression import (CoexpressionConfig, CountShards, coexpression_baseline,
-                                           coexpression_groups, detection, shard_sums)
+from builder.pipeline.annotation.coexpression import CoexpressionConfig, CountShards, coexpression_baseline, coexpression_groups, detection, shard_sums
 from test_cli import run
 
 MODULES, MODULE_SIZE, NOISE = 4, 20, 60

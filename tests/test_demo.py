@@ -25,6 +25,34 @@ FAMILIES = ["scgpt", "geneformer"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_demo_saes_leave_their_random_start_and_say_how_they_trained(demo_build, family):
+    """Issue 26: decoders that keep cosine 0.96 with their random start describe the start, not the model. Every
+    layer's SAE must move its decoder rows away (mean cosine with the start below 0.9), each layer from its own
+    start (no two layers share feature i's direction), and the atlas records how training went."""
+    import numpy as np
+
+    from builder.pipeline.sae.topk import load_sae
+
+    atlas = read_atlas(demo_build.data / f"{family}-demo")
+    layers = atlas.table("layers").to_pandas()
+    assert (layers["decoder_init_cosine"] < 0.9).all(), layers[["layer", "decoder_init_cosine"]]
+    training = atlas.manifest["sae"]["training"]
+    assert sorted(map(int, training)) == layers["layer"].tolist()
+    for L, t in training.items():
+        assert t["steps"] == layers.set_index("layer").loc[int(L), "sae_steps"] and t["curve"], t
+        assert t["curve"][-1]["val_loss"] < t["curve"][0]["val_loss"]
+        assert t["stopped"].startswith(("converged", "cap"))
+    cache = demo_build.root / "cache"
+    starts = [load_sae(cache / f["cache_entry"].replace("/sae", "/random_dictionary")).W_dec.detach().numpy()
+              for _, f in sorted(atlas.manifest["sae"]["files"].items())]
+    for a, b in zip(starts, starts[1:]):  # feature i of one layer is not feature i of the next
+        assert np.abs((a * b).sum(1)).mean() < 0.3
+    heldout = atlas.manifest["dataset"]["heldout_source"]
+    assert heldout["kind"] == "the model's held-out cells" and heldout["in_this_data"] > 0
+    assert heldout["in_this_data"] + heldout["model_training_cells_in_data"] == atlas.manifest["dataset"]["cells"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_demo_build_says_what_it_is_and_carries_the_card(demo_build, family):
     name = f"{family}-demo"
     first = demo_build.printed[family].splitlines()[0]

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from builder import models
 from builder.models.dataset import read_h5ad
-from builder.pipeline.extract import read_activations
+from builder.pipeline.model.extract import read_activations
 from test_cli import run
 
 SAMPLE = "atlas_data/inputs/immune_sample.h5ad"

@@ -205,7 +205,7 @@ def nan_activation(ws):
 
 
 def narrow_sae(ws):
-    from builder.pipeline.sae import TopKSAE
+    from builder.pipeline.sae.topk import TopKSAE
     TopKSAE(32, 64, 4).save(ws / "sae", {})
 
 
@@ -294,6 +294,7 @@ BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --atlas b --cac
 # Default atlas name (scgpt), default cache: the rows on default names and overlapping outputs.
 PERTURB = "perturb --atlas built --data screen.h5ad --perturbation-column gene --control nt --min-cells 5 --quiet"
 TRAIN_BUILD = "build --model scgpt --checkpoint {ckpt} --data {sample} --train-sae --max-cells 4 --quiet"
+LINK = "link --atlas la --atlas lb --cache lcache --quiet"
 
 
 def headless_checkpoint(ws: Path) -> None:
@@ -352,6 +353,34 @@ def perturb_workspace(ws: Path) -> None:
 
 def perturb_setup(*more: Callable) -> Callable:
     return chain(perturb_workspace, *more)
+
+
+_LINK: dict = {}
+
+
+def link_workspace(**kw) -> Callable:
+    """The planted atlases of tests/linkdata.py (la, lb with their twins, cache in lcache/), made once per variant
+    `kw` (planted's options) and copied in."""
+    def setup(ws: Path) -> None:
+        import atexit
+        import tempfile
+
+        from linkdata import planted
+
+        key = repr(sorted(kw.items()))
+        if key not in _LINK:
+            root = Path(tempfile.mkdtemp(prefix="link-faults-"))
+            atexit.register(shutil.rmtree, root, True)
+            planted(root / "atlas_data", root / "lcache", **kw)
+            _LINK[key] = root
+        for name in ("la", "lb"):
+            shutil.copytree(_LINK[key] / "atlas_data" / name, ws / "atlas_data" / name)
+        shutil.copytree(_LINK[key] / "lcache", ws / "lcache")
+    return setup
+
+
+def link_setup(*more: Callable, **kw) -> Callable:
+    return chain(link_workspace(**kw), *more)
 
 
 FAULTS = [
@@ -670,6 +699,35 @@ FAULTS = [
     Fault("build-cell-type-column-missing", TRAIN_BUILD + " --cell-type-column nope", ("nope",)),
     Fault("build-sae-and-train", TRAIN_BUILD + " --sae sae", ("give exactly one of --sae DIR and --train-sae",)),
     Fault("build-no-checkpoint-other-family", "build --config atlas.toml", ("model '(none)'",), put("atlas.toml", "seed = 1\n")),
+    # link: every input checked before any profile is computed; neither atlas changed
+    Fault("link-different-data", LINK, ("atlases la and lb were built from different data", "same .h5ad"),
+          link_setup(b_data="other-data")),
+    Fault("link-different-cells", LINK, ("atlas la and atlas lb share 0 cell(s)", "not built on the same cells"),
+          link_setup(b_obs=[f"other{i}" for i in range(380)])),
+    Fault("link-imported-atlas", LINK.replace("--atlas lb", "--atlas imported"),
+          ("atlas imported: imported", "no per-cell codes"), link_setup()),
+    Fault("link-atlas-without-per-cell-data", LINK.replace("--atlas lb", "--atlas demo"),
+          ("atlas demo: its manifest.json records no per-cell data", "field 'cache'", "run its atlas build again"),
+          link_setup()),
+    Fault("link-layer-missing", LINK + " --layers 7", ("--layers 7: atlas la has layers 0, 1",), link_setup()),
+    Fault("link-other-layer-missing", LINK + " --other-layers 1,4", ("--other-layers 4: atlas lb has layers 0, 1",),
+          link_setup()),
+    Fault("link-cache-elsewhere", LINK.replace("--cache lcache", "--cache emptycache"),
+          ("atlas la: its plan cache entry plan-la (per-cell data) is not in --cache emptycache",),
+          link_setup(put("emptycache/README", "nothing here\n"))),
+    Fault("link-no-twin", LINK, ("atlas lb: its build ran no untrained twin", "--random-init-model"),
+          link_setup(b_twin=False)),
+    Fault("link-shard-gone", LINK, ("stream-lb holds 2 shards of codes, the atlas recorded 3",),
+          link_setup(lambda ws: shutil.rmtree(ws / "lcache" / "stream-lb" / "shards" / "00002"))),
+    Fault("link-plan-changed", LINK, ("plan-la is not the plan it was built from",),
+          link_setup(put("lcache/plan-la/plan.json", "{}"))),
+    Fault("link-same-atlas-twice", LINK.replace("--atlas lb", "--atlas la"), ("give two different atlases",),
+          link_setup()),
+    Fault("link-twin-with-two-atlases", LINK + " --twin", ("--twin links one --atlas to its own untrained twin; 2 given",),
+          link_setup()),
+    Fault("link-atlas-missing", LINK.replace("--atlas lb", "--atlas nope"), ("atlas 'nope' not found in atlas_data",),
+          link_setup()),
+    Fault("link-min-cells-too-small", LINK + " --min-cells 1", ("'--min-cells'", "x>=3"), link_setup()),
     # the command line itself
     Fault("unknown-option", "render --bogus", ("No such option", "--bogus")),
     Fault("unknown-command", "publish", ("No such command 'publish'",)),

@@ -7,7 +7,7 @@ import pytest
 
 from builder.errors import AtlasError
 from builder.parse import COMBINED, STRING_CHANNELS, string_channels
-from builder.pipeline.genesets import bundled, read_gmt, read_string, read_trrust, string_score
+from builder.pipeline.annotation.genesets import bundled, read_gmt, read_string, read_trrust, string_score
 
 # Rows of STRING's protein.links.full files (v10.5/v11, CC BY 4.0): every channel, then STRING's own
 # combined_score. Homology is 0 in all of them, so STRING v12's formula (which leaves it out) applies.

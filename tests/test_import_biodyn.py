@@ -289,6 +289,31 @@ def test_geneformer_mirror_imports_with_the_intervention_layer_from_its_features
     assert a.manifest["source"]["notes"] == [n[len("note: "):] for n in notes if "'layer'" in n]
 
 
+def test_layers_without_their_annotation_file_are_recorded_as_absent(tmp_path):
+    """The mirror lacks the annotation files of layers 0-3 and 11: those layers have no tested count and no rate
+    (nothing was tested that the atlas can show), the manifest lists them with the count global_summary.json gives,
+    and a labelled feature keeps the database its features file names."""
+    src = mirror_source(tmp_path / "src")
+    write(src, "global_summary.json", {"layers": [{"layer": lay, "alive": 8, "annotated": 2600 + lay if lay in (0, 1, 2, 3, 11)
+                                                   else 4} for lay in range(18)]})
+    out, report = import_biodyn(src, tmp_path / "gf", "gf", None, "geneformer")
+    a = read_atlas(out)
+    layers = {r["layer"]: r for r in a.table("layers").to_pylist()}
+    for lay in (0, 1, 2, 3, 11):
+        assert layers[lay]["tested"] is None and layers[lay]["annotated_rate"] is None and layers[lay]["annotated_rate_lo"] is None
+    assert layers[5]["tested"] == 8 and layers[5]["annotated"] == 4 and layers[5]["annotated_rate"] == 0.5
+    absent = a.manifest["extras"]["annotations_absent"]
+    assert absent["layers"] == [0, 1, 2, 3, 11] and absent["files"][0] == "layer_00_annotations.json"
+    assert absent["published_annotated"] == {"0": 2600, "1": 2601, "2": 2602, "3": 2603, "11": 2611}
+    assert absent["published_source"] == "global_summary.json"
+    t = a.manifest["totals"]  # the atlas-wide rate counts only the layers that were tested
+    assert (t["tested"], t["annotated"]) == (13 * 8, 13 * 4)
+    row = a.table("features").filter(pc.and_(pc.equal(a.table("features")["layer"], 0), pc.equal(a.table("features")["feature"], 0))).to_pylist()[0]
+    assert (row["label"], row["label_database"]) == ("Term 0-0", "GO_BP")
+    assert not any("global_summary.json: layer 0 says annotated" in line for line in report.skipped)  # not a conflict
+    assert a.manifest["atlas"]["title"] == "Geneformer feature atlas (imported)" and a.manifest["sae"]["n_features"] == 8
+
+
 def test_geneformer_mirror_falls_back_to_the_documented_layer(tmp_path):
     src = mirror_source(tmp_path / "src", causal_genes="none of them")
     write(src, "perturbation_response.json", {"targets": [{"gene": "GATA1", "top": [{"i": 1, "es": 2.0, "lb": "Nowhere"}]}]})
@@ -325,7 +350,8 @@ def test_an_undecidable_layer_elsewhere_is_imported_as_unknown(tmp_path, capsys,
     assert "skipped: causal_patching.json: 1 record(s) name a feature beyond every layer (first 99), left out" in out
     assert a.manifest["extras"]["causal_summary"]["layer"] is None
     # The site shows the feature number without a link to a layer.
-    assert [r[:2] for r in build_shards(a)["comparisons.json"]["causal"]] == [[None, 0]]
+    causal = build_shards(a)["comparisons.json"]["causal"]
+    assert "layer" not in causal and causal["feature"] == [0]  # a field null on every row is left out
     render(atlas, tmp_path / "site")
 
 

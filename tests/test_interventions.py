@@ -9,7 +9,7 @@ import torch
 from scipy import stats as sps
 
 from builder.errors import AtlasError
-from builder.pipeline import causal_stats as cs
+from builder.pipeline.interventions import stats as cs
 
 
 def test_auc_is_mann_whitney_u_over_n1_n0():
@@ -85,7 +85,7 @@ def test_matched_nulls_are_nearest_in_frequency():
 def test_listed_genes_were_measured_in_min_gene_cells_cells():
     """A gene masked in one cell (a ratio of few positions) cannot top a feature's list: the list, its ranks and the
     kept top genes take only genes measured in >= min_gene_cells patched cells."""
-    from builder.pipeline.interventions import _gene_rows
+    from builder.pipeline.interventions.run import _gene_rows
 
     prof = {"genes": np.array([10, 11, 12, 13, 14]), "est": np.array([9.0, 0.5, -0.8, 0.1, 3.0]),
             "lo": np.zeros(5), "hi": np.ones(5), "n": np.array([1, 6, 5, 7, 2])}
@@ -103,11 +103,11 @@ def test_listed_genes_were_measured_in_min_gene_cells_cells():
 from builder.models import load, stream  # noqa: E402
 from builder.models.bundled import CHECKPOINTS, DATA  # noqa: E402
 from builder.models.dataset import read_h5ad  # noqa: E402
-from builder.pipeline import stats as st  # noqa: E402
+from builder.pipeline.statistics import features as st  # noqa: E402
 from builder.pipeline.codes import Codes  # noqa: E402
-from builder.pipeline.interventions import InterventionsConfig, run_layer  # noqa: E402
-from builder.pipeline.patching import attribution, check_head, patch, prepare_cell  # noqa: E402
-from builder.pipeline.sae import TopKSAE  # noqa: E402
+from builder.pipeline.interventions.run import InterventionsConfig, run_layer  # noqa: E402
+from builder.pipeline.interventions.patching import attribution, check_head, patch, prepare_cell  # noqa: E402
+from builder.pipeline.sae.topk import TopKSAE  # noqa: E402
 
 
 def random_sae(d: int, n: int, k: int, seed: int) -> TopKSAE:

@@ -9,10 +9,11 @@ import pytest
 
 from builder.cli import cli
 from builder.errors import AtlasError
-from builder.options import SETTINGS, check_setting
+from builder.options import BUILD_SETTINGS, COMMAND_SETTINGS, SETTINGS, check_setting, default_of
 from test_cli import run
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+# The settings of `atlas build --config`, documented in the configuration page of the docs.
+CONFIG = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
 
 # (command, option, setting, the value as typed on the command line, the value as read from TOML)
 SAME_REFUSAL = [
@@ -82,12 +83,71 @@ def test_every_option_has_help_text():
     assert [name for name, p in _options(cli) if not p.help] == []
 
 
-def test_every_setting_is_documented_in_the_config_section():
+def test_every_setting_is_documented_in_the_configuration_page():
     missing = []
-    for key in SETTINGS:
+    for key in BUILD_SETTINGS:
         section, _, name = key.rpartition(".")
-        if section and not (f"[{section}]" in README and f"{name} =" in README):
+        if section and not (f"[{section}]" in CONFIG and f"{name} =" in CONFIG):
             missing.append(key)
-        if not section and f"`{name}`" not in README:
+        if not section and f"`{name}`" not in CONFIG:
             missing.append(key)
     assert missing == []
+
+
+def test_the_config_file_refuses_what_is_only_an_option():
+    """Options of one command (perturb's alpha, sae train's seed) are no settings of the build's config file."""
+    assert not set(BUILD_SETTINGS) & set(COMMAND_SETTINGS)
+    for key, label in [("perturb.alpha", "[perturb] alpha"), ("train.seed", "[train] seed"), ("quiet", "quiet"),
+                       ("folders.cache", "[folders] cache")]:
+        with pytest.raises(AtlasError) as e:
+            check_setting(key, 1, "atlas.toml")
+        assert str(e.value) == f"atlas.toml: {label}: unknown setting"
+
+
+def test_option_defaults_are_the_dataclass_fields():
+    """No option restates a default: each comes from the dataclass holding its setting (or from SETTINGS)."""
+    from builder.models.pretrain import PretrainConfig
+    from builder.pipeline.build import BuildConfig
+    from builder.pipeline.perturbation.stats import PerturbConfig
+    from builder.pipeline.sae.train import TrainConfig
+
+    ctx = click.Context(cli)
+    literal = [name for name, p in _options(cli)
+               if isinstance(p.default, (int, float, str, Path, tuple)) and not isinstance(p.default, bool)]
+    assert literal == []
+    options = dict(_options(cli))
+
+    def default(name):
+        return options[name].get_default(ctx)
+
+    assert default("atlas sae train --k") == TrainConfig.k and default("atlas sae train --lr") == TrainConfig.lr
+    assert default("atlas perturb --alpha") == PerturbConfig.alpha
+    assert default("atlas perturb --min-cells") == PerturbConfig.min_cells
+    assert default("atlas pretrain --width") == PretrainConfig.width
+    assert default("atlas extract --device") == BuildConfig.device
+    # the build's own settings stay unset (None), so its config file can fill them; --help shows the default
+    assert default("atlas build --seed") is None and default("atlas build --shard-cells") is None
+    assert str(options["atlas build --shard-cells"].default) == str(BuildConfig.shard_cells)
+    assert default_of("layers") is None and default_of("folders.cache") == Path(".atlas_cache")
+
+
+def test_every_section_of_the_config_file_holds_the_defaults_of_its_options():
+    import importlib
+
+    from builder.options import DEFAULTS
+    from builder.pipeline.build import SECTIONS, BuildConfig
+
+    for section, cls in {"": BuildConfig, **SECTIONS}.items():
+        module, name = DEFAULTS[section]
+        assert getattr(importlib.import_module(f"builder.{module}"), name) is cls, section
+
+
+def test_the_command_line_imports_no_pipeline_module_until_a_command_needs_one():
+    import subprocess
+    import sys
+
+    code = ("import sys; from builder.cli import main\n"
+            "try:\n    main(['validate', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('builder.pipeline', 'torch'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr

@@ -16,14 +16,15 @@ import torch
 from scipy import stats as sps
 
 from builder.atlas.format import read_atlas, validate
-from builder.atlas.perturbation import locate, write
+from builder.atlas.perturbation import write
+from builder.pipeline.perturbation.screen import locate, run
 from builder.fsutil import sha256_file
 from builder.models import load
 from builder.models.dataset import read_h5ad
-from builder.pipeline import perturb as pp
-from builder.pipeline import perturb_stats as ps
-from builder.pipeline.perturb_stats import PerturbConfig
-from builder.pipeline.sae import load_sae
+from builder.pipeline.perturbation import response as pp
+from builder.pipeline.perturbation import stats as ps
+from builder.pipeline.perturbation.stats import PerturbConfig
+from builder.pipeline.sae.topk import load_sae
 from perturbseq import CONTROL, TF_SHIFTED, TF_UNSHIFTED, make_perturbseq, planted_genes, write_trrust
 
 ALPHA = 0.05
@@ -233,8 +234,10 @@ def test_only_the_two_tables_change_and_the_site_is_rendered_again(perturbed, in
     hit = atlas.table("perturbation_response").to_pandas().query("q < 0.05").iloc[0]
     site = root / "site" / "scgpt-demo" / "data"
     shards = [json.loads(p.read_text()) for p in site.glob(f"*/feat/{hit.layer}/*.json")]
-    rec = next(s["features"][str(hit.feature)] for s in shards if str(hit.feature) in s["features"])
-    assert any(r[0] == hit.perturbation and r[5] == "screen" for r in rec["perturbation"])
+    shard = next(s for s in shards if hit.feature in s["features"]["feature"])
+    rows = [dict(zip(shard["perturbation"], values)) for values in zip(*shard["perturbation"].values())]
+    assert any(r["feature"] == hit.feature and r["perturbation"] == hit.perturbation and r["dataset"] == "screen"
+               for r in rows)
 
 
 def test_the_site_shows_the_verdicts_and_the_fraction(perturbed, inputs, page):
@@ -317,7 +320,7 @@ def test_on_target_from_the_command_line_is_recorded(perturbed, inputs, tmp_path
 @pytest.fixture(scope="module")
 def model(demo_build):
     atlas = read_atlas(demo_build.data / "scgpt-demo")
-    src = locate(atlas, None, None, None, demo_build.root / "cache")
+    src = locate(atlas.manifest, atlas.name, atlas.path, None, None, None, demo_build.root / "cache")
     adapter = load(src.family, src.checkpoint, seed=src.seed)
     return adapter, {L: load_sae(p) for L, p in src.saes.items()}, src.layers
 
@@ -369,8 +372,8 @@ def test_the_knocked_down_gene_s_own_token_creates_no_effect(model, tmp_path):
     assert (m[:, f] > 0).mean() > 0.5  # it fires, in the cells that express G
     cfg = PerturbConfig(pseudo=0)
     design = pp.read_design(ds, "gene", CONTROL, None, cfg)
-    kept, _, _ = pp.run(enc, ds, design, None, cfg, "own", drop_gene=False)
-    dropped, _, _ = pp.run(enc, ds, design, None, cfg, "own")
+    kept, _, _ = run(enc, ds, design, None, cfg, "own", drop_gene=False)
+    dropped, _, _ = run(enc, ds, design, None, cfg, "own")
     hit = [r for r in kept if r["feature"] == f]
     assert hit and hit[0]["q"] < 1e-6 and hit[0]["effect"] < -1  # the trivial effect the drop removes
     assert not [r for r in dropped if r["feature"] == f]  # silent on both sides: not even tested
@@ -386,7 +389,7 @@ def test_batches_change_nothing_when_balanced(model, inputs):
     out = {}
     for b in (None, "batch"):
         design = pp.read_design(ds, "gene", CONTROL, b, cfg)
-        out[b] = pp.run(enc, ds, design, targets, cfg, "screen")
+        out[b] = run(enc, ds, design, targets, cfg, "screen")
     verdicts = [{r["perturbation"]: r["verdict"] for r in out[b][1]} for b in out]
     assert verdicts[0] == verdicts[1] and verdicts[0][TF_SHIFTED] == "specific"
     key = lambda r: (r["perturbation"], r["layer"], r["feature"])  # noqa: E731
@@ -405,7 +408,7 @@ def test_a_batch_column_removes_a_planted_batch_confound(model, tmp_path):
     cfg = PerturbConfig(pseudo=0)
     n = {}
     for b in (None, "batch"):
-        rows, tf, _ = pp.run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
+        rows, tf, _ = run(enc, ds, pp.read_design(ds, "gene", CONTROL, b, cfg), None, cfg, "conf")
         n[b] = sum(r["q"] < ALPHA for r in rows)
     assert n[None] >= 20 and n["batch"] <= 2, n
 
@@ -455,7 +458,7 @@ def test_on_target_sharpens_a_diluted_knockdown(model, tmp_path):
     for q in (0.0, 0.5):
         cfg = PerturbConfig(pseudo=5, on_target=q)
         design = pp.select_on_target(ds, pp.read_design(ds, "gene", CONTROL, None, cfg), pp.gene_columns(ds), cfg)
-        out[q] = pp.run(enc, ds, design, targets, cfg, "esc")
+        out[q] = run(enc, ds, design, targets, cfg, "esc")
     tf = [{r["perturbation"]: r for r in out[q][1]} for q in out]
     assert tf[1][TF_SHIFTED]["n_responding"] > 2 * tf[0][TF_SHIFTED]["n_responding"] > 0
     assert tf[1][TF_SHIFTED]["q"] < tf[0][TF_SHIFTED]["q"] < ALPHA and tf[1][TF_SHIFTED]["verdict"] == "specific"

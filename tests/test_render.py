@@ -1,4 +1,5 @@
 import json
+from collections import defaultdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,6 +9,13 @@ from builder.errors import AtlasError
 from builder.site.render import render
 from builder.site.indexes import gene_keys
 from bs4 import BeautifulSoup
+
+
+def rows(table):
+    """The rows of a columnar shard table as dicts (the browser's rows(), static/lib/data.js); a field left out
+    because it is null on every row is absent (row.get gives None)."""
+    n = max((len(v) for v in table.values()), default=0)
+    return [{f: v[i] for f, v in table.items()} for i in range(n)]
 
 
 def page(path):
@@ -42,10 +50,11 @@ def test_site_layout(site):
     preloads = [link["href"] for link in doc.find_all("link", rel="modulepreload")]
     assert all((root / href).is_file() for href in preloads) and app in preloads
     assert doc.find("noscript").find("a")["href"] == "downloads/" and (root / "downloads" / "index.html").is_file()
-    assert not any("plotly" in href for href in preloads)  # Plotly loads only in the views that draw with it
+    assets = [p.relative_to(root).as_posix() for p in (root / "assets").rglob("*") if p.is_file()]
+    assert not any("plotly" in a or "vendor/" in a for a in assets)  # the charts are the site's own SVG: no library
     assert sorted(p.name for p in (data / "layer").iterdir()) == ["0.json", "1.json"]
     shard = json.loads((data / "feat/1/2.json").read_text())
-    assert sorted(map(int, shard["features"])) == list(range(64, 96))
+    assert shard["layer"] == 1 and shard["features"]["feature"] == list(range(64, 96))
     for name in boot["downloads"]:
         assert (root / "downloads" / f"{name}.parquet").is_file() and (root / "downloads" / f"{name}.csv").is_file()
     assert "demo/" in (site / "index.html").read_text()
@@ -59,8 +68,8 @@ def test_every_gene_is_findable(site, synthetic_data):
     for g in genes:
         k1, k2 = gene_keys(g)
         assert k1 in boot["gene_keys"]
-        entry = next(e for e in json.loads((data / f"genes/n/{k1}.json").read_text()) if e[0] == g)
-        shard = json.loads((data / f"genes/p/{entry[2] if len(entry) > 2 else k2}.json").read_text())
+        entry = next(e for e in rows(json.loads((data / f"genes/n/{k1}.json").read_text())) if e["gene"] == g)
+        shard = json.loads((data / f"genes/p/{entry.get('file') or k2}.json").read_text())
         found.update(k for k in shard["genes"] if k == g)
     assert found == genes
 
@@ -97,10 +106,12 @@ def test_genes_with_many_postings_get_their_own_file(synthetic_data, monkeypatch
     own = 0
     for g in set(genes):
         k1, k2 = gene_keys(g)
-        entry = next(e for e in out[f"genes/n/{k1}.json"] if e[0] == g)
-        assert entry[1] == genes.count(g)
-        own += len(entry) > 2
-        assert len(out[f"genes/p/{entry[2] if len(entry) > 2 else k2}.json"]["genes"][g]) == entry[1]
+        entry = next(e for e in rows(out[f"genes/n/{k1}.json"]) if e["gene"] == g)
+        assert entry["n_features"] == genes.count(g)
+        own += entry.get("file") is not None
+        postings = out[f"genes/p/{entry.get('file') or k2}.json"]["genes"][g]
+        assert len(rows(postings)) == entry["n_features"]
+        assert set(postings) == {"layer", "feature", "rank", "activation", "label"}
     assert own > 0
 
 
@@ -137,11 +148,19 @@ def demo_shards(synthetic_data):
 
 def test_feature_shards_sort_cell_types_by_effect_and_flag_low_support(demo_shards):
     atlas, shards = demo_shards
-    feats = [rec for path, s in shards.items() if path.startswith("feat/") for rec in s["features"].values()]
-    cts = [f["celltypes"] for f in feats if len(f["celltypes"]) > 1]
-    assert cts and all([c[6] for c in rows] == sorted((c[6] for c in rows), reverse=True) for rows in cts)  # AUC, descending
-    genes = [g for f in feats for g in f["genes"]]
-    assert {g[5] for g in genes} == {0, 1} and all(g[5] == int(g[2] < 5) for g in genes)
+    feat = {path: s for path, s in shards.items() if path.startswith("feat/")}
+    cts = defaultdict(list)
+    for path, s in feat.items():
+        for r in rows(s["celltypes"]):
+            cts[(path, r["feature"])].append(r["auc"])
+    assert max(map(len, cts.values())) > 1
+    assert all(auc == sorted(auc, reverse=True) for auc in cts.values())  # a feature's cell types: AUC, descending
+    genes = [g for s in feat.values() for g in rows(s["genes"])]
+    assert {g["low_support"] for g in genes} == {0, 1}
+    assert all(g["low_support"] == int(g["fire_count"] < 5) for g in genes)
+    assert all(s["causal"] == {} and s["perturbation"] == {} for s in feat.values())  # none here: an empty table is {}
+    shard = feat["feat/1/2.json"]
+    assert shard["features"]["feature"] == list(range(64, 96)) and set(shard["genes"]["feature"]) <= set(range(64, 96))
 
 
 def test_flow_summaries_keep_edge_kinds_apart(synthetic_data, tmp_path):
@@ -161,7 +180,7 @@ def test_flow_summaries_keep_edge_kinds_apart(synthetic_data, tmp_path):
     n_pmi = sum(1 for r in e.to_pylist() if (r["layer_a"], r["layer_b"]) == (0, 1))
     assert kinds[("cross_layer_pmi", 0, 1)]["edges"] == n_pmi  # built atlases get pair rows too (no manifest pairs)
     links = shards["flow.json"]["module_links"]
-    assert sum(n for kind, *_, n in links if kind == "cross_layer_pmi") <= len(e)
+    assert sum(r["edges"] for r in rows(links) if r["kind"] == "cross_layer_pmi") <= len(e)
 
 
 def test_comparisons_pair_metrics_with_their_baselines(demo_shards):
@@ -179,11 +198,12 @@ def test_placeholders_are_described_not_shown_as_terms(tmp_path):
 
     out, _ = import_biodyn(geneformer_like_source(tmp_path / "src"), tmp_path / "gf", "gf")
     shards = build_shards(read_atlas(out))
-    index = {(t[1], t[0]): t[3] for t in shards["terms/index.json"]}
+    index = {(t["database"], t["term"]): t["note"] for t in rows(shards["terms/index.json"])}
     assert "not a gene set" in index[("STRING_edges", "pairwise_enrichment")]
     assert index[("GO_BP", "Translation (GO:0006412)")] is None
     mods = shards["modules.json"]
-    assert all(flag == (term == "transcription_factors") for m in mods for term, _, flag in m[4])
+    assert all(bool(t.get("placeholder")) == (t["term"] == "transcription_factors")
+               for m in rows(mods) for t in rows(m["top_terms"]))
 
 
 def test_cell_map_shards_quantize_values_and_cover_every_bucket(demo_shards):
@@ -195,5 +215,6 @@ def test_cell_map_shards_quantize_values_and_cover_every_bucket(demo_shards):
     assert buckets <= set(shards)
     act = atlas.table("cell_activations").to_pylist()
     mine = [r for r in act if (r["layer"], r["feature"]) == (0, 3)]
-    cs, vals, top = shards["cellact/0/0.json"]["3"]
-    assert len(cs) == len(mine) and max(vals) == 255 and top == pytest.approx(max(r["value"] for r in mine), rel=1e-3)
+    cell = shards["cellact/0/0.json"]["3"]
+    assert len(cell["cells"]) == len(mine) and max(cell["values"]) == 255
+    assert cell["max"] == pytest.approx(max(r["value"] for r in mine), rel=1e-3)

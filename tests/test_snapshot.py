@@ -1,7 +1,7 @@
 """Whole-site snapshot: a fixed small atlas renders to exactly the stored site (tests/snapshots/site/).
 
 Content hashes in folder names and sha256 digests are renumbered, Parquet files are compared by content (their
-bytes name the writer's version), and the vendored Plotly bundle by its digest, so snapshots do not churn.
+bytes name the writer's version), and any vendored file by its digest, so snapshots do not churn.
 On a mismatch the new tree is written to tests/snapshots/site-changed/ to diff. Refresh after an intended change:
     UPDATE_SNAPSHOTS=1 python -m pytest tests/test_snapshot.py
 """

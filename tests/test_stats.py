@@ -12,13 +12,13 @@ import scipy.sparse as sp
 import scipy.stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from builder.pipeline import graphs
-from builder.pipeline import stats as st
+from builder.pipeline.graphs import modules as graphs
+from builder.pipeline.statistics import features as st
 from builder.pipeline.codes import Codes
 
 
 def test_importing_the_statistics_does_not_import_torch():
-    code = "import sys, builder.pipeline.stats, builder.pipeline.describe, builder.pipeline.graphs; print('torch' in sys.modules)"
+    code = "import sys, builder.pipeline.statistics.features, builder.pipeline.stages.stats, builder.pipeline.graphs.modules; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -256,7 +256,7 @@ def test_cross_layer_edges_need_more_than_gene_identity_and_a_small_excess():
 
 def _merged(x: np.ndarray, a: np.ndarray) -> dict:
     """The stream's merged result (dense.summarize) of held-out tokens x with feature activations a."""
-    from builder.pipeline.dense import summarize
+    from builder.pipeline.model.dense import summarize
 
     n, d = x.shape
     acc = {"n": n, "s1": x.sum(0), "h_n": n, "h_sse": 0.0, "h_s1": x.sum(0), "h_s2": (x * x).sum(), "h_xtx": x.T @ x,

@@ -80,10 +80,12 @@ def test_tf_shards_list_responding_features_by_q(sites):
     resp = [r for r in atlas.table("perturbation_response").to_pylist() if r["perturbation"] == "GATA1"]
     sig = sorted((r for r in resp if r["q"] < 0.05), key=lambda r: r["q"])
     assert rec["n_listed"] == len(sig) == rec["n_responding"] > 0 and len(resp) > len(sig)
-    assert [(f[0], f[1]) for f in rec["features"]] == [(r["layer"], r["feature"]) for r in sig]
+    assert list(zip(rec["features"]["layer"], rec["features"]["feature"])) == [(r["layer"], r["feature"]) for r in sig]
     assert rec["verdict"] == "specific" and rec["dataset"] == SYN_DATASET and not rec["published"]
     index = shards["tf/index.json"]
-    assert len(index["rows"]) == atlas.table("tf_specificity").num_rows and index["datasets"] == [SYN_DATASET]
+    assert len(index["rows"]["perturbation"]) == atlas.table("tf_specificity").num_rows
+    assert index["datasets"] == [SYN_DATASET]
+    assert set(index["rows"]["dataset"]) == {0}
     assert tp.tf_shards(read_atlas(sites.data / "plain"), {}) == {}
 
 

@@ -1,7 +1,7 @@
 """The atlas data format: Parquet tables plus manifest.json, the contract between pipeline and renderer.
 
-One module reads, writes and validates it. The README documents every table and column; a test checks
-that the README and SCHEMA agree.
+One module reads, writes and validates it. docs/format.md documents every table and column; a test checks
+that it and SCHEMA agree.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ SCHEMA: dict[str, TableSpec] = {
     "layers": TableSpec(("layer",), (
         _c("layer", I16), _c("n_features", I32), _c("alive", I32), _c("annotated", I32), _c("n_modules", I32),
         _c("variance_explained", F64, True), _c("mean_feature_cosine", F64, True),
-        _c("n_svd_aligned", I32, True), _c("annotated_null_rate", F64, True),
+        _c("n_svd_aligned", I32, True), _c("annotated_null_rate", F64, True), _c("tested", I32, True),
+        _c("annotated_rate", F64, True), _c("annotated_rate_lo", F64, True), _c("annotated_rate_hi", F64, True),
+        _c("dead_features", I32, True), _c("sae_steps", I32, True), _c("decoder_init_cosine", F64, True),
     )),
     "features": TableSpec(("layer", "feature"), LF + (
         _c("alive", BOOL), _c("frequency", F64), _c("mean_activation", F64), _c("fire_count", I64),
@@ -94,7 +96,7 @@ SCHEMA: dict[str, TableSpec] = {
         _c("kind", STR), _c("layer_a", I16), _c("feature_a", I32), _c("layer_b", I16), _c("feature_b", I32),
         _c("weight", F64), _c("count", I64, True), _c("null_p", F64, True),
     )),
-    # Interventions (README "Interventions"): causal patching of features, and perturbation response. A built
+    # Interventions (docs/interventions.md): causal patching of features, and perturbation response. A built
     # atlas fills them with intervals, p and q; an imported one with what the published files hold.
     # An imported file may leave its layer unknown (null): the site then shows the feature number alone.
     "causal_summary": TableSpec(("layer", "feature"), (_c("layer", I16, True), _c("feature", I32)) + (
@@ -131,7 +133,9 @@ SCHEMA: dict[str, TableSpec] = {
     # The null beside every rate a built atlas reports (annotation, modules, cross-layer edges, SVD).
     "null_baseline": TableSpec(("layer", "analysis", "measure", "baseline"), (
         _c("layer", I16), _c("analysis", STR), _c("measure", STR), _c("observed", F64, True),
-        _c("expected", F64, True), _c("note", STR, True), _c("baseline", STR, True),
+        _c("expected", F64, True), _c("note", STR, True), _c("baseline", STR, True), _c("observed_n", I32, True),
+        _c("expected_n", I32, True), _c("observed_lo", F64, True), _c("observed_hi", F64, True),
+        _c("expected_lo", F64, True), _c("expected_hi", F64, True),
     ), required=False),
     # The cell map: the dataset's cells in 2-D (manifest dataset.cell_map says which embedding), and on a bounded
     # display sample of them, per-cell feature activations and top-gene expression (non-zero values only).
@@ -142,6 +146,19 @@ SCHEMA: dict[str, TableSpec] = {
                                   required=False),
     "cell_expression": TableSpec(("gene", "cell"), (_c("gene", STR), _c("cell", I32), _c("value", F32)),
                                  required=False),
+    # `atlas link`: each feature's best matches in another atlas built on the same cells (or in the untrained twin),
+    # by the correlation of per-cell activation profiles, beside two nulls (docs/statistics.md "Links"). `layer` and
+    # `feature` are this atlas' (validated here); `other_layer`, `other_feature` the other atlas'.
+    "feature_links": TableSpec(("other_atlas", "layer", "feature", "other_layer", "rank"), (
+        _c("other_atlas", STR), _c("layer", I16), _c("feature", I32), _c("other_layer", I16),
+        _c("other_feature", I32), _c("rank", I16), _c("r", F64), _c("null_r", F64), _c("null_sd", F64),
+        _c("z", F64, True), _c("skew", F64, True), _c("p", F64), _c("q", F64), _c("n_candidates", I32), _c("n_cells", I32),
+        _c("n_firing", I32), _c("other_n_firing", I32), _c("twin_feature", I32, True), _c("twin_r", F64, True),
+        _c("twin_p", F64, True), _c("twin_q", F64, True), _c("beyond_nulls", BOOL), _c("mutual", BOOL),
+        _c("overlap", I32, True), _c("overlap_genes", STRS, True), _c("gene_universe", I32, True),
+        _c("gene_p", F64, True), _c("gene_q", F64, True), _c("gene_odds_ratio", F64, True),
+        _c("shared_cell_types", STRS, True), _c("other_label", STR, True),
+    ), required=False),
     "persistence": TableSpec(("kind", "row"), (_c("kind", STR), _c("row", I32)), required=False, free_form=True),
     "novel_clusters": TableSpec(("layer", "row"), (_c("layer", I16), _c("row", I32)), required=False, free_form=True),
 }
@@ -156,6 +173,7 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "sae": (dict,), "dataset": (dict,), "genesets": (list,), "genesets[]": (dict,), "parameters": (dict,),
     "cross_layer_pairs": (list,), "cross_layer_pairs[]": (dict,), "extras": (dict,), "source": (dict,),
     "notes": (list,), "notes[]": (str,), "provenance": (dict,), "perturbation": (dict,), "perturbation.*": (dict,),
+    "cache": (dict,), "links": (dict,), "links.*": (dict,),
     "tables": (dict,), "tables.*": (dict,), "tables.*.rows": (int,), "tables.*.sha256": (str,),
 }
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", NONE: "null"}
@@ -172,7 +190,8 @@ def layer_refs(name: str) -> list[tuple[str, str | None]]:
 
 UNIT_INTERVAL = {"features": ["frequency", "label_q"], "enrichments": ["p", "q"], "celltypes": ["q", "p", "auc"],
                  "causal_summary": ["specificity", "p", "p_empirical", "q"], "perturbation_response": ["p", "q"],
-                 "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"]}
+                 "tf_specificity": ["p", "q", "ceiling_q", "ceiling_p"],
+                 "feature_links": ["p", "q", "twin_p", "twin_q", "gene_p", "gene_q"]}
 
 
 @dataclass
@@ -198,6 +217,48 @@ class Atlas:
             else:
                 self._tables[name] = with_optional_columns(name, pq.read_table(self.path / f"{name}.parquet"))
         return self._tables[name]
+
+
+def annotation_rate(annotated: int, tested: int | None) -> dict:
+    """A layer's annotation rate, the one place it is computed (export and the importer call it; the site and the
+    CLI read the columns): annotated / tested, tested = the features with a top-gene list, with the exact
+    (Clopper-Pearson) 95% interval."""
+    from ..pipeline.multitest import clopper_pearson  # scipy: imported only by the writers
+
+    if not tested:
+        return {"tested": tested, "annotated_rate": None, "annotated_rate_lo": None, "annotated_rate_hi": None}
+    lo, hi = clopper_pearson(annotated, tested)
+    return {"tested": tested, "annotated_rate": annotated / tested, "annotated_rate_lo": lo, "annotated_rate_hi": hi}
+
+
+def totals(layers: pa.Table, null_baseline: pa.Table | None = None) -> dict:
+    """The atlas' totals over its layers (manifest `totals`): features, alive, tested and annotated features,
+    modules, the annotation rate of all layers together with its interval (annotation_rate), and each annotation
+    baseline's share pooled over the layers (lists annotated / lists, with its interval) beside the features'
+    share in the same rows (for pca and coexpression: their most frequent features, as many as the lists)."""
+    from ..pipeline.multitest import clopper_pearson  # scipy: imported only by the writers
+
+    t = conform("layers", layers).to_pylist()
+    out = {k: sum(r[k] for r in t) for k in ("n_features", "alive", "annotated", "n_modules")}
+    measured = [r for r in t if r["tested"] is not None]
+    out |= annotation_rate(sum(r["annotated"] for r in measured), sum(r["tested"] for r in measured) if measured else None)
+    if null_baseline is not None and null_baseline.num_rows:
+        nb = conform("null_baseline", null_baseline).to_pylist()
+        rows = [r for r in nb if r["analysis"] == "annotation" and r["measure"] == "any database"
+                and r["expected_n"] and r["observed_n"]]
+        baselines = {}
+        for name in sorted({r["baseline"] for r in rows}):
+            mine = [r for r in rows if r["baseline"] == name]
+            k_exp = sum(round(r["expected"] * r["expected_n"]) for r in mine)
+            n_exp = sum(r["expected_n"] for r in mine)
+            k_obs = sum(round(r["observed"] * r["observed_n"]) for r in mine)
+            n_obs = sum(r["observed_n"] for r in mine)
+            (lo, hi), (olo, ohi) = clopper_pearson(k_exp, n_exp), clopper_pearson(k_obs, n_obs)
+            baselines[name] = {"rate": k_exp / n_exp, "lo": lo, "hi": hi, "lists": n_exp,
+                               "observed": k_obs / n_obs, "observed_lo": olo, "observed_hi": ohi,
+                               "observed_lists": n_obs}
+        out["baselines"] = baselines
+    return out
 
 
 def with_optional_columns(name: str, table: pa.Table) -> pa.Table:
@@ -246,6 +307,8 @@ def write_atlas(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atla
     manifest = dict(manifest)
     manifest["schema_version"] = SCHEMA_VERSION
     manifest.setdefault("provenance", {})["package_version"] = __version__
+    if "layers" in tables:
+        manifest["totals"] = totals(tables["layers"], tables.get("null_baseline"))
     # an existing atlas is held while it is replaced, so a read-modify-write of it (atlas perturb) never straddles
     with held_folder(path) if path.is_dir() else contextlib.nullcontext(), atomic_dir(path) as tmp:
         listing = {name: _write_table(tmp, name, tables[name]) for name in sorted(tables)}
@@ -284,19 +347,41 @@ def update_atlas(path: Path, change: Callable[[Atlas], tuple[dict, dict[str, pa.
         return _replace_tables(path, manifest, tables)
 
 
+def update_atlases(paths: list[Path], change: Callable[[list[Atlas]], list[tuple[dict, dict[str, pa.Table]]]],
+                   on_wait=lambda path: None) -> list[Atlas]:
+    """update_atlas for several atlases changed together (`atlas link` writes both of its atlases): every one held (in
+    a fixed order, so two such commands never wait for each other), change(atlases) -> one (manifest, tables) per
+    atlas, every new folder written and validated before the first is swapped in; a failure writes none."""
+    paths = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        for p in sorted(paths, key=lambda p: str(p.resolve())):
+            stack.enter_context(held_folder(p, lambda p=p: on_wait(p)))
+        pause_at("atlases held " + " ".join(p.name for p in paths))
+        changes = change([read_atlas(p) for p in paths])
+        with contextlib.ExitStack() as swaps:  # entered in order, swapped in (on exit) only once all are sealed
+            for p, (manifest, tables) in zip(paths, changes):
+                _fill(swaps.enter_context(atomic_dir(p)), p, manifest, tables)
+    return [read_atlas(p, check=False) for p in paths]
+
+
 def _replace_tables(path: Path, manifest: dict, tables: dict[str, pa.Table]) -> Atlas:
+    with atomic_dir(path) as tmp:
+        _fill(tmp, path, manifest, tables)
+    return read_atlas(path, check=False)
+
+
+def _fill(tmp: Path, path: Path, manifest: dict, tables: dict[str, pa.Table]) -> None:
+    """The atlas at `path` with `tables` replaced, written into tmp: other tables copied byte for byte, sealed."""
     listed = read_manifest(path).get("tables", {})
     manifest = {**manifest, "schema_version": SCHEMA_VERSION}
-    with atomic_dir(path) as tmp:
-        listing = {}
-        for name in sorted(set(listed) | set(tables)):
-            if name in tables:
-                listing[name] = _write_table(tmp, name, tables[name])
-            else:
-                shutil.copyfile(path / f"{name}.parquet", tmp / f"{name}.parquet")
-                listing[name] = listed[name]
-        _seal(tmp, path, manifest, listing)
-    return read_atlas(path, check=False)
+    listing = {}
+    for name in sorted(set(listed) | set(tables)):
+        if name in tables:
+            listing[name] = _write_table(tmp, name, tables[name])
+        else:
+            shutil.copyfile(path / f"{name}.parquet", tmp / f"{name}.parquet")
+            listing[name] = listed[name]
+    _seal(tmp, path, manifest, listing)
 
 
 def read_manifest(path: Path) -> dict:
@@ -327,6 +412,20 @@ def read_atlas(path: Path, check: bool = True) -> Atlas:
             more = f" (and {len(problems) - 1} more; run `atlas validate {path}`)" if len(problems) > 1 else ""
             raise AtlasError(problems[0] + more)
     return Atlas(path, read_manifest(path))
+
+
+def atlas_names(data_dir: Path) -> list[str]:
+    """The atlas folders (those with a manifest.json) in data_dir."""
+    data_dir = Path(data_dir)
+    return sorted(p.name for p in data_dir.iterdir() if (p / "manifest.json").is_file()) if data_dir.is_dir() else []
+
+
+def require_atlas(name: str, data_dir: Path, available: list[str] | None = None) -> Path:
+    """data_dir/name, or one line naming the atlases there."""
+    available = atlas_names(data_dir) if available is None else available
+    if name not in available:
+        raise AtlasError(f"atlas {name!r} not found in {data_dir} (available: {', '.join(available) or 'none'})")
+    return Path(data_dir) / name
 
 
 def validate(path: Path) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .format import SCHEMA, write_atlas
+from .format import SCHEMA, annotation_rate, write_atlas
 from ..errors import AtlasError
 from ..fsutil import sha256_file
 
@@ -34,6 +34,7 @@ PLACEHOLDER_DBS = EDGE_COUNT_DBS | {"TRRUST_TF_enrichment"}
 # The published Geneformer atlas (18 layers) patched and perturbed features of layer 11, as its study documents;
 # its causal_patching.json and perturbation_response.json carry no layer field.
 GENEFORMER_LAYERS, GENEFORMER_INTERVENTION_LAYER = 18, 11
+FAMILY_NAMES = {"scgpt": "scGPT", "geneformer": "Geneformer"}  # the model's name when the files give none
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     nonstandard_numbers: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # what was imported: layers, features, ..., edges
 
 
 @dataclass
@@ -149,17 +151,23 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
     summary = reader.load("global_summary.json", dict) if "global_summary.json" in names else None
     if summary is None:
         report.skipped.append("global_summary.json: absent, per-layer summary computed from the features")
-    rows["layers"] = _guard(src / "global_summary.json", _layer_rows, layers, rows, modules, summary, report)
+    absent = [lay for lay in layers if "annotations" not in layer_files[lay]]
+    rows["layers"] = _guard(src / "global_summary.json", _layer_rows, layers, rows, modules, summary, report,
+                            set(absent))
+    if absent:
+        extras["annotations_absent"] = _absent_record(absent, summary)
 
     tables = {name: _table(name, r) for name, r in rows.items()}
     for name in ("celltypes", "top_cells", "module_members", "modules", "edges"):
         tables.setdefault(name, SCHEMA[name].schema().empty_table())
     n_feat = sum(1 for _ in rows["features"])
     manifest = {
-        "atlas": {"id": atlas_id, "title": title or atlas_id,
-                  "description": f"Imported from a published feature atlas ({len(layers)} layers, {n_feat} features)."},
-        "model": {"family": family, "name": None, "n_layers": len(layers), "layers": layers},
-        "sae": {"kind": "unknown (published atlas)", "n_features": n_feat},
+        "atlas": {"id": atlas_id, "title": title or f"{FAMILY_NAMES.get(family, 'Published')} feature atlas (imported)",
+                  "description": f"Imported from a published feature atlas ({len(layers)} layers, {n_feat:,} features)."},
+        "model": {"family": family, "name": FAMILY_NAMES.get(family), "n_layers": len(layers), "layers": layers},
+        # features per layer, as a built atlas records it (the widest layer when they differ)
+        "sae": {"kind": None, "n_features": max(Counter(r["layer"] for r in rows["features"]).values(), default=0),
+                "note": "The published files do not record the SAE's kind, k or training."},
         "dataset": dataset,
         "genesets": [{"name": db, "enrichments": c} for db, c in sorted(Counter(r["database"] for r in rows["enrichments"]).items())],
         "parameters": {},
@@ -178,6 +186,9 @@ def import_biodyn(src: Path, out: Path, atlas_id: str, title: str | None = None,
                   "gene-set term, or left unlabelled."],
     }
     write_atlas(out, manifest, tables)
+    report.counts = {"layers": len(rows["layers"]), **{k: sum(r[c] for r in rows["layers"]) for k, c in (
+        ("features", "n_features"), ("alive", "alive"), ("annotated", "annotated"))},
+        "modules": tables["modules"].num_rows, "edges": tables["edges"].num_rows}
     return out, report
 
 
@@ -241,7 +252,8 @@ def _import_layer(reader: _Reader, lay: int, files: dict[str, str], rows, datase
             "layer": lay, "feature": i, "alive": not _field(rec, "d", "bool", where),
             "frequency": _field(rec, "f", "num", where), "mean_activation": _field(rec, "ma", "num", where),
             "fire_count": _field(rec, "fc", "int", where), "n_enrichments": len(enr), "label": label,
-            "label_database": (best or {}).get("o") if label else None,
+            # without its annotation file, the label's database is the one the features file names ('to')
+            "label_database": ((best or {}).get("o") if anns else _database(rec.get("to"))) if label else None,
             "label_q": _num(best.get("p")) if label and best and best.get("o") not in EDGE_COUNT_DBS else None,
             "module": module if isinstance(module, int) and module >= 0 else None,
             "map_x": _num(xy[0]) if xy else None, "map_y": _num(xy[1]) if xy else None,
@@ -387,6 +399,10 @@ PUBLISHED_DATASET = "published K562 CRISPRi (replogle_concat)"
 PERTURBATION_LACKS = ("effects are (mean - control mean) / control SD over 20 cells, top 5 per perturbation; no "
                       "intervals, p-values or tests; n_specific counts features whose top-20 genes hold a TRRUST "
                       "target or the perturbed gene")
+
+
+def _database(to):
+    return to if isinstance(to, str) and to and to != "none" else None
 
 
 def _label(lb):
@@ -593,7 +609,18 @@ def _free_form(records: list[dict]) -> pa.Table:
     return pa.table(data)
 
 
-def _layer_rows(layers, rows, modules, summary, report) -> list[dict]:
+def _absent_record(absent: list[int], summary: dict | None) -> dict:
+    """Which layers' enrichment files were not published, and the count of annotated features global_summary.json
+    gives for each (the only trace of their annotation: nothing here can check it)."""
+    published = {}
+    for s in (summary or {}).get("layers", []):
+        if isinstance(s, dict) and s.get("layer") in absent and isinstance(s.get("annotated"), int):
+            published[str(s["layer"])] = s["annotated"]
+    return {"layers": absent, "files": [f"layer_{lay:02d}_annotations.json" for lay in absent],
+            "published_annotated": published, "published_source": "global_summary.json" if published else None}
+
+
+def _layer_rows(layers, rows, modules, summary, report, absent=frozenset()) -> list[dict]:
     published = {}
     if summary is not None:
         published = {s.get("layer"): s for s in summary.get("layers", []) if isinstance(s, dict)}
@@ -607,11 +634,13 @@ def _layer_rows(layers, rows, modules, summary, report) -> list[dict]:
     for lay in layers:
         s, p = stats[lay], published.get(lay, {})
         for ours, theirs in (("alive", "alive"), ("annotated", "annotated")):
-            if theirs in p and p[theirs] != s[ours]:
+            if theirs in p and p[theirs] != s[ours] and not (ours == "annotated" and lay in absent):
                 report.skipped.append(f"global_summary.json: layer {lay} says {theirs} {p[theirs]}, "
                                       f"the feature files give {s[ours]}; kept the feature files' count")
         out.append({"layer": lay, "n_features": s["n"], "alive": s["alive"], "annotated": s["annotated"],
                     "n_modules": modules.get(lay, 0), "variance_explained": _num(p.get("variance_explained")),
                     "mean_feature_cosine": _num(p.get("mean_feature_cosine")),
-                    "n_svd_aligned": p.get("n_svd_aligned"), "annotated_null_rate": None})
+                    "n_svd_aligned": p.get("n_svd_aligned"), "annotated_null_rate": None,
+                    # the predecessor tested every alive feature; a layer without its annotation file: not known
+                    **annotation_rate(s["annotated"], None if lay in absent else s["alive"])})
     return out

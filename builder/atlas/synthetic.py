@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .format import annotation_rate
+
 # Well-known human gene symbols, so that gene search in the demo can be tried with familiar names.
 KNOWN_GENES = """CD74 MKI67 GAPDH ACTB PTPRC CD3E CD4 CD8A CD19 MS4A1 CD14 LYZ FCGR3A NKG7 GNLY HLA-DRA HLA-DRB1
 IL7R CCR7 S100A8 S100A9 PPBP PF4 HBB HBA1 EPCAM KRT8 KRT18 VIM COL1A1 COL1A2 COL3A1 DCN LUM PECAM1 VWF CDH5
@@ -135,7 +137,8 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
         rows["layers"].append({"layer": lay, "n_features": n_features, "alive": int(alive.sum()),
                                "annotated": annotated, "n_modules": n_mod,
                                "variance_explained": float(rng.uniform(0.8, 0.95)), "mean_feature_cosine": None,
-                               "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08))})
+                               "n_svd_aligned": 0, "annotated_null_rate": float(rng.uniform(0.02, 0.08)),
+                               **annotation_rate(annotated, int(alive.sum()))})
         rows["null_baseline"] += _nulls(rng, lay, annotated / max(1, int(alive.sum())))
         rows["svd_comparison"] += _svd(rng, lay)
     from .format import SCHEMA
@@ -148,7 +151,7 @@ def make_synthetic(n_layers: int = 2, n_features: int = 256, seed: int = 0, host
                   "description": "Synthetic, seeded random data in the atlas format: it shows the site, "
                                  "not what any model learned."},
         "model": {"family": "synthetic", "name": None, "n_layers": n_layers, "layers": list(range(n_layers))},
-        "sae": {"kind": "synthetic", "n_features": n_features * n_layers},
+        "sae": {"kind": "synthetic", "n_features": n_features},  # per layer, as a build records it
         "dataset": {"cells": tables["cells"].num_rows, "cell_map": {
             "embedding": "synthetic 2-D positions, one cluster per cell type", "display_cells": tables["cells"].num_rows,
             "activations": "non-zero values of each feature on the display cells"}},
@@ -251,11 +254,13 @@ def add_interventions(manifest: dict, tables: dict[str, pa.Table], seed: int = 0
     for name, rows in (("causal_summary", summary), ("causal_effects", effects), ("perturbation_response", response),
                        ("tf_specificity", tf)):
         out[name] = pa.Table.from_pylist(rows, schema=SCHEMA[name].schema())
-    return {**manifest, "perturbation": {SYN_DATASET: _perturbation_record(tf)}}, out
+    interventions = {"method": summary[0]["method"] if summary else "", "cells_patched": 200, "tested": len(summary),
+                     "agreement": {}, "alpha": 0.05}  # as a build records it (export.causal)
+    return {**manifest, "perturbation": {SYN_DATASET: _perturbation_record(tf)}, "interventions": interventions}, out
 
 
 def _synthetic_causal(rng, alive, genes, per_layer):
-    from ..pipeline import causal_stats as cs
+    from ..pipeline.interventions import stats as cs
 
     layers = sorted({lay for lay, _ in alive})
     tested = [k for lay in layers for k in sorted(rng.permutation([k for k in alive if k[0] == lay])[:per_layer].tolist())]

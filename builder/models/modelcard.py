@@ -1,62 +1,11 @@
-"""The model card and loss-curve SVG that `atlas pretrain` writes beside a checkpoint, from its pretrain.json record."""
+"""The model card that `atlas pretrain` writes beside a checkpoint, from its pretrain.json record (its loss curve:
+losscurve.py)."""
 
 from __future__ import annotations
 
-import math
-from html import escape
-
-W, H, PAD = 480, 240, 44  # SVG size and margin, in px
+from ..losscurve import METRIC
 
 FAMILY = {"scgpt": "scGPT", "geneformer": "Geneformer (V2 layout)"}
-METRIC = {"scgpt": ("MSE of the predicted bin", "exact-bin accuracy"),
-          "geneformer": ("cross-entropy", "top-1 accuracy")}
-
-
-def _polyline(points, x, y, colour: str, dash: str = "") -> str:
-    path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
-    extra = f' stroke-dasharray="{dash}"' if dash else ""
-    return f'<polyline fill="none" stroke="{colour}" stroke-width="2"{extra} points="{path}"/>'
-
-
-def _baseline(record: dict) -> tuple[float, str]:
-    b = record["baselines"]
-    if record["family"] == "scgpt":
-        return b["gene_mean_bin_mse"], "each gene's mean bin"
-    return b["unigram_loss"], "gene frequencies"
-
-
-def loss_svg(record: dict) -> str:
-    """Training loss (mean over each interval) and held-out loss against the optimiser step, log scale, with
-    the no-context baseline's held-out loss as a grey line."""
-    curve = record["curve"]
-    train = [(p["step"], p["train_loss"]) for p in curve if p["train_loss"] is not None]
-    held = [(p["step"], p["heldout_loss"]) for p in curve]
-    base, base_name = _baseline(record)
-    values = [v for _, v in train + held] + [base]
-    lo, hi = math.log(min(values)), math.log(max(values))
-    hi = hi if hi > lo else lo + 1
-    last = max(curve[-1]["step"], 1)
-    x = lambda s: PAD + (W - 1.5 * PAD) * s / last  # noqa: E731
-    y = lambda v: H - PAD - (H - 1.6 * PAD) * (math.log(v) - lo) / (hi - lo)  # noqa: E731
-    label = METRIC[record["family"]][0] + " (log scale)"
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-             f'font-family="sans-serif" font-size="11">',
-             f'<rect width="{W}" height="{H}" fill="white"/>',
-             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD / 2}" y2="{H - PAD}" stroke="#444"/>',
-             f'<line x1="{PAD}" y1="{PAD * 0.6}" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>',
-             f'<text x="{W / 2}" y="{H - 10}" text-anchor="middle">optimiser step (0 .. {last})</text>',
-             f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{escape(label)}</text>',
-             f'<text x="{PAD - 4}" y="{y(math.exp(hi)) + 4:.1f}" text-anchor="end">{math.exp(hi):.3g}</text>',
-             f'<text x="{PAD - 4}" y="{y(math.exp(lo)) + 4:.1f}" text-anchor="end">{math.exp(lo):.3g}</text>',
-             f'<line x1="{PAD}" y1="{y(base):.1f}" x2="{W - PAD / 2}" y2="{y(base):.1f}" stroke="#999" '
-             f'stroke-dasharray="2,2"/>',
-             _polyline(train, x, y, "#1f77b4"), _polyline(held, x, y, "#d62728", "5,3"),
-             f'<text x="{W - PAD}" y="{PAD * 0.6 + 4}" text-anchor="end" fill="#1f77b4">training (interval mean)</text>',
-             f'<text x="{W - PAD}" y="{PAD * 0.6 + 18}" text-anchor="end" fill="#d62728">held-out cells</text>',
-             f'<text x="{W - PAD}" y="{PAD * 0.6 + 32}" text-anchor="end" fill="#777">baseline: '
-             f'{escape(base_name)} ({base:.3g})</text>',
-             "</svg>"]
-    return "\n".join(parts) + "\n"
 
 
 def _table(record: dict) -> list[str]:

@@ -29,6 +29,7 @@ from ..fsutil import atomic_dir, sha256_file
 from ..geneids import is_ensembl, normalise_ensembl
 from ..jsonio import dumps_json
 from .dataset import read_h5ad
+from .init import init_geneformer, init_scgpt
 
 MIN_CELLS = 50  # with 10% held out, fewer leaves too few cells to train on or to measure
 SCGPT_SPECIALS = ("<pad>", "<cls>", "<eoc>")
@@ -105,17 +106,6 @@ def read_corpus(family: str, data: Path, cfg: PretrainConfig) -> Corpus:
 
 # --- initial models and the family layouts ------------------------------------------------------------------
 
-def init_scgpt(n_tokens: int, d: int, heads: int, d_hid: int, n_layers: int, pad_id: int, seed: int,
-               dropout: float = 0.0, zero_prob: bool = False):
-    """A freshly initialised scGPT with its expression head: PyTorch's defaults, then scGPT's init_weights."""
-    from .scgpt import ScGPT
-
-    torch.manual_seed(seed)
-    model = ScGPT(n_tokens, d, heads, d_hid, n_layers, pad_id=pad_id, head=True, zero_prob=zero_prob, dropout=dropout)
-    torch.nn.init.uniform_(model.encoder.embedding.weight, -0.1, 0.1)  # scGPT's init_weights
-    return model
-
-
 def _scgpt_model(n_tokens: int, cfg: PretrainConfig):
     return init_scgpt(n_tokens, cfg.width, cfg.heads, cfg.width, cfg.layers, 0, cfg.seed, cfg.dropout)
 
@@ -145,14 +135,6 @@ def _geneformer_model(n_tokens: int, cfg: PretrainConfig):
         pad_token_id=0, layer_norm_eps=1e-12, hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout, initializer_range=0.02, architectures=["BertForMaskedLM"])
     return init_geneformer(config, cfg.seed)
-
-
-def init_geneformer(config, seed: int):
-    """A freshly initialised BertForMaskedLM of `config` (transformers' own initialisation, seeded)."""
-    import transformers
-
-    torch.manual_seed(seed)
-    return transformers.BertForMaskedLM(config)
 
 
 def gene_medians(corpus: Corpus) -> dict[str, float]:
@@ -368,7 +350,8 @@ def pretrain(family: str, data: Path, out: Path, cfg: PretrainConfig, command: s
         "curve": curve, "heldout": curve[-1], "untrained": curve[0],
         "baselines": baselines(family, adapter, train_cells, heldout_cells),
     }
-    from .modelcard import loss_svg, model_card
+    from ..losscurve import loss_svg
+    from .modelcard import model_card
 
     with atomic_dir(out) as tmp:
         write_checkpoint(family, tmp, corpus, cfg, model)
@@ -401,3 +384,4 @@ def twin_of(checkpoint: Path, data: Path, out: Path, replace_out: bool = False) 
     if sha256_file(data) != digest:
         raise AtlasError(f"{data}: not the data {checkpoint} was trained on (sha256 differs from {path})")
     return write_random_init(family, data, out, cfg, replace_out=replace_out)
+

@@ -16,7 +16,8 @@ import torch
 from ..errors import AtlasError
 from ..fsutil import atomic_dir
 from ..jsonio import dumps_json
-from .pretrain import init_geneformer, init_scgpt
+from .init import init_geneformer, init_scgpt
+from .heldout import heldout_cells
 
 RECORD = "twin.json"
 
@@ -69,7 +70,7 @@ def write_twin(family: str, checkpoint: Path, out: Path, seed: int, checkpoint_s
             WRITERS[family](checkpoint, tmp, seed)
             (tmp / RECORD).write_bytes(dumps_json({
                 "twin_of": {"family": family, "checkpoint": checkpoint.name, "sha256": checkpoint_sha256},
-                "seed": seed, "trained": False,
+                "seed": seed, "trained": False, "heldout_cells": heldout_cells(checkpoint),
                 "initialisation": "the family's initialisation of atlas pretrain (scGPT: PyTorch defaults, "
                                   "embedding uniform(-0.1, 0.1); Geneformer: transformers' BERT init)"}, indent=True))
     finally:

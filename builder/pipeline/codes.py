@@ -36,6 +36,11 @@ def shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
+def shard_units(plan: dict) -> list[tuple[str, int]]:
+    """The units of a map over the plan's shards: (folder shards/NNNNN, its gene tokens) per shard."""
+    return [(f"shards/{shard_name(i)}", t) for i, (_, _, t) in enumerate(plan["shards"])]
+
+
 def allocate(path: Path, dtype, shape: tuple) -> np.ndarray:
     """A .npy file of this shape opened for writing in place, so rows go to disk as they come (an empty one is
     written at once: a file cannot map zero bytes)."""

@@ -1,9 +1,10 @@
-"""Multiple testing and effect sizes shared by every stage: Benjamini-Hochberg, finite odds ratios, Poisson tails."""
+"""Multiple testing and effect sizes shared by every stage: Benjamini-Hochberg, finite odds ratios, Poisson tails,
+exact intervals of proportions."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import poisson
+from scipy.stats import binomtest, poisson
 
 
 def bh(p: np.ndarray, m: int | None = None) -> np.ndarray:
@@ -33,3 +34,11 @@ def poisson_excess_p(count: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """P(N >= count) for N ~ Poisson(expected); 0 where nothing was expected but something was seen."""
     count, expected = np.asarray(count, np.float64), np.asarray(expected, np.float64)
     return np.where(expected > 0, poisson.sf(count - 1, np.maximum(expected, 1e-300)), (count <= 0).astype(float))
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """The exact (Clopper-Pearson) interval of the proportion k / n; (None, None) when n = 0."""
+    if n == 0:
+        return None, None
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)

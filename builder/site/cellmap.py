@@ -1,9 +1,10 @@
 """Cell-map shards: the dataset's display cells in 2-D, and values to colour them by.
 
-  cells.json              {x, y (0..1023), type (index into types), types, embedding}
-  cellact/L/B.json        per feature of bucket B of layer L: [cells], [values 1..255], max value
-  cellexpr/KK.json        per gene of two-letter key KK: [cells], [values 1..255], max value
-Values are quantized to 8 bits against each feature's (or gene's) maximum: enough for a colour scale.
+  cells.json              {x, y (0..1023), type (index into types): one value per display cell; types, embedding}
+  cellact/L/B.json        per feature F of bucket B of layer L: {F: {cells, values, max}}
+  cellexpr/KK.json        per gene of two-character key KK (indexes.gene_keys): {gene: {cells, values, max}}
+A cell is its row number in cells.json; values (1..255) are quantized to 8 bits against the feature's (or gene's)
+maximum `max`, enough for a colour scale; a cell not listed has no activation (expression).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from .indexes import gene_keys
 GRID = 1023
 
 
-def _quantize(values: np.ndarray) -> tuple[list[int], float]:
+def _quantize(cells: np.ndarray, values: np.ndarray) -> dict:
     top = float(values.max()) if len(values) else 0.0
     if top <= 0:
-        return [0] * len(values), 0.0
-    return np.clip(np.rint(values / top * 255), 1, 255).astype(int).tolist(), float(f"{top:.4g}")
+        return {"cells": cells.tolist(), "values": [0] * len(values), "max": 0.0}
+    return {"cells": cells.tolist(), "values": np.clip(np.rint(values / top * 255), 1, 255).astype(int).tolist(),
+            "max": float(f"{top:.4g}")}
 
 
 def _runs(keys: list, cells: np.ndarray, values: np.ndarray):
@@ -59,16 +61,13 @@ def cell_shards(atlas, bucket: int) -> dict[str, object]:
         cells = np.array([row_of.get(c, -1) for c in a.column("cell").to_pylist()])
         for (lay, f), cs, vs in _runs(keys, cells, a.column("value").to_numpy()):
             ok = cs >= 0
-            vals, top = _quantize(vs[ok])
-            shard = out.setdefault(f"cellact/{lay}/{f // bucket}.json", {})
-            shard[str(f)] = [cs[ok].tolist(), vals, top]
+            out.setdefault(f"cellact/{lay}/{f // bucket}.json", {})[str(f)] = _quantize(cs[ok], vs[ok])
     if atlas.has("cell_expression"):
         e = atlas.table("cell_expression")
         cells = np.array([row_of.get(c, -1) for c in e.column("cell").to_pylist()])
         per_key = {gene_keys(g)[1]: {} for g in set(atlas.table("feature_genes").column("gene").to_pylist())}
         for gene, cs, vs in _runs(e.column("gene").to_pylist(), cells, e.column("value").to_numpy()):
             ok = cs >= 0
-            vals, top = _quantize(vs[ok])
-            per_key.setdefault(gene_keys(gene)[1], {})[gene] = [cs[ok].tolist(), vals, top]
+            per_key.setdefault(gene_keys(gene)[1], {})[gene] = _quantize(cs[ok], vs[ok])
         out.update({f"cellexpr/{k}.json": v for k, v in per_key.items()})
     return out

@@ -1,8 +1,13 @@
 """Shards and boot data of the interventions views: the TF pages and the overview's interventions block.
 
-  tf/index.json   every perturbation of every dataset, one compact row each (the TF list, gene-page links)
-  tf/p/KK.json    per perturbed gene (KK: the gene index's two-character key): one record per dataset with the
+  tf/index.json   every perturbation of every dataset (the TF list, gene-page links): {datasets, rows: table
+                  {perturbation, dataset (index into datasets), is_tf, verdict, n_responding, n_specific, q,
+                  ceiling_q, kd_efficiency}}
+  tf/p/KK.json    per perturbed gene (KK: the gene index's two-character key, indexes.gene_keys): {gene: [one
+                  record per dataset: {TF_FIELDS that are set, dataset, published, alpha (when recorded), n_listed,
+                  features: table {layer, feature, effect, ci_lo, ci_hi, q, n_pert, n_ctrl, label}}]}, the
                   knockdown, target enrichment against its expression ceiling, verdict and responding features
+Tables are columnar (encode.py).
 The overview block (`interventions` in the boot data, a few hundred bytes) holds the specificity histogram of the
 patched features against their pooled null values, and per perturbation dataset the fraction of specific TFs
 with its interval beside the ceiling, the negative control and the pseudo-perturbation false-positive rate.
@@ -12,29 +17,40 @@ Counts, histograms and intervals are computed here; the browser only draws them.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 
-from scipy import stats as sps
+from ..pipeline.multitest import clopper_pearson
 
-from .indexes import _sig as sig, gene_keys
+from .encode import sig, table
+from .indexes import gene_keys
 
 TF_ROWS = 200        # responding features listed per TF and dataset (all are counted in n_responding)
-ALPHA = 0.05         # a feature responds at q below this, unless the dataset's `atlas perturb` recorded its --alpha
 HIST_BINS = 20       # specificity (an AUC in [0, 1]) histogram bins of width 0.05
 TF_FIELDS = ("is_tf", "n_cells", "kd_efficiency", "n_de", "n_targets", "target_set", "n_responding", "n_specific",
              "odds", "p", "q", "ceiling_odds", "ceiling_q", "verdict")
+Responding = namedtuple("Responding", "layer feature effect ci_lo ci_hi q n_pert n_ctrl label")
+Perturbation = namedtuple("Perturbation", "perturbation dataset is_tf verdict n_responding n_specific q ceiling_q "
+                                          "kd_efficiency")
 
 
-def _responding(rows: list[dict], labels: dict, alpha: float = ALPHA) -> tuple[list, int]:
-    """A perturbation's responding features, q first then |effect|, cut at TF_ROWS: rows with a q below alpha;
-    published rows (no q) are all listed. Each [layer, feature, effect, lo, hi, q, n_pert, n_ctrl, label]."""
-    keep = [r for r in rows if r["q"] is None or r["q"] < alpha]
+def _responding(rows: list[dict], labels: dict, alpha: float | None) -> tuple[dict, int]:
+    """A perturbation's responding features (a table), q first then |effect|, cut at TF_ROWS: rows with a q below
+    alpha; published rows (no q) are all listed. And how many responded."""
+    keep = [r for r in rows if r["q"] is None or (alpha is not None and r["q"] < alpha)]
     keep.sort(key=lambda r: (r["q"] if r["q"] is not None else 2.0, -abs(r["effect"] or 0), r["rank"] or 0,
                              r["layer"] if r["layer"] is not None else -1, r["feature"]))
-    out = [[r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3), sig(r["q"], 3),
-            r["n_pert"], r["n_ctrl"], labels.get((r["layer"], r["feature"])) or r["label"] or ""]
-           for r in keep[:TF_ROWS]]
+    out = table(Responding(r["layer"], r["feature"], sig(r["effect"], 3), sig(r["ci_lo"], 3), sig(r["ci_hi"], 3),
+                           sig(r["q"], 3), r["n_pert"], r["n_ctrl"],
+                           labels.get((r["layer"], r["feature"])) or _published_label(r["label"])) for r in keep[:TF_ROWS])
     return out, len(keep)
+
+
+# Published labels that name no gene set: the predecessor's placeholders and its "unlabeled".
+NOT_LABELS = {"transcription_factors", "pairwise_enrichment", "unlabeled", "unlabelled"}
+
+
+def _published_label(label) -> str:
+    return "" if not label or label in NOT_LABELS else label
 
 
 def tf_shards(atlas, labels: dict) -> dict[str, object]:
@@ -48,29 +64,24 @@ def tf_shards(atlas, labels: dict) -> dict[str, object]:
     by_key = {(r["dataset"], r["perturbation"]): r for r in tfs}
     published = (atlas.manifest.get("extras", {}).get("perturbation_response") or {}).get("dataset")
     runs = atlas.manifest.get("perturbation") or {}
-    alpha = {ds: ((rec.get("parameters") or {}).get("alpha") or ALPHA) if isinstance(rec, dict) else ALPHA
-             for ds, rec in runs.items()}
+    # each dataset's own level (atlas perturb --alpha, in its record); a published dataset has none (no q)
+    alpha = {ds: (rec.get("parameters") or {}).get("alpha") for ds, rec in runs.items() if isinstance(rec, dict)}
     datasets = sorted({k[0] for k in by_key} | {k[0] for k in resp})
     index, shards = [], defaultdict(dict)
     for ds, gene in sorted(set(by_key) | set(resp), key=lambda k: (k[1].upper(), k[1], k[0])):
         t = by_key.get((ds, gene), {})
-        feats, n_listed = _responding(resp.get((ds, gene), []), labels, alpha.get(ds, ALPHA))
+        feats, n_listed = _responding(resp.get((ds, gene), []), labels, alpha.get(ds))
         rec = {k: sig(t.get(k), 4) for k in TF_FIELDS if t.get(k) is not None}
         rec.update(dataset=ds, published=ds == published, features=feats, n_listed=n_listed)
-        if ds in alpha:
+        if alpha.get(ds) is not None:
             rec["alpha"] = alpha[ds]
         shards[f"tf/p/{gene_keys(gene)[1]}.json"].setdefault(gene, []).append(rec)
-        index.append([gene, datasets.index(ds), None if t.get("is_tf") is None else int(t["is_tf"]), t.get("verdict"),
-                      t.get("n_responding", n_listed), t.get("n_specific"), sig(t.get("q"), 3),
-                      sig(t.get("ceiling_q"), 3), sig(t.get("kd_efficiency"), 3)])
+        index.append(Perturbation(gene, datasets.index(ds), None if t.get("is_tf") is None else int(t["is_tf"]),
+                                  t.get("verdict"), t.get("n_responding", n_listed), t.get("n_specific"),
+                                  sig(t.get("q"), 3), sig(t.get("ceiling_q"), 3), sig(t.get("kd_efficiency"), 3)))
     out: dict[str, object] = dict(shards)
-    out["tf/index.json"] = {"datasets": datasets, "rows": index}
+    out["tf/index.json"] = {"datasets": datasets, "rows": table(index)}
     return out
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return float(ci.low), float(ci.high)
 
 
 def _histogram(values: list[float]) -> list[int]:
@@ -88,10 +99,11 @@ def _causal_summary(atlas) -> dict | None:
     if not rows:
         return None
     scored = [r for r in rows if r["specificity"] is not None]
+    alpha = (atlas.manifest.get("interventions") or {}).get("alpha")
     if scored:
         nulls = [v for r in scored for v in (r["null_values"] or [])]
-        return {"n_tested": len(rows), "n_scored": len(scored), "n_specific": sum(r["q"] is not None and r["q"] < ALPHA
-                                                                                  for r in scored),
+        return {"n_tested": len(rows), "n_scored": len(scored), "alpha": alpha,
+                "n_specific": None if alpha is None else sum(r["q"] is not None and r["q"] < alpha for r in scored),
                 "layers": sorted({r["layer"] for r in rows} - {None}), "bins": HIST_BINS,
                 "observed": _histogram([r["specificity"] for r in scored]), "null": _histogram(nulls),
                 "n_null": len(nulls), "median": sig(_median([r["specificity"] for r in scored]), 3),

@@ -23,10 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..atlas.format import Atlas, read_atlas
+from ..atlas.format import totals as format_totals
 from ..jsonio import dumps_json
 from ..errors import AtlasError
 from ..fsutil import atomic_dir, atomic_write
+from .encode import columns, sig
 from .indexes import TERM_BUCKET
+from .links import links_boot
 from .perturbation import interventions_summary
 from .shards import BUCKET, build_shards
 
@@ -75,7 +78,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(blob)
         downloads = _write_downloads(atlas, tmp / "downloads")
-        _write_model_card(atlas, tmp / "model")
+        _write_model_card(atlas, tmp / "model", f"../{asset_dir}")
         listing = _env().get_template("downloads.html").render(title=atlas.manifest.get("atlas", {}).get("title")
                                                                or atlas.name, names=downloads)
         (tmp / "downloads" / "index.html").write_text(listing, encoding="utf-8")
@@ -84,7 +87,7 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
         # Which tf/p/KK.json exist, so the gene page asks only for a shard that is there.
         boot["tf_keys"] = sorted(p[len("tf/p/"):-5] for p in shards if p.startswith("tf/p/"))
         # Cell-type names in shard order, so a cell type's page fetches its shard without the index first.
-        boot["celltypes"] = [r[0] for r in orjson.loads(shards["celltypes/index.json"])]
+        boot["celltypes"] = orjson.loads(shards["celltypes/index.json"]).get("name", [])
         boot["deps"] = module_deps(assets)
         if boot["interventions"]:  # overview.js imports it on demand; preloaded with the view when it is needed
             boot["deps"]["overview"] = sorted(boot["deps"]["overview"] + ["lib/interventions_summary.js"])
@@ -99,16 +102,14 @@ def render(atlas_dir: Path, site_root: Path) -> Path:
 def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list[str]) -> dict:
     """What the first paint needs, inlined into index.html: titles, per-layer summary, where shards live."""
     m = atlas.manifest
-    layers = atlas.table("layers").to_pylist()
-    for r in layers:
-        r["annotated_rate"] = round(r["annotated"] / r["alive"], 4) if r["alive"] else None
-    totals = {k: sum(r[k] for r in layers) for k in ("n_features", "alive", "annotated", "n_modules")}
+    layers = _layers(atlas)
+    # the rates and totals are the atlas' own (format.annotation_rate, format.totals): read, never recomputed here
+    totals = {k: sig(v) for k, v in (m.get("totals") or format_totals(atlas.table("layers"))).items()}
     totals["layers"] = len(layers)
-    totals["annotated_rate"] = round(totals["annotated"] / totals["alive"], 4) if totals["alive"] else None
     return {
         "id": atlas.name, "title": m.get("atlas", {}).get("title") or atlas.name,
         "description": m.get("atlas", {}).get("description") or "",
-        "model": _model(m), "sae": m.get("sae", {}), "dataset": m.get("dataset", {}),
+        "model": _model(m), "sae": _sae(m), "dataset": m.get("dataset", {}),
         "genesets": m.get("genesets", []), "notes": m.get("notes", []),
         "layers": layers, "totals": totals, "data": data_dir, "bucket": BUCKET, "term_bucket": TERM_BUCKET,
         "downloads": downloads, "gene_keys": gene_keys, "nulls": _nulls(atlas), "db_counts": _db_counts(atlas),
@@ -116,9 +117,36 @@ def bootstrap(atlas: Atlas, data_dir: str, downloads: list[str], gene_keys: list
         "has_cells": atlas.has("cells") and atlas.table("cells").num_rows > 0,
         "has_comparisons": any(atlas.has(t) for t in ("svd_comparison", "persistence", "causal_summary")),
         "has_causal": atlas.has("causal_summary"),
-        "interventions": interventions_summary(atlas),
+        "interventions": interventions_summary(atlas), "links": links_boot(atlas, BUCKET),
         "parameters": m.get("parameters", {}), "source": _source(m),
     }
+
+
+def _layers(atlas: Atlas) -> list[dict]:
+    """The layers table, and for a layer whose annotation data was not published (an import's manifest
+    extras.annotations_absent) `annotations_absent` and the count the publication gives (`published_annotated`),
+    so no page shows its empty enrichments as a finding."""
+    layers = [{k: sig(v) for k, v in r.items()} for r in atlas.table("layers").to_pylist()]
+    absent = (atlas.manifest.get("extras") or {}).get("annotations_absent") or {}
+    published = absent.get("published_annotated") or {}
+    for r in layers:
+        if r["layer"] in (absent.get("layers") or []):
+            r["annotations_absent"] = True
+            r["published_annotated"] = published.get(str(r["layer"]))
+    return layers
+
+
+def _sae(m: dict) -> dict:
+    """The manifest's SAE without its file list; training per layer with its curve, as recorded (export.py)."""
+    return _rounded({k: v for k, v in (m.get("sae") or {}).items() if k != "files"})
+
+
+def _rounded(obj):
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return sig(obj)
 
 
 def _model(m: dict) -> dict:
@@ -127,7 +155,8 @@ def _model(m: dict) -> dict:
     rec = (m.get("model") or {}).get("pretraining")
     if isinstance(rec, dict) and isinstance(rec.get("data"), dict) and isinstance(rec.get("config"), dict):
         d, c = rec["data"], rec["config"]
-        model["pretrained"] = {"cells": d.get("train_cells"), "data": d.get("file"), "steps": c.get("steps"),
+        model["pretrained"] = {"cells": d.get("train_cells"), "data": d.get("file"), "data_cells": d.get("cells"),
+                               "steps": c.get("steps"),
                                "layers": c.get("layers"), "width": c.get("width"), "trained": rec.get("trained"),
                                "card": "model/" if isinstance((m.get("model") or {}).get("card"), str) else None}
     return model
@@ -170,14 +199,16 @@ def _db_counts(atlas: Atlas) -> dict:
     return {"databases": dbs, "layers": layers, "counts": [[cell.get((lay, d), 0) for d in dbs] for lay in layers]}
 
 
-def _nulls(atlas: Atlas) -> list:
-    """The null_baseline rows, [layer, analysis, measure, baseline, observed, expected, note]: small, so inlined."""
+def _nulls(atlas: Atlas) -> dict:
+    """The null_baseline rows, small, so inlined: table {layer, analysis, measure, baseline, observed, expected,
+    note, observed_n, expected_n, observed_lo, observed_hi, expected_lo, expected_hi} (columnar, encode.py)."""
     if not atlas.has("null_baseline"):
-        return []
+        return {}
     t = atlas.table("null_baseline").to_pylist()
-    r = lambda v: None if v is None else float(f"{v:.4g}")  # noqa: E731
-    return [[x["layer"], x["analysis"], x["measure"], x["baseline"], r(x["observed"]), r(x["expected"]), x["note"]]
-            for x in t]
+    fields = ("layer", "analysis", "measure", "baseline", "observed", "expected", "note", "observed_n", "expected_n",
+              "observed_lo", "observed_hi", "expected_lo", "expected_hi")
+    real = {"observed", "expected", "observed_lo", "observed_hi", "expected_lo", "expected_hi"}
+    return columns({f: [sig(x[f]) if f in real else x[f] for x in t] for f in fields})
 
 
 def _csv_ready(t: pa.Table) -> pa.Table:
@@ -209,10 +240,10 @@ def card_html(markdown: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
-def _write_model_card(atlas: Atlas, out: Path) -> None:
+def _write_model_card(atlas: Atlas, out: Path, assets: str) -> None:
     """model/: the card of a model pretrained by `atlas pretrain` (manifest model.card, model.pretraining),
     with its loss curve drawn again from the recorded numbers rather than copied from the checkpoint."""
-    from ..models.modelcard import loss_svg
+    from ..losscurve import loss_svg
 
     model = atlas.manifest.get("model", {})
     card, record = model.get("card"), model.get("pretraining")
@@ -229,7 +260,7 @@ def _write_model_card(atlas: Atlas, out: Path) -> None:
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     (out / "pretrain.json").write_bytes(dumps_json(record, indent=True))
     title = card.lstrip("# ").splitlines()[0] if card.strip() else "Model card"
-    html = _env().get_template("model.html").render(title=title, card=card_html(card))
+    html = _env().get_template("model.html").render(title=title, card=card_html(card), assets=assets)
     (out / "index.html").write_text(html, encoding="utf-8")
 
 
@@ -240,5 +271,9 @@ def render_index(site_root: Path) -> None:
         info = d / "atlas.json"
         if info.is_file():
             entries.append({"path": f"{d.name}/", **orjson.loads(info.read_bytes())})
-    html = _env().get_template("index.html").render(atlases=entries, title="Feature atlases")
+    # The documentation, when built into site_root/docs/ (the Pages workflow does), is linked; the page is
+    # otherwise unchanged, and no atlas folder depends on it.
+    docs = site_root / "docs"
+    has_docs = (docs / "index.html").is_file() and not (docs / "atlas.json").exists()
+    html = _env().get_template("index.html").render(atlases=entries, title="Feature atlases", docs=has_docs)
     atomic_write(site_root / "index.html", html.encode("utf-8"))

@@ -6,9 +6,17 @@ import gzip
 import mimetypes
 import posixpath
 import urllib.parse
+from dataclasses import dataclass
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    port: int = 8000          # 0: any free port
+    host: str = "127.0.0.1"   # loopback: the preview is not published
+
 
 COMPRESSIBLE = (".html", ".js", ".css", ".json", ".csv", ".svg", ".txt")
 mimetypes.add_type("text/javascript", ".js")
@@ -66,7 +74,12 @@ def make_handler(root: Path):
     return Handler
 
 
-def make_server(root: Path, port: int = 8000, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def make_server(root: Path, port: int = ServeConfig.port, host: str = ServeConfig.host) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), make_handler(Path(root)))
     server.daemon_threads = True
     return server
+
+
+def served_atlases(root: Path) -> list[str]:
+    """The rendered atlases under root (folders with an index.html)."""
+    return sorted(p.name for p in Path(root).iterdir() if (p / "index.html").is_file())

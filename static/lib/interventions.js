@@ -1,29 +1,20 @@
 // The "Interventions" section of a feature page: causal patching (effect bars with intervals, specificity
 // against its null) and perturbation response. Everything from data is inserted as text.
-import { h, link, help, table, svg } from "./dom.js";
+import { h, link, help, table, fold } from "./dom.js";
+import { hbarChart, figure } from "./chart.js";
 import { int, num, pval } from "./format.js";
+import { rows } from "./data.js";
 
-const W = 160, H = 14;
-
-// One gene's effect as a bar from 0 with its interval as a whisker; every row shares the scale `max`.
-function effectBar(delta, lo, hi, max) {
-  const x = (v) => W / 2 + (W / 2 - 2) * Math.max(-1, Math.min(1, v / max));
-  const a = x(Math.min(0, delta)), b = x(Math.max(0, delta));
-  return svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `effect ${num(delta)}${lo != null ? `, interval ${num(lo)} to ${num(hi)}` : ""}` },
-    svg("line", { x1: W / 2, x2: W / 2, y1: 0, y2: H, stroke: "#999" }),
-    svg("rect", { x: a, y: 3, width: Math.max(1, b - a), height: H - 6, fill: delta < 0 ? "#c0504d" : "#4a7fd0" }),
-    lo != null && hi != null ? svg("line", { x1: x(lo), x2: x(hi), y1: H / 2, y2: H / 2, stroke: "#222", "stroke-width": 1.5 }) : null);
-}
-
+// The level is the build's own ([interventions] alpha, in the shard): never a constant of the page.
 function verdict(c) {
   if (c.q == null) return "no test (too few of its top genes had a measured effect, or no null)";
-  return c.q < 0.05 ? "specific: its own genes are affected more than under its nulls (q < 0.05)"
-    : "not distinguishable from its nulls (q ≥ 0.05)";
+  if (c.alpha == null) return `q = ${pval(c.q)} (the build recorded no level)`;
+  return c.q < c.alpha ? `specific: its own genes are affected more than under its nulls (q < ${c.alpha})`
+    : `not distinguishable from its nulls (q ≥ ${c.alpha})`;
 }
 
 function built(c) {
-  const rows = c.effects || [];
-  const max = Math.max(1e-9, ...rows.flatMap((r) => [Math.abs(r[1] ?? 0), Math.abs(r[2] ?? 0), Math.abs(r[3] ?? 0)]));
+  const effects = rows(c.effects);
   return [
     h("dl", { class: "stats" },
       h("dt", {}, "Method"), h("dd", {}, c.method),
@@ -35,10 +26,14 @@ function built(c) {
       h("dt", {}, "Verdict"), h("dd", {}, verdict(c)),
       c.total_effect != null ? [h("dt", {}, "Total effect"), h("dd", {}, `${num(c.total_effect)} [${num(c.total_lo)}, ${num(c.total_hi)}]`)] : null,
       c.objective_change != null ? [h("dt", {}, "Change of the objective (exact / attribution)"), h("dd", {}, `${num(c.objective_change)} / ${num(c.attribution)}`)] : null),
-    rows.length ? table({ caption: "Genes most affected by patching", cls: "effects-table",
-      columns: [{ label: "Gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "" }, { label: "Cells", num: true }, { label: "Top gene" }],
-      rows: rows.map((r) => [link(`#/genes/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—",
-        effectBar(r[1] ?? 0, r[2], r[3], max), int(r[4]), r[5] ? "yes" : ""]) }) : null,
+    effects.length ? figure("Change of the model's output per gene when the feature is patched out, with its 95% interval (bootstrap over cells); orange: one of the feature's top genes",
+      hbarChart({ title: "Effect of patching per gene", xTitle: "Mean change of the readout", format: (v) => num(v, 2), labelChars: 14, row: 16,
+        items: effects.map((r) => ({ label: r.gene, value: r.delta, lo: r.ci_lo, hi: r.ci_hi, color: r.top_gene ? "var(--bar2)" : "var(--bar)",
+          tip: `${r.gene}: ${num(r.delta)}${r.ci_lo != null ? ` [${num(r.ci_lo)}, ${num(r.ci_hi)}]` : ""}, ${int(r.n_cells)} cells${r.top_gene ? ", a top gene of the feature" : ""}` })) })) : null,
+    effects.length ? fold({ title: "Effects as a table", level: "h3", open: false, body: table({ caption: "Genes most affected by patching", cls: "effects-table",
+      columns: [{ label: "Gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "Cells", num: true }, { label: "Top gene" }],
+      rows: effects.map((r) => [link(`#/genes/${encodeURIComponent(r.gene)}`, r.gene), num(r.delta), r.ci_lo != null ? `[${num(r.ci_lo)}, ${num(r.ci_hi)}]` : "—",
+        int(r.n_cells), r.top_gene ? "yes" : ""]) }) }) : null,
   ];
 }
 
@@ -50,12 +45,12 @@ function published(c) {
       c.top_genes ? [h("dt", {}, "Target genes"), h("dd", {}, c.top_genes.join(", "))] : null)];
 }
 
-function perturbations(rows) {
-  if (!rows || !rows.length) return null;
+function perturbations(list) {
+  if (!list.length) return null;
   return [h("h3", {}, "Perturbation response"),
     table({ caption: "Perturbation response", columns: [{ label: "Perturbed gene" }, { label: "Effect", num: true }, { label: "Interval" }, { label: "q", num: true }, { label: "Transcription factor" }, { label: "Dataset" }],
-      rows: rows.map((r) => [link(`#/tf/${encodeURIComponent(r[0])}`, r[0]), num(r[1]), r[2] != null ? `[${num(r[2])}, ${num(r[3])}]` : "—", pval(r[4]),
-        r[6] == null ? "—" : r[6] ? "yes" : "no", r[5]]) })];
+      rows: list.map((r) => [link(`#/tf/${encodeURIComponent(r.perturbation)}`, r.perturbation), num(r.effect), r.ci_lo != null ? `[${num(r.ci_lo)}, ${num(r.ci_hi)}]` : "—", pval(r.q),
+        r.is_tf == null ? "—" : r.is_tf ? "yes" : "no", r.dataset]) })];
 }
 
 export function interventionsSection(d, hasCausal) {
@@ -64,5 +59,6 @@ export function interventionsSection(d, hasCausal) {
     ? "Not tested: this feature was not in its layer's patched sample (the features of largest attribution plus a stratified random sample)."
     : "Not tested: this atlas has no intervention results.")
     : c.specificity_ratio != null && c.specificity == null ? published(c) : built(c);
-  return h("section", { "aria-labelledby": "int-h" }, h("h2", { id: "int-h" }, "Interventions"), body, perturbations(d.perturbation));
+  return fold({ title: "Interventions", id: "int-h", summary: c ? (c.specificity_ratio != null && c.specificity == null ? "published patching ratio" : "causal patching") : "not tested",
+    body: [body, perturbations(d.perturbation)] });
 }

@@ -1,9 +1,8 @@
 // Perturbed genes (builder/site/perturbation.py): tf/p/KK.json holds every record of the genes whose names start
 // with the two characters KK; boot.tf_keys lists the files that exist, so a gene never perturbed costs no request.
-import { boot, load, shardKey } from "./data.js";
+import { boot, load, nameKey } from "./data.js";
 
-export const tfKey = (s) => shardKey(s[0]) + (s.length > 1 ? shardKey(s[1]) : "_");
-export const tfPath = (s) => (s && (boot.tf_keys || []).includes(tfKey(s)) ? `tf/p/${tfKey(s)}.json` : null);
+export const tfPath = (s) => (s && (boot.tf_keys || []).includes(nameKey(s)) ? `tf/p/${nameKey(s)}.json` : null);
 
 // {name, recs} for a symbol in any case (an exact match first), or null when it was not perturbed.
 export async function tfEntry(sym) {
@@ -17,7 +16,7 @@ export async function tfEntry(sym) {
 export const tfHref = (sym) => `#/tf/${encodeURIComponent(sym)}`;
 
 // The verdicts of `atlas perturb` (tf_specificity.verdict), each with the sentence that explains it at the dataset's
-// level (its --alpha, 0.05 unless set).
+// level (its --alpha, recorded with the dataset and carried by the shard).
 export const VERDICTS = {
   specific: (a) => `Specific: its curated targets are enriched among the genes loaded by the features that respond to its knockdown (q < ${a}).`,
   "not specific": (a) => `Not specific: expression alone finds its targets (ceiling q < ${a}), but the responding features do not (q ≥ ${a}).`,
@@ -29,7 +28,7 @@ const NEGATIVE = {
   "not specific": (a, tf) => `Not specific, as expected of a negative control: expression alone finds the targets of ${tf} (ceiling q < ${a}), its responding features do not.`,
   "no signal": (a, tf) => `No signal, as a negative control: neither its responding features nor expression alone find the targets of ${tf} enriched.`,
 };
-export const verdictText = (v, a = 0.05, tf = null) => {
+export const verdictText = (v, a, tf = null) => {
   const table = tf ? NEGATIVE : VERDICTS;
   return table[v] ? table[v](a, tf) : v ? `Verdict: ${v}.` : "No verdict: published counts only, no test.";
 };

@@ -7,10 +7,14 @@ const ROW = 30;
 
 export function vtable({ columns, rows, href, label, height = 480, sort, onHover, onOpen }) {
   const phone = window.matchMedia("(max-width: 600px)").matches;
-  columns = columns.filter((c) => !(phone && c.minor));
+  // A column empty ("—") on every row says nothing (an imported file lacks it): left out, as in dom.js table().
+  const blank = (c) => rows.length && rows.every((r) => { const t = c.text(r); return t == null || t === "" || t === "—"; });
+  columns = columns.filter((c) => !(phone && c.minor) && !blank(c));
   let data = rows;
   let state = sort && columns.some((c) => c.key === sort.key) ? sort : null; // {key, dir: 1 | -1}
-  const template = columns.map((c) => c.width || "1fr").join(" ");
+  // A fixed width never cuts its header: at least the label and the sort arrow.
+  const fit = (c) => (!c.width ? "1fr" : c.width.startsWith("minmax") ? c.width : `max(${c.width}, ${c.label.length + 2.5}ch)`);
+  const template = columns.map(fit).join(" ");
   const buttons = columns.map((c) =>
     h("button", { type: "button", title: `Sort by ${c.title || c.label}`, class: c.num ? "num" : "", onclick: () => sortBy(c.key) }, c.label));
   const head = h("div", { class: "vt-head", role: "row", style: `grid-template-columns:${template}` },

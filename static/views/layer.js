@@ -1,40 +1,42 @@
 // #/layer/L : feature map (colour by any column, legend, keyboard) and a sortable, filterable table of every
 // feature of one layer; a row or point opens a preview in a side panel, whose shard is prefetched on hover.
-import { h, link, featureLink, help, missing, fill, append } from "../lib/dom.js";
-import { boot, load, layerIds, labelOf, featureShard, featurePath, prefetch } from "../lib/data.js";
+import { h, link, featureLink, help, missing, fill, append, phone } from "../lib/dom.js";
+import { boot, load, rows, layerIds, labelOf, loadFeature, featurePath, prefetch } from "../lib/data.js";
 import { int, num, pct, pval } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { pointMap } from "../lib/map.js";
+import { dbName } from "../lib/names.js";
 
 const COLUMNS = [
-  { key: "f", label: "Feature", width: "4.5rem", num: true, text: (r) => `F${r.f}`, sort: (r) => r.f },
-  { key: "label", label: "Label", width: "minmax(7rem, 2fr)", text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
-  { key: "genes", label: "Top genes", width: "minmax(6rem, 1.4fr)", text: (r) => r.genes.join(" "), sort: (r) => r.genes[0] || null },
-  { key: "freq", label: "Freq.", title: "activation frequency", width: "4.6rem", num: true, text: (r) => pct(r.freq), sort: (r) => r.freq },
-  { key: "ne", label: "Enr.", title: "number of enrichments", width: "3.2rem", num: true, minor: true, text: (r) => int(r.ne), sort: (r) => r.ne },
-  { key: "mod", label: "Mod.", title: "module", width: "3.2rem", num: true, minor: true, text: (r) => (r.mod == null ? "—" : r.mod), sort: (r) => r.mod },
+  { key: "f", label: "Feature", width: "4.5rem", num: true, text: (r) => `F${r.feature}`, sort: (r) => r.feature },
+  // On a phone the top-genes column is left out: an unlabelled feature is named by its top genes here instead.
+  { key: "label", label: "Name", title: "label (on a phone: else top genes)", width: "minmax(7rem, 2fr)", text: (r) => (r.label || !phone() || !r.genes.length ? labelOf(r.label) : `genes ${r.genes.slice(0, 3).join(" ")}`), tip: (r) => r.label || r.genes.join(" "), sort: (r) => r.label || null },
+  { key: "genes", label: "Top genes", width: "minmax(6rem, 1.4fr)", minor: true, text: (r) => r.genes.join(" "), sort: (r) => r.genes[0] || null },
+  { key: "freq", label: "Freq.", title: "activation frequency", width: "4.6rem", num: true, text: (r) => pct(r.frequency), sort: (r) => r.frequency },
+  { key: "ne", label: "Enr.", title: "number of enrichments", width: "3.2rem", num: true, minor: true, text: (r) => int(r.n_enrichments), sort: (r) => r.n_enrichments },
+  { key: "mod", label: "Mod.", title: "module", width: "3.2rem", num: true, minor: true, text: (r) => (r.module == null ? "—" : r.module), sort: (r) => r.module },
 ];
 
 // Colour-by choices: a category index or a 0..1 value per row, and the legend that goes with it.
-function colourings(rows, d) {
-  const dbs = [...new Set(rows.map((r) => r.db).filter(Boolean))].sort();
-  const mods = [...new Set(rows.map((r) => r.mod).filter((m) => m != null))].sort((a, b) => a - b);
+function colourings(feats, hasSvd) {
+  const dbs = [...new Set(feats.map((r) => r.database).filter(Boolean))].sort();
+  const mods = [...new Set(feats.map((r) => r.module).filter((m) => m != null))].sort((a, b) => a - b);
   const numeric = (title, get, log) => {
-    const vals = rows.map(get).filter((v) => typeof v === "number" && v > 0);
+    const vals = feats.map(get).filter((v) => typeof v === "number" && v > 0);
     const lo = Math.min(...vals), hi = Math.max(...vals);
     const t = (v) => (typeof v !== "number" || v <= 0 ? null : log ? Math.log(v / lo) / (Math.log(hi / lo) || 1) : (v - lo) / ((hi - lo) || 1));
     return { fn: (p) => ({ value: t(get(p.row)) }), legend: { kind: "num", title, lo: vals.length ? lo : null, hi: vals.length ? hi : null, none: "zero or none" } };
   };
   const out = {
-    module: { fn: (p) => ({ cat: p.row.mod == null ? null : mods.indexOf(p.row.mod) }),
+    module: { fn: (p) => ({ cat: p.row.module == null ? null : mods.indexOf(p.row.module) }),
       legend: { kind: "cat", title: "Module", items: [...mods.slice(0, 12).map((m, i) => [i, `Module ${m}`]), ...(mods.length > 12 ? [[null, `… ${mods.length - 12} more`]] : []), [null, "no module"]] } },
-    frequency: numeric("Activation frequency (log scale)", (r) => r.freq, true),
-    database: { fn: (p) => ({ cat: p.row.db ? dbs.indexOf(p.row.db) : null }),
-      legend: { kind: "cat", title: "Label database", items: [...dbs.map((db, i) => [i, db]), [null, "unlabelled"]] } },
-    enrichments: numeric("Enrichments", (r) => r.ne, false),
-    mean_activation: numeric("Mean activation (log scale)", (r) => r.mean, true),
+    frequency: numeric("Activation frequency (log scale)", (r) => r.frequency, true),
+    database: { fn: (p) => ({ cat: p.row.database ? dbs.indexOf(p.row.database) : null }),
+      legend: { kind: "cat", title: "Label database", items: [...dbs.map((db, i) => [i, dbName(db)]), [null, "unlabelled"]] } },
+    enrichments: numeric("Enrichments", (r) => r.n_enrichments, false),
+    mean_activation: numeric("Mean activation (log scale)", (r) => r.mean_activation, true),
   };
-  if (d.svd) out.svd = { fn: (p) => ({ cat: p.row.svd == null ? null : p.row.svd ? 1 : 0 }), legend: { kind: "cat", title: "SVD-aligned", items: [[0, "no"], [1, "yes"], [null, "not measured"]] } };
+  if (hasSvd) out.svd = { fn: (p) => ({ cat: p.row.svd == null ? null : p.row.svd ? 1 : 0 }), legend: { kind: "cat", title: "SVD-aligned", items: [[0, "no"], [1, "yes"], [null, "not measured"]] } };
   return out;
 }
 
@@ -42,12 +44,9 @@ export async function render(el, layerParam) {
   const layer = Number(layerParam);
   if (!layerIds().includes(layer)) throw new Error(`This atlas has no layer ${layer}. Its layers are ${layerIds().join(", ")}.`);
   const d = await load(`layer/${layer}.json`);
-  const rows = d.feature.map((f, i) => ({
-    f, alive: d.alive[i], freq: d.frequency[i], mean: d.mean_activation[i], ne: d.n_enrichments[i], db: d.database[i],
-    mod: d.module[i], label: d.label[i], genes: d.genes[i], x: d.x[i], y: d.y[i], svd: d.svd ? d.svd[i] : null,
-  }));
+  const feats = rows(d.features);
   const byGene = new Map();
-  rows.forEach((r) => r.genes.forEach((g) => {
+  feats.forEach((r) => r.genes.forEach((g) => {
     const k = g.toUpperCase();
     if (!byGene.has(k)) byGene.set(k, []);
     byGene.get(k).push(r);
@@ -58,16 +57,16 @@ export async function render(el, layerParam) {
   const count = h("p", { class: "count muted", "aria-live": "polite" });
   const panel = h("aside", { class: "preview", "aria-label": "Feature preview", "aria-live": "polite" },
     h("p", { class: "muted" }, "Pick a row or a point to preview its feature here."));
-  const open = (r) => preview(panel, layer, r.f);
-  const table = vtable({ columns: COLUMNS, rows, label: `Features of layer ${layer}`, href: (r) => `#/feature/${layer}/${r.f}`,
-    sort: { key: "f", dir: 1 }, onHover: (r) => prefetch(featurePath(layer, r.f)), onOpen: open });
-  const withXY = rows.filter((r) => r.x != null && r.alive);
+  const open = (r) => preview(panel, layer, r.feature);
+  const table = vtable({ columns: COLUMNS, rows: feats, label: `Features of layer ${layer}`, href: (r) => `#/feature/${layer}/${r.feature}`,
+    sort: { key: "f", dir: 1 }, onHover: (r) => prefetch(featurePath(layer, r.feature)), onOpen: open });
+  const withXY = feats.filter((r) => r.x != null && r.alive);
   const map = boot.has_map && withXY.length ? pointMap({
     label: `Map of the alive features of layer ${layer}; focus it and use the arrow keys to move between features, Enter to preview`,
-    points: withXY.map((r) => ({ id: r.f, row: r, x: r.x, y: r.y, text: `F${r.f} · ${labelOf(r.label)} · ${r.genes.slice(0, 3).join(" ")}` })),
+    points: withXY.map((r) => ({ id: r.feature, row: r, x: r.x, y: r.y, text: `F${r.feature} · ${labelOf(r.label)} · ${r.genes.slice(0, 3).join(" ")}` })),
     onPick: (p) => open(p.row),
   }) : null;
-  const choices = colourings(rows, d);
+  const choices = colourings(feats, feats.some((r) => r.svd != null));
   const select = h("select", { id: "colour-by", "aria-label": "Colour the map by" }, Object.keys(choices).map((k) =>
     h("option", { value: k }, { module: "module", frequency: "activation frequency", database: "label database", enrichments: "number of enrichments", mean_activation: "mean activation", svd: "SVD alignment" }[k])));
   const recolour = () => map && map.setColour(choices[select.value].fn, choices[select.value].legend);
@@ -76,14 +75,14 @@ export async function render(el, layerParam) {
 
   function apply() {
     const q = input.value.trim().toUpperCase();
-    let list = q ? (byGene.get(q) || []).concat(rows.filter((r) => !r.genes.some((g) => g.toUpperCase() === q) && (r.label || "").toUpperCase().includes(q))) : rows;
-    const base = alive.checked ? rows.filter((r) => r.alive).length : rows.length;
+    let list = q ? (byGene.get(q) || []).concat(feats.filter((r) => !r.genes.some((g) => g.toUpperCase() === q) && (r.label || "").toUpperCase().includes(q))) : feats;
+    const base = alive.checked ? feats.filter((r) => r.alive).length : feats.length;
     if (alive.checked) list = list.filter((r) => r.alive);
-    if (annotated.checked) list = list.filter((r) => r.ne > 0);
+    if (annotated.checked) list = list.filter((r) => r.n_enrichments > 0);
     table.setRows(list);
     const what = alive.checked ? "alive features" : "features";
     count.textContent = `${int(list.length)} of ${int(base)} ${what}${q ? ` match “${input.value.trim()}”` : annotated.checked ? " (annotated)" : ""}`;
-    if (map) map.setHighlight(list.length === base && !q ? null : new Set(list.map((r) => r.f)));
+    if (map) map.setHighlight(list.length === base && !q ? null : new Set(list.map((r) => r.feature)));
   }
   let timer = 0;
   input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(apply, 80); });
@@ -96,7 +95,7 @@ export async function render(el, layerParam) {
     h("h1", {}, `Layer ${layer}`),
     h("nav", { class: "pills", "aria-label": "Layers" }, layerIds().map((l) =>
       link(`#/layer/${l}`, String(l), l === layer ? { "aria-current": "page" } : {}))),
-    h("p", { class: "muted" }, `${int(info.n_features)} features, ${int(info.alive)} alive, ${int(info.annotated)} annotated (${pct(info.annotated_rate)} of alive), ${int(info.n_modules)} modules.`),
+    h("p", { class: "muted" }, `${int(info.n_features)} features, ${int(info.alive)} alive, `, annotationText(info), `, ${int(info.n_modules)} modules.`),
     h("div", { class: "layer-grid" },
       map ? h("section", { "aria-label": "Feature map" },
         h("div", { class: "toolbar" }, h("label", { for: "colour-by" }, "Colour by "), select),
@@ -108,20 +107,35 @@ export async function render(el, layerParam) {
   );
 }
 
+// A layer's annotation in words: its rate with the interval, or, where its enrichment file was not published, that.
+export function annotationText(l) {
+  if (l.annotations_absent) {
+    return h("span", { class: "absent" }, `annotation not published for this layer${l.published_annotated != null ? ` (the publication counts ${int(l.published_annotated)} annotated)` : ""}`);
+  }
+  if (l.annotated_rate == null) return `${int(l.annotated)} annotated`;
+  return [`${int(l.annotated)} of ${int(l.tested)} tested annotated (${pct(l.annotated_rate)}, 95% interval ${pct(l.annotated_rate_lo)} to ${pct(l.annotated_rate_hi)}) `, help("annotated_rate", "the annotation rate")];
+}
+
 async function preview(panel, layer, f) {
+  // On a phone the panel sits below the table: bring it into view when a row is picked.
+  const reveal = () => { if (panel.getBoundingClientRect().top > window.innerHeight - 80) panel.scrollIntoView({ block: "start", behavior: "smooth" }); };
+  reveal();
   fill(panel, h("h2", { class: "panel-title" }, `L${layer}:F${f}`), h("p", { class: "muted" }, "Loading…"));
   let d;
   try {
-    d = (await featureShard(layer, f)).features[String(f)];
+    d = await loadFeature(layer, f);
   } catch (err) {
     return fill(panel, h("h2", { class: "panel-title" }, `L${layer}:F${f}`), missing("The preview", err));
   }
-  fill(panel, 
-    h("h2", { class: "panel-title" }, `L${layer}:F${f}`),
-    h("p", {}, d.label ? [d.label, h("span", { class: "muted" }, ` · ${d.database || "database not recorded"}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, "unlabelled")),
-    h("p", { class: "muted" }, `${pct(d.frequency)} of tokens `, help("frequency", "activation frequency"), ` · mean activation ${num(d.mean_activation)} · ${int(d.enrichments.length)} enrichments`),
-    d.genes.length ? h("p", {}, h("b", {}, "Top genes: "), d.genes.slice(0, 10).map((g) => g[0]).join(" ")) : null,
-    d.enrichments.length ? h("ul", { class: "compact" }, d.enrichments.slice().sort((a, b) => (a[3] ?? 1) - (b[3] ?? 1)).slice(0, 3)
-      .map((r) => h("li", {}, r[9] || r[1], h("span", { class: "muted" }, ` (${r[0]})`)))) : null,
+  const absent = boot.layers.find((l) => l.layer === layer).annotations_absent;
+  fill(panel,
+    h("h2", { class: "panel-title" }, `L${layer}:F${f}`, d.label || d.genes.length ? h("span", { class: "fname" }, ` · ${d.label ? labelOf(d.label) : d.genes.slice(0, 3).map((g) => g.gene).join(" ")}`) : null),
+    h("p", {}, d.label ? [labelOf(d.label), h("span", { class: "muted" }, ` · ${dbName(d.database)}${d.q != null ? ` · q = ${pval(d.q)}` : ""}`)] : h("span", { class: "muted" }, absent ? "no published label" : "unlabelled")),
+    h("p", { class: "muted" }, `${pct(d.frequency)} of tokens `, help("frequency", "activation frequency"), ` · mean activation ${num(d.mean_activation)} · `,
+      absent ? h("span", { class: "absent" }, "enrichments not published for this layer") : `${int(d.enrichments.filter((r) => !r.note).length)} enrichments`),
+    d.genes.length ? h("p", {}, h("b", {}, "Top genes: "), d.genes.slice(0, 10).map((g) => g.gene).join(" ")) : null,
+    d.enrichments.some((r) => !r.note) ? h("ul", { class: "compact" }, d.enrichments.filter((r) => !r.note).sort((a, b) => (a.q ?? 1) - (b.q ?? 1)).slice(0, 3)
+      .map((r) => h("li", {}, labelOf(r.term), h("span", { class: "muted" }, ` (${dbName(r.database)})`)))) : null,
     h("p", {}, featureLink(layer, f, "Open the feature page →")));
+  reveal();
 }

@@ -36,3 +36,6 @@ export function key(v) {
 }
 
 export const plural = (n, word, many = `${word}s`) => `${int(n)} ${n === 1 ? word : many}`;
+
+// Axis ticks of a share: round percentages without trailing zeros (0%, 2.5%, 20%).
+export const pctTick = (v) => `${Number((100 * v).toPrecision(3))}%`;

@@ -1,41 +1,43 @@
 // #/terms and #/terms/DB:TERM : search the enriched terms (words match from their start: "T cell" never
 // suggests "Fat Cell"), list the features a term annotates, and chart them per layer.
 import { h, featureLink, help, fill, append } from "../lib/dom.js";
-import { boot, load, prefetch } from "../lib/data.js";
+import { boot, load, rows, prefetch, labelOf } from "../lib/data.js";
 import { int, num, pval, plural } from "../lib/format.js";
 import { vtable } from "../lib/vtable.js";
 import { searchBox } from "../lib/search.js";
-import { barChart } from "../lib/chart.js";
+import { barChart, figure } from "../lib/chart.js";
+import { dbName } from "../lib/names.js";
 
 const COLUMNS = [
   { key: "layer", label: "Layer", width: "3.6rem", num: true, text: (r) => r.layer },
-  { key: "f", label: "Feature", width: "4.6rem", num: true, text: (r) => `F${r.f}`, sort: (r) => r.f },
-  { key: "q", label: "q", width: "5.4rem", num: true, text: (r) => (r.ed != null ? `density ${num(r.ed, 2)}` : pval(r.q)), sort: (r) => r.q ?? r.ed },
-  { key: "or", label: "Odds ratio", width: "5.4rem", num: true, minor: true, text: (r) => num(r.or), sort: (r) => r.or },
-  { key: "ov", label: "Overlap", width: "4.4rem", num: true, text: (r) => int(r.ov), sort: (r) => r.ov },
+  { key: "feature", label: "Feature", width: "4.6rem", num: true, text: (r) => `F${r.feature}`, sort: (r) => r.feature },
+  { key: "q", label: "q", width: "5.4rem", num: true, text: (r) => (r.edge_density != null ? `density ${num(r.edge_density, 2)}` : pval(r.q)), sort: (r) => r.q ?? r.edge_density },
+  { key: "odds_ratio", label: "Odds ratio", width: "5.4rem", num: true, minor: true, text: (r) => num(r.odds_ratio), sort: (r) => r.odds_ratio },
+  { key: "overlap", label: "Overlap", width: "4.4rem", num: true, text: (r) => int(r.overlap), sort: (r) => r.overlap },
+  { key: "label", label: "Feature label", width: "minmax(6rem, 1fr)", minor: true, text: (r) => labelOf(r.label), tip: (r) => r.label, sort: (r) => r.label || null },
 ];
 
-let index = null; // [[term, db, nFeatures, note]], loaded on first use
-const terms = () => (index ||= load("terms/index.json"));
+let index = null; // [{term, database, n_features, note}], a term's id being its place; loaded on first use
+const terms = () => (index ||= load("terms/index.json").then(rows));
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 async function suggest(q) {
   const words = q.trim().split(/\s+/).map(escape).join("\\s+");
   const re = new RegExp(`(^|[^\\p{L}\\p{N}])${words}`, "iu"); // from the start of a word
   const hits = [];
-  (await terms()).forEach(([term, db, n, note], id) => {
-    const text = note || term;
+  (await terms()).forEach((t, id) => {
+    const text = t.note || t.term;
     const m = re.exec(text);
-    if (m) hits.push({ at: m.index, term, db, n, id, text });
+    if (m) hits.push({ at: m.index, term: t.term, db: t.database, n: t.n_features, id, text });
   });
   hits.sort((a, b) => (b.at === 0) - (a.at === 0) || b.n - a.n || (a.term < b.term ? -1 : 1));
-  return hits.slice(0, 12).map((t) => ({ value: `${t.db}:${t.term}`, text: t.text, note: `${t.db} · ${plural(t.n, "feature")}`, id: t.id }));
+  return hits.slice(0, 12).map((t) => ({ value: `${t.db}:${t.term}`, text: t.text, note: `${dbName(t.db)} · ${plural(t.n, "feature")}`, id: t.id }));
 }
 
 async function warm(value) {
   const all = await terms();
   const cut = value.indexOf(":");
-  const id = all.findIndex((t) => t[1] === value.slice(0, cut) && t[0] === value.slice(cut + 1));
+  const id = all.findIndex((t) => t.database === value.slice(0, cut) && t.term === value.slice(cut + 1));
   if (id >= 0) prefetch(`terms/p/${Math.floor(id / boot.term_bucket)}.json`);
 }
 
@@ -54,21 +56,22 @@ export async function render(el, param) {
     const db = value.slice(0, cut), term = value.slice(cut + 1);
     box.clear();
     const all = await terms();
-    const id = all.findIndex((t) => t[0] === term && t[1] === db);
+    const id = all.findIndex((t) => t.term === term && t.database === db);
     if (id < 0) return fill(results, h("p", { class: "warn" }, `No feature is annotated with “${term}” (${db || "no database given"}).`));
-    const note = all[id][3];
+    const note = all[id].note;
     const shard = await load(`terms/p/${Math.floor(id / boot.term_bucket)}.json`);
-    const rows = shard[String(id)].map(([layer, f, q, or, ov, ed]) => ({ layer, f, q, or, ov, ed }));
-    const table = vtable({ columns: COLUMNS, rows, label: `Features annotated with ${term}`, height: Math.min(480, 30 * rows.length + 4),
-      href: (r) => `#/feature/${r.layer}/${r.f}`, sort: { key: "q", dir: 1 } });
-    const best = rows.reduce((a, b) => ((b.q ?? 1) < (a.q ?? 1) ? b : a));
-    const perLayer = boot.layers.map((l) => rows.filter((r) => r.layer === l.layer).length);
+    const feats = rows(shard[String(id)]).map((r) => ({ ...r, label: (shard.labels || [])[r.label] }));
+    const table = vtable({ columns: COLUMNS, rows: feats, label: `Features annotated with ${term}`, height: Math.min(480, 30 * feats.length + 4),
+      href: (r) => `#/feature/${r.layer}/${r.feature}`, sort: { key: "q", dir: 1 } });
+    const best = feats.reduce((a, b) => ((b.q ?? 1) < (a.q ?? 1) ? b : a));
+    const perLayer = boot.layers.map((l) => feats.filter((r) => r.layer === l.layer).length);
     fill(results, h("h2", {}, note || term),
       note ? h("p", { class: "notice" }, `Published as “${term}”: a placeholder of the predecessor, not a gene set. `, help("edge_density", "edge density")) : null,
-      h("p", { class: "summary" }, `${db}: annotates ${plural(rows.length, "feature")}. Strongest: `, featureLink(best.layer, best.f), "."),
-      h("figure", {}, h("figcaption", {}, `Features annotated with this ${db} term, per layer`),
-        barChart({ title: `Features per layer for ${term}`, labels: boot.layers.map((l) => String(l.layer)), format: int, yTitle: "Features",
-          series: [{ name: db, color: "var(--bar)", values: perLayer }] })),
+      h("p", { class: "summary" }, `${dbName(db)}: annotates ${plural(feats.length, "feature")}. Strongest: `, featureLink(best.layer, best.feature, null, best.label || null), "."),
+      figure(`Features annotated with this ${dbName(db)} term, per layer`,
+        barChart({ title: `Features per layer for ${term}`, labels: boot.layers.map((l) => String(l.layer)), format: int, integer: true, yTitle: "Features",
+          series: [{ name: dbName(db), color: "var(--bar)", values: boot.layers.map((l, i) => (l.annotations_absent ? null : perLayer[i])) }] }),
+        boot.layers.some((l) => l.annotations_absent) ? `No bar for ${boot.layers.filter((l) => l.annotations_absent).map((l) => l.layer).join(", ")}: the annotation data of those layers was not published.` : null),
       table.el);
   }
   await show(param);
