@@ -11,7 +11,7 @@
    start, held-out variance explained, dead features) and the annotation rate with its 95% interval beside every
    baseline compared with all tested features (random genes, the random dictionaries, the untrained model).
 
-The figures of bench/README.md and docs/sae.md come from this output, not typed by hand.
+The figures of bench/README.md and docs/index.md ("Acceptance figures") come from this output, not typed by hand.
 """
 
 import argparse
