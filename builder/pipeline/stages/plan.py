@@ -142,8 +142,10 @@ class PlanStage(Stage):
 
     def key(self, b) -> str:
         cfg = b.cfg
+        # the tag: plans cached before the held-out cells came from the model's own held-out set (heldout_source)
+        # chose other cells and lack that field; they must not be reused
         return key_of("plan", __version__, cfg.model, b.inputs, cfg.max_cells, cfg.gene_column, cfg.seed,
-                      cfg.shard_cells, cfg.train.holdout, cfg.cell_type_column, cfg.donor_column)
+                      cfg.shard_cells, cfg.train.holdout, cfg.cell_type_column, cfg.donor_column, "model heldout")
 
     def run(self, b, tmp: Path) -> None:
         cfg = b.cfg
